@@ -1,0 +1,5 @@
+import sys
+
+from prostseg.cli import main
+
+sys.exit(main())

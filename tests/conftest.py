@@ -1,0 +1,27 @@
+"""Shared fixtures.
+
+Real-data tests run only when the environment variable ``PROSTSEG_REAL_DATA`` points at
+the folder of real prostate MRI described in ``../shared/data/README.md``; ``.ci/run``
+sets it. Everything else runs on generated phantoms.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REAL_DATA_ENV = "PROSTSEG_REAL_DATA"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real-data folder, or skip the test when ``PROSTSEG_REAL_DATA`` is unset."""
+    value = os.environ.get(REAL_DATA_ENV)
+    if not value:
+        pytest.skip(f"set {REAL_DATA_ENV} to the real-data folder to run this test")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"{REAL_DATA_ENV}={value} is not a folder")
+    return path
