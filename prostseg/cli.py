@@ -47,6 +47,78 @@ def _run_phantom(args) -> int:
 
 def _add_data_commands(subparsers) -> None:
     """``prostseg data ...``: list, fetch, import and verify public datasets."""
+    data = subparsers.add_parser(
+        "data",
+        help="public prostate MRI datasets: list, show, fetch, import, verify",
+        description="Work with the dataset manifests in data_manifests/.",
+    )
+    actions = data.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="list the known datasets").set_defaults(
+        handler=_run_data_list
+    )
+    show = actions.add_parser("show", help="print a dataset's manifest")
+    show.add_argument("name", help="manifest name (see 'prostseg data list') or JSON path")
+    show.set_defaults(handler=_run_data_show)
+    fetch = actions.add_parser("fetch", help="download (needs network) and import a dataset")
+    fetch.add_argument("name", help="manifest name or JSON path")
+    fetch.add_argument("dest", type=Path, help="folder to write the cases into")
+    fetch.add_argument("--cache", type=Path, help="folder for the downloaded archives")
+    fetch.add_argument("--overwrite", action="store_true", help="replace existing cases")
+    fetch.set_defaults(handler=_run_data_fetch)
+    imp = actions.add_parser("import", help="import a dataset you already have (offline)")
+    imp.add_argument("name", help="manifest name or JSON path")
+    imp.add_argument("source", type=Path, help="folder with the archives or their contents")
+    imp.add_argument("dest", type=Path, help="folder to write the cases into")
+    imp.add_argument("--overwrite", action="store_true", help="replace existing cases")
+    imp.set_defaults(handler=_run_data_import)
+    verify = actions.add_parser("verify", help="re-check archives and imported cases")
+    verify.add_argument("name", help="manifest name or JSON path")
+    verify.add_argument("dest", type=Path, help="folder the cases were imported into")
+    verify.add_argument("--cache", type=Path, help="folder holding the downloaded archives")
+    verify.set_defaults(handler=_run_data_verify)
+
+
+def _run_data_list(args) -> int:
+    from prostseg.manifests import list_manifests
+
+    for manifest in list_manifests():
+        print(f"{manifest.name:<20} {manifest.title}  [{'; '.join(manifest.licence_names)}]")
+    return 0
+
+
+def _run_data_show(args) -> int:
+    from prostseg.manifests import describe, load_manifest
+
+    print(describe(load_manifest(args.name)))
+    return 0
+
+
+def _run_data_fetch(args) -> int:
+    from prostseg.manifests import fetch
+
+    cases = fetch(args.name, args.dest, overwrite=args.overwrite, cache_dir=args.cache)
+    print(f"{len(cases)} case(s) written to {args.dest}")
+    return 0
+
+
+def _run_data_import(args) -> int:
+    from prostseg.manifests import import_local
+
+    cases = import_local(args.name, args.source, args.dest, overwrite=args.overwrite)
+    print(f"{len(cases)} case(s) written to {args.dest}")
+    return 0
+
+
+def _run_data_verify(args) -> int:
+    from prostseg.manifests import verify
+
+    report = verify(args.name, args.dest, cache_dir=args.cache)
+    for line in report.checked:
+        print(line)
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    print("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,824 @@
+"""Public prostate MRI datasets: manifests, download, offline import and verification.
+
+A *manifest* is a JSON file in ``data_manifests/`` that says where a public dataset
+comes from (URLs, licence, citation, checksums where a trustworthy one is known) and
+how its files map onto the prostseg case layout (``CASE_ID/t2w.nii.gz``,
+``adc``, ``dwi``, ``lesion``, ``zones``). The functions here work from a manifest:
+
+- :func:`list_manifests` and :func:`load_manifest` find and validate manifests;
+- :func:`fetch` downloads the manifest's archives with pooch (needs network);
+- :func:`import_local` converts files the user already has (offline);
+- :func:`verify` re-checks downloaded archives and the converted cases.
+
+Each case is written into a temporary folder next to its destination and renamed
+into place when complete, so an interrupted import never leaves half a case, and an
+existing case is replaced only with ``overwrite=True``.
+
+Examples
+--------
+>>> names = [manifest.name for manifest in list_manifests()]
+>>> "msd-prostate" in names
+True
+>>> load_manifest("msd-prostate").files[0].filename
+'Task05_Prostate.tar'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import site
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jsonschema
+
+from prostseg.errors import InputError, ProstsegError
+
+#: Roles a manifest can fill in a case folder, in the order they are written.
+CASE_ROLES = ("t2w", "adc", "dwi", "lesion", "zones")
+#: Roles that hold label maps (integer data, written as uint8).
+LABEL_ROLES = ("lesion", "zones")
+#: Extensions copied unchanged when a role needs no conversion.
+COPYABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+_MANIFEST_DIR_ENV = "PROSTSEG_MANIFEST_DIR"
+_RECORD_PREFIX = ".prostseg-import-"
+
+_FILE_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "pattern": {
+            "oneOf": [
+                {"type": "string", "pattern": "\\{case\\}"},
+                {"type": "array", "items": {"type": "string", "pattern": "\\{case\\}"}, "minItems": 1},
+            ]
+        },
+        "parts": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["pattern", "value"],
+                "properties": {
+                    "pattern": {"type": "string", "pattern": "\\{case\\}"},
+                    "value": {"type": "integer", "minimum": 1, "maximum": 255},
+                },
+            },
+        },
+        "channel": {"type": "integer", "minimum": 0},
+        "label_map": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]+$"},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 255},
+        },
+        "binarize": {"type": "boolean"},
+        "combine": {"enum": ["single", "union"]},
+        "required": {"type": "boolean"},
+    },
+    "oneOf": [{"required": ["pattern"]}, {"required": ["parts"]}],
+}
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "prostseg dataset manifest",
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "schema_version", "name", "title", "description", "homepage",
+        "licence", "citation", "files", "layout", "notes",
+    ],
+    "properties": {
+        "schema_version": {"const": 1},
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
+        "title": {"type": "string", "minLength": 1},
+        "description": {"type": "string", "minLength": 1},
+        "homepage": {"type": "string", "pattern": "^https?://"},
+        "licence": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "applies_to", "url", "source", "verified"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "applies_to": {"type": "string", "minLength": 1},
+                    "url": {"type": ["string", "null"]},
+                    "source": {"type": "string", "minLength": 1},
+                    "verified": {"type": "boolean"},
+                },
+            },
+        },
+        "citation": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["text", "doi"],
+                "properties": {
+                    "text": {"type": "string", "minLength": 1},
+                    "doi": {"type": ["string", "null"], "pattern": "^10\\.[0-9]{4,9}/\\S+$"},
+                },
+            },
+        },
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["url", "filename", "sha256", "md5", "size", "archive", "checksum_source"],
+                "properties": {
+                    "url": {"type": "string", "pattern": "^(https?|ftp)://"},
+                    "filename": {"type": "string", "pattern": "^[^/\\\\]+$"},
+                    "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+                    "md5": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"},
+                    "size": {"type": ["integer", "null"], "minimum": 1},
+                    "archive": {"enum": ["zip", "tar", "tar.gz", None]},
+                    "checksum_source": {"type": ["string", "null"]},
+                    "note": {"type": "string"},
+                },
+            },
+        },
+        "layout": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["cases_from", "case_id", "files"],
+            "properties": {
+                "cases_from": {"type": "string", "pattern": "\\{case\\}"},
+                "case_id": {"type": "string", "pattern": "\\{case\\}"},
+                "files": {
+                    "type": "object",
+                    "required": ["t2w"],
+                    "propertyNames": {"enum": list(CASE_ROLES)},
+                    "additionalProperties": _FILE_SPEC_SCHEMA,
+                },
+            },
+        },
+        "notes": {"type": "array", "items": {"type": "string", "minLength": 1}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One downloadable file of a dataset (usually an archive)."""
+
+    url: str
+    filename: str
+    sha256: str | None
+    md5: str | None
+    size: int | None
+    archive: str | None
+    checksum_source: str | None
+
+    @property
+    def known_hash(self) -> str | None:
+        """The strongest published checksum as ``"alg:hex"`` (pooch style), or None."""
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        if self.md5:
+            return f"md5:{self.md5}"
+        return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated dataset manifest; ``raw`` keeps the parsed JSON."""
+
+    path: Path
+    name: str
+    title: str
+    licence_names: tuple[str, ...]
+    files: tuple[ManifestFile, ...]
+    layout: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` checked and which problems it found."""
+
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def manifest_dir() -> Path:
+    """Return the folder holding the packaged manifests.
+
+    Looks at ``$PROSTSEG_MANIFEST_DIR``, then ``data_manifests/`` at the root of a
+    source checkout, then the copy an installed wheel puts in
+    ``<prefix>/share/prostseg/data_manifests`` (``sys.prefix`` or the user base).
+    """
+    candidates = []
+    if os.environ.get(_MANIFEST_DIR_ENV):
+        candidates.append(Path(os.environ[_MANIFEST_DIR_ENV]))
+    candidates.append(Path(__file__).resolve().parents[1] / "data_manifests")
+    for prefix in (sys.prefix, site.getuserbase()):  # wheel data-files, system or --user
+        candidates.append(Path(prefix) / "share" / "prostseg" / "data_manifests")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise ProstsegError(
+        "no data_manifests folder found; looked in " + ", ".join(map(str, candidates))
+    )
+
+
+def list_manifests() -> list[Manifest]:
+    """Return every packaged manifest, validated, sorted by name."""
+    return sorted(
+        (load_manifest(path) for path in manifest_dir().glob("*.json")),
+        key=lambda manifest: manifest.name,
+    )
+
+
+def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
+    """Load and validate a manifest given by name (``"msd-prostate"``) or JSON path.
+
+    Raises
+    ------
+    InputError
+        Naming the manifest file, when it is missing, is not JSON or does not follow
+        :data:`MANIFEST_SCHEMA`.
+    """
+    text = os.fspath(name_or_path)
+    if text.endswith(".json") or os.sep in text or "/" in text:
+        path = Path(text)
+    else:
+        path = manifest_dir() / f"{text}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in manifest_dir().glob("*.json"))
+            raise InputError(path, f"no manifest named {text!r}; known: {', '.join(known)}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "manifest file does not exist") from None
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON: {err}") from None
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(raw)
+    )
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise InputError(path, f"invalid manifest at {where}: {error.message}")
+    if raw["name"] != path.stem:
+        raise InputError(path, f"manifest name {raw['name']!r} differs from the file name")
+    files = tuple(
+        ManifestFile(**{key: entry[key] for key in ManifestFile.__dataclass_fields__})
+        for entry in raw["files"]
+    )
+    return Manifest(
+        path=path,
+        name=raw["name"],
+        title=raw["title"],
+        licence_names=tuple(dict.fromkeys(item["name"] for item in raw["licence"])),
+        files=files,
+        layout=raw["layout"],
+        raw=raw,
+    )
+
+
+def default_cache_dir(manifest: Manifest) -> Path:
+    """Folder where :func:`fetch` keeps downloaded archives of ``manifest``."""
+    import pooch
+
+    return Path(pooch.os_cache("prostseg")) / manifest.name
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Return the hex digest of a file, read in 1 MiB blocks.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp, "empty")
+    ...     _ = path.write_bytes(b"")
+    ...     file_digest(path, "md5")
+    'd41d8cd98f00b204e9800998ecf8427e'
+    """
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, entry: ManifestFile) -> None:
+    """Raise InputError naming ``path`` when it does not match the manifest's checksum."""
+    for algorithm in ("sha256", "md5"):
+        expected = getattr(entry, algorithm)
+        if expected:
+            actual = file_digest(path, algorithm)
+            if actual != expected:
+                raise InputError(
+                    path,
+                    f"{algorithm} mismatch: expected {expected}, got {actual}; the file is "
+                    "damaged or a different version than the manifest describes",
+                )
+
+
+def fetch(
+    manifest: Manifest | str,
+    dest: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    downloader: Callable | None = None,
+) -> list[Path]:
+    """Download a dataset's archives, check them, and import them into ``dest``.
+
+    Archives are kept in ``cache_dir`` (default :func:`default_cache_dir`) so a second
+    call does not download again. Needs network access unless ``downloader`` is given.
+
+    Parameters
+    ----------
+    manifest : Manifest or str
+        A manifest or its name.
+    dest : path
+        Folder to write the cases into (created if missing).
+    overwrite : bool
+        Replace cases that already exist in ``dest``.
+    cache_dir : path, optional
+        Where to keep the downloads.
+    downloader : callable, optional
+        A pooch downloader ``(url, output_file, pooch)``; the default picks pooch's
+        HTTP downloader with a tqdm progress bar.
+
+    Returns
+    -------
+    list of Path
+        The case folders written.
+    """
+    import pooch
+
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
+    if not manifest.files:
+        raise InputError(manifest.path, "lists no downloadable files; use import_local")
+    cache.mkdir(parents=True, exist_ok=True)
+    for entry in manifest.files:
+        target = cache / entry.filename
+        try:
+            pooch.retrieve(
+                entry.url,
+                known_hash=entry.known_hash,
+                fname=entry.filename,
+                path=cache,
+                downloader=downloader,
+                progressbar=True,
+            )
+        except ValueError as err:  # pooch reports a hash mismatch as ValueError
+            raise InputError(target, f"download failed verification: {err}") from None
+    return import_local(manifest, cache, dest, overwrite=overwrite)
+
+
+def import_local(
+    manifest: Manifest | str,
+    source_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Convert a dataset the user already has into the prostseg case layout.
+
+    ``source_dir`` may hold the manifest's archives (checked against known checksums,
+    then unpacked into a temporary folder) and/or their already unpacked contents.
+    The manifest's ``layout`` patterns are searched in both.
+
+    Returns
+    -------
+    list of Path
+        The case folders written, sorted.
+
+    Raises
+    ------
+    InputError
+        Naming the file or folder at fault: a checksum mismatch, no case found, an
+        ambiguous or missing required file, label values the manifest does not map,
+        masks whose grid differs from the T2W image, or an existing case without
+        ``overwrite=True``.
+    """
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    source = Path(source_dir)
+    if not source.is_dir():
+        raise InputError(source, "source folder does not exist")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".prostseg-unpack-", dir=dest) as unpack:
+        index = _index([source, *_unpack_archives(manifest, source, Path(unpack))])
+        cases = sorted(_collect(index, manifest.layout["cases_from"]))
+        tables = {
+            role: _role_tables(spec, index) for role, spec in manifest.layout["files"].items()
+        }
+        if not cases:
+            raise InputError(
+                source, f"no case matches {manifest.layout['cases_from']!r} of {manifest.path.name}"
+            )
+        case_ids = {manifest.layout["case_id"].format(case=case): case for case in cases}
+        existing = sorted(cid for cid in case_ids if (dest / cid).exists())
+        if existing and not overwrite:
+            raise InputError(
+                dest / existing[0],
+                f"{len(existing)} case(s) already exist (first: {existing[0]}); "
+                "pass overwrite=True to replace them",
+            )
+        record_path = _record_path(dest, manifest)
+        record = (
+            json.loads(record_path.read_text())
+            if record_path.is_file()
+            else {"manifest": manifest.name, "cases": {}}
+        )
+        plan = []
+        for case_id, case in sorted(case_ids.items()):
+            sources = {
+                role: _resolve_role(spec, tables[role], case)
+                for role, spec in manifest.layout["files"].items()
+            }
+            _require(manifest, sources, case, source)
+            plan.append((case_id, sources))
+        written = []
+        try:
+            for case_id, sources in plan:
+                case_dir = _write_case(dest, case_id, sources, manifest, overwrite)
+                written.append(case_dir)
+                record["cases"][case_id] = {
+                    path.name: file_digest(path) for path in sorted(case_dir.iterdir())
+                }
+        finally:
+            if written:
+                record_path.write_text(json.dumps(record, indent=1, sort_keys=True))
+    return written
+
+
+def verify(
+    manifest: Manifest | str,
+    dest: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+) -> VerifyReport:
+    """Re-check downloaded archives and the cases written by :func:`import_local`.
+
+    Archives found in ``cache_dir`` are checked against the manifest's checksums (an
+    archive that was never downloaded is skipped: the offline import does not need
+    one). Every case recorded at import time must still exist with a ``t2w`` image and
+    files whose SHA-256 matches what was written.
+    """
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    dest = Path(dest)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
+    report = VerifyReport()
+    for entry in manifest.files:
+        archive = cache / entry.filename
+        if not archive.is_file():
+            report.checked.append(f"{archive}: not downloaded, skipped")
+        elif entry.known_hash is None:
+            report.checked.append(f"{archive}: no published checksum, unverified")
+        else:
+            try:
+                check_file(archive, entry)
+                report.checked.append(f"{archive}: checksum ok")
+            except InputError as err:
+                report.problems.append(str(err))
+    record_path = _record_path(dest, manifest)
+    if not record_path.is_file():
+        report.problems.append(f"{record_path}: no import record; run import or fetch first")
+        return report
+    record = json.loads(record_path.read_text())
+    for case_id, digests in sorted(record["cases"].items()):
+        case_dir = dest / case_id
+        if not case_dir.is_dir():
+            report.problems.append(f"{case_dir}: case folder is missing")
+            continue
+        if not any(name.startswith("t2w.") for name in digests):
+            report.problems.append(f"{case_dir}: no t2w image")
+        for name, expected in sorted(digests.items()):
+            path = case_dir / name
+            if not path.is_file():
+                report.problems.append(f"{path}: file is missing")
+            elif file_digest(path) != expected:
+                report.problems.append(f"{path}: changed since import (sha256 differs)")
+        report.checked.append(f"{case_dir}: {len(digests)} file(s) checked")
+    return report
+
+
+def describe(manifest: Manifest) -> str:
+    """Return a human-readable summary of a manifest (used by ``prostseg data show``)."""
+    raw = manifest.raw
+    lines = [f"{manifest.name}: {manifest.title}", "", raw["description"], ""]
+    lines.append(f"homepage: {raw['homepage']}")
+    for item in raw["licence"]:
+        state = "verified" if item["verified"] else "UNVERIFIED"
+        lines.append(f"licence ({item['applies_to']}): {item['name']} [{state}; {item['source']}]")
+    for item in raw["citation"]:
+        doi = f" doi:{item['doi']}" if item["doi"] else ""
+        lines.append(f"cite: {item['text']}{doi}")
+    for entry in manifest.files:
+        check = entry.known_hash or "no published checksum (unverified)"
+        lines.append(f"file: {entry.filename} <- {entry.url} [{check}]")
+    lines.append("layout:")
+    lines.append(f"  cases: {manifest.layout['cases_from']} -> {manifest.layout['case_id']}")
+    for role, spec in manifest.layout["files"].items():
+        what = spec.get("pattern") or [part["pattern"] for part in spec["parts"]]
+        extra = {k: v for k, v in spec.items() if k not in ("pattern", "parts")}
+        lines.append(f"  {role}: {what}" + (f" {extra}" if extra else ""))
+    lines.extend(f"note: {note}" for note in raw["notes"])
+    return "\n".join(lines)
+
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _record_path(dest: Path, manifest: Manifest) -> Path:
+    return dest / f"{_RECORD_PREFIX}{manifest.name}.json"
+
+
+def _unpack_archives(manifest: Manifest, source: Path, unpack: Path) -> list[Path]:
+    """Check and unpack the manifest's archives present in ``source``; return the roots."""
+    roots = []
+    for entry in manifest.files:
+        archive = source / entry.filename
+        if not archive.is_file():
+            continue
+        check_file(archive, entry)
+        if entry.archive is None:
+            continue
+        root = unpack / entry.filename
+        root.mkdir()
+        _extract(archive, entry.archive, root)
+        roots.append(root)
+    return roots
+
+
+def _extract(archive: Path, kind: str, root: Path) -> None:
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as bundle:
+                for member in bundle.namelist():
+                    target = (root / member).resolve()
+                    if not target.is_relative_to(root.resolve()):
+                        raise InputError(archive, f"member {member!r} would leave the folder")
+                bundle.extractall(root)
+        else:
+            with tarfile.open(archive, "r:gz" if kind == "tar.gz" else "r:") as bundle:
+                bundle.extractall(root, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError) as err:
+        raise InputError(archive, f"cannot unpack {kind} archive: {err}") from None
+
+
+def _glob_to_regex(pattern: str) -> re.Pattern:
+    """Regex for a glob with one ``{case}`` placeholder (``**/`` spans folders)."""
+    out = []
+    for token in re.split(r"(\{case\}|\*\*/|\*|\?)", pattern):
+        if token == "{case}":
+            out.append(r"(?P<case>[^/]+?)")
+        elif token == "**/":
+            out.append(r"(?:[^/]+/)*")
+        elif token == "*":
+            out.append(r"[^/]*")
+        elif token == "?":
+            out.append(r"[^/]")
+        else:
+            out.append(re.escape(token))
+    return re.compile("".join(out))
+
+
+def _visible(path: Path, root: Path) -> bool:
+    """False for files under hidden names (``.DS_Store``, ``._x`` resource forks)."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _index(roots: list[Path]) -> list[tuple[Path, list[str]]]:
+    """List each root's visible files once, as POSIX paths relative to the root."""
+    return [
+        (root, sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                      if p.is_file() and _visible(p, root)))
+        for root in roots
+    ]
+
+
+def _collect(index: list[tuple[Path, list[str]]], pattern: str) -> dict[str, list[Path]]:
+    """Map each case id to the files matching ``pattern``, from the first root having any."""
+    regex = _glob_to_regex(pattern)
+    found: dict[str, list[Path]] = {}
+    for root, names in index:
+        in_root: dict[str, list[Path]] = {}
+        for name in names:
+            match = regex.fullmatch(name)
+            if match:
+                in_root.setdefault(match.group("case"), []).append(root / name)
+        for case, paths in in_root.items():
+            found.setdefault(case, paths)
+    return found
+
+
+def _role_tables(spec: dict, index) -> list[dict[str, list[Path]]]:
+    """One case table per pattern (or per part) of a role."""
+    if "parts" in spec:
+        return [_collect(index, part["pattern"]) for part in spec["parts"]]
+    patterns = spec["pattern"] if isinstance(spec["pattern"], list) else [spec["pattern"]]
+    return [_collect(index, pattern) for pattern in patterns]
+
+
+def _resolve_role(spec: dict, tables: list[dict], case: str) -> dict | None:
+    """Return ``{"paths": [...], "values": [...] or None}`` for one role of one case."""
+    if "parts" in spec:
+        paths, values = [], []
+        for part, table in zip(spec["parts"], tables):
+            found = table.get(case, [])
+            if len(found) > 1:
+                raise InputError(found[1], f"more than one file matches {part['pattern']!r}")
+            if found:
+                paths.append(found[0])
+                values.append(part["value"])
+        return {"paths": paths, "values": values} if paths else None
+    for table in tables:
+        found = table.get(case, [])
+        if len(found) > 1 and spec.get("combine", "single") == "single":
+            raise InputError(
+                found[1],
+                f"{len(found)} files match the pattern for case {case!r} "
+                f"(also {found[0].name}); the manifest expects exactly one",
+            )
+        if found:
+            return {"paths": found, "values": None}
+    return None
+
+
+def _require(manifest: Manifest, sources: dict, case: str, source: Path) -> None:
+    for role, spec in manifest.layout["files"].items():
+        needed = spec.get("required", role == "t2w")
+        if needed and sources[role] is None:
+            raise InputError(
+                source, f"case {case!r} has no {role} file (manifest {manifest.path.name})"
+            )
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in COPYABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise InputError(path, f"unsupported file type; expected one of {COPYABLE_SUFFIXES}")
+
+
+def _needs_conversion(spec: dict, paths: list[Path]) -> bool:
+    return (
+        len(paths) > 1
+        or "parts" in spec
+        or any(key in spec for key in ("channel", "label_map", "binarize"))
+    )
+
+
+def _write_case(
+    dest: Path, case_id: str, sources: dict, manifest: Manifest, overwrite: bool
+) -> Path:
+    """Write one case into a temporary folder, then rename it into ``dest/case_id``."""
+    final = dest / case_id
+    staging = Path(tempfile.mkdtemp(prefix=f".{case_id}-", dir=dest))
+    try:
+        t2w_shape = None
+        for role in CASE_ROLES:
+            found = sources.get(role)
+            if found is None:
+                continue
+            spec = manifest.layout["files"][role]
+            if _needs_conversion(spec, found["paths"]):
+                image = _convert(role, spec, found)
+                out = staging / f"{role}.nii.gz"
+                image.to_filename(out)
+                shape = image.shape[:3]
+            else:
+                src = found["paths"][0]
+                out = staging / f"{role}{_suffix(src)}"
+                shutil.copyfile(src, out)
+                shape = _nifti_shape(out)
+            if role == "t2w":
+                t2w_shape = shape
+            elif role in LABEL_ROLES and None not in (t2w_shape, shape) and shape != t2w_shape:
+                raise InputError(
+                    found["paths"][0],
+                    f"{role} grid {shape} differs from the T2W grid {t2w_shape}",
+                )
+        if final.exists():
+            if not overwrite:
+                raise InputError(final, "case already exists; pass overwrite=True to replace it")
+            trash = Path(tempfile.mkdtemp(prefix=f".{case_id}-old-", dir=dest))
+            final.rename(trash / case_id)
+            staging.rename(final)
+            shutil.rmtree(trash)
+        else:
+            staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return final
+
+
+def _nifti_shape(path: Path) -> tuple[int, ...] | None:
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return None
+    import nibabel as nib
+
+    return tuple(nib.load(path).shape[:3])
+
+
+def _convert(role: str, spec: dict, found: dict):
+    """Build the NIfTI image of one role from its source files (NIfTI only)."""
+    import nibabel as nib
+    import numpy as np
+
+    images = []
+    for path in found["paths"]:
+        if not path.name.endswith((".nii", ".nii.gz")):
+            raise InputError(path, f"converting {role} needs a NIfTI file")
+        images.append((path, nib.load(path)))
+    first_path, first = images[0]
+    for path, image in images[1:]:
+        if image.shape[:3] != first.shape[:3] or not np.allclose(
+            image.affine, first.affine, atol=1e-3
+        ):
+            raise InputError(path, f"grid differs from {first_path.name}; cannot combine")
+
+    def data_of(path, image):
+        data = np.asanyarray(image.dataobj)
+        if "channel" in spec:
+            if data.ndim != 4 or spec["channel"] >= data.shape[3]:
+                raise InputError(path, f"has shape {data.shape}; no channel {spec['channel']}")
+            data = data[..., spec["channel"]]
+        elif data.ndim != 3:
+            raise InputError(path, f"expected a 3D volume, got shape {data.shape}")
+        return data
+
+    if role not in LABEL_ROLES:
+        return _image_like(data_of(first_path, first), first)
+
+    merged = np.zeros(first.shape[:3], dtype=np.uint8)
+    for index, (path, image) in enumerate(images):
+        data = data_of(path, image)
+        if not np.array_equal(data, np.round(data)):
+            raise InputError(path, "label map holds non-integer values")
+        data = data.astype(np.int64)
+        if found["values"] is not None:  # one binary mask per label value
+            merged[data > 0] = found["values"][index]
+        elif spec.get("binarize"):
+            merged[data > 0] = 1
+        elif "label_map" in spec:
+            mapping = {int(key): value for key, value in spec["label_map"].items()}
+            unknown = sorted(set(np.unique(data).tolist()) - mapping.keys())
+            if unknown:
+                raise InputError(path, f"label values {unknown} are not in the manifest's label_map")
+            for source_value, target_value in mapping.items():
+                merged[data == source_value] = target_value
+        else:
+            if data.min() < 0 or data.max() > 255:
+                raise InputError(path, "label values outside 0-255; add a label_map")
+            merged = np.maximum(merged, data.astype(np.uint8))
+    return _image_like(merged, first)
+
+
+def _image_like(data, reference):
+    """A new NIfTI image of ``data`` with the geometry and units of ``reference``."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, reference.affine)
+    image.header.set_xyzt_units(*reference.header.get_xyzt_units())
+    image.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
+    image.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
+    return image
+
+
+__all__ = [
+    "CASE_ROLES",
+    "MANIFEST_SCHEMA",
+    "Manifest",
+    "ManifestFile",
+    "VerifyReport",
+    "check_file",
+    "default_cache_dir",
+    "describe",
+    "fetch",
+    "file_digest",
+    "import_local",
+    "list_manifests",
+    "load_manifest",
+    "manifest_dir",
+    "verify",
+]
