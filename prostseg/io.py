@@ -1,0 +1,653 @@
+"""Read and write 3D MRI volumes in one consistent orientation.
+
+Supported inputs are NIfTI (``.nii``, ``.nii.gz``, read with nibabel), NRRD (``.nrrd``,
+``.nhdr``) and MetaImage (``.mha``, ``.mhd``) files, and folders holding one DICOM
+series (all three read with ITK). :func:`load_volume` returns a :class:`Volume`.
+
+Orientation convention
+----------------------
+Scanners store voxels in many orders (a ProstateX T2W NIfTI runs Right-to-Left along
+its first axis, ITK files use LPS coordinates). Every :class:`Volume` is therefore
+reordered to the RAS+ *closest-canonical* voxel order, exactly like
+``nibabel.as_closest_canonical``:
+
+- ``volume.data`` is indexed ``(x, y, z)``: ``x`` increases towards the patient's
+  Right, ``y`` towards Anterior, ``z`` towards Superior. The axial slice ``k`` is
+  ``volume.data[:, :, k]``, an array of shape ``(X, Y)``.
+- ``volume.affine`` (4x4) maps a voxel index ``(i, j, k, 1)`` to RAS millimetres
+  and describes ``volume.data`` as it is, so no information is lost.
+- Only axes are permuted and flipped; nothing is resampled. An oblique acquisition
+  (a direction matrix that is not a pure permutation, such as 3D Slicer label maps)
+  keeps its exact oblique affine; its axes are merely the ones closest to R, A, S.
+
+Because an image and its mask are reordered by the same rule, a mask written on the
+image's grid lines up voxel for voxel with the image after loading, whatever order
+the files used on disk (check it with :func:`check_same_grid`). Figures decide
+themselves how to display a slice; data code never flips arrays.
+
+A :class:`Volume` remembers the voxel order and affine of its file. :func:`save_like`
+uses that to write a result computed in canonical order back in the file's own order
+with the file's own affine, so a prediction overlays the source scan in 3D Slicer or
+ITK-SNAP.
+
+Values
+------
+Images are returned as ``float32`` and must be finite. Label maps
+(``label=True``) must hold whole numbers ``>= 0`` and are returned in the smallest
+unsigned integer type that holds them (``uint8`` for masks and zone maps). A
+constant volume is accepted: a blank mask is legitimate, and preprocessing maps a
+constant image to zeros instead of dividing by zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from prostseg.errors import InputError
+
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
+SUPPORTED_EXTENSIONS = NIFTI_EXTENSIONS + ITK_EXTENSIONS
+"""File name endings :func:`load_volume` reads; a folder is read as a DICOM series."""
+
+GRID_TOLERANCE = 0.05
+"""Largest voxel displacement, in voxels, that :func:`check_same_grid` ignores."""
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_RAS = orientations.axcodes2ornt("RAS")
+_NIBABEL_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The voxel order of a volume's file: what :func:`save_like` writes back."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    header: nib.Nifti1Header | None  # NIfTI sources: reused so the output header matches
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D volume in RAS+ closest-canonical voxel order.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Voxel values indexed ``(x, y, z)`` or ``(x, y, z, channel)``; ``+x`` Right,
+        ``+y`` Anterior, ``+z`` Superior.
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS (mm) matrix of ``data``; must be in closest-canonical order.
+    path : pathlib.Path, optional
+        The file the volume was read from, used in error messages.
+
+    Notes
+    -----
+    Volumes read with :func:`load_volume` also remember their file's voxel order
+    (see :meth:`to_source`). For a new array on the same grid use
+    ``dataclasses.replace(volume, data=new_array)``, which keeps that information.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> volume = Volume(np.zeros((4, 5, 6), np.float32), np.diag([0.5, 0.5, 3.0, 1.0]))
+    >>> volume.shape, volume.spacing
+    ((4, 5, 6), (0.5, 0.5, 3.0))
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+    _source: _Source | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got shape {affine.shape}")
+        if self.data.ndim not in (3, 4):
+            raise ValueError(f"data must be (X, Y, Z) or (X, Y, Z, C), got shape {self.data.shape}")
+        object.__setattr__(self, "affine", affine)
+        if self.path is not None:
+            object.__setattr__(self, "path", Path(self.path))
+        if self._source is None:
+            if not np.array_equal(orientations.io_orientation(affine), _RAS):
+                codes = "".join(orientations.aff2axcodes(affine))
+                raise ValueError(
+                    f"affine has voxel axes {codes}, not RAS+ closest-canonical; "
+                    "read files with load_volume, which reorders them"
+                )
+            object.__setattr__(self, "_source", _Source(affine, self.shape, None))
+        elif _canonical_shape(self._source.affine, self._source.shape) != self.shape:
+            raise ValueError(
+                f"data of spatial shape {self.shape} does not fit the grid of "
+                f"{self.path}, whose canonical shape is "
+                f"{_canonical_shape(self._source.affine, self._source.shape)}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape ``(X, Y, Z)``; ``data.shape`` adds the channel axis if any."""
+        return tuple(int(n) for n in self.data.shape[:3])
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along ``x``, ``y``, ``z``, taken from the affine."""
+        return tuple(float(s) for s in nib.affines.voxel_sizes(self.affine))
+
+    def to_source(self, array: np.ndarray) -> np.ndarray:
+        """Reorder an array given in this volume's canonical order to its file's order.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            Array of spatial shape :attr:`shape`, optionally with trailing axes.
+
+        Returns
+        -------
+        numpy.ndarray
+            The same values in the voxel order of the file the volume was read
+            from, ready to store with that file's affine (see :func:`save_like`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> volume = Volume(np.zeros((2, 3, 4)), np.eye(4))
+        >>> volume.to_source(np.ones((2, 3, 4))).shape
+        (2, 3, 4)
+        """
+        array = np.asanyarray(array)
+        if array.shape[:3] != self.shape:
+            raise ValueError(f"array of shape {array.shape} does not match volume shape {self.shape}")
+        source_ornt = orientations.io_orientation(self._source.affine)
+        to_source = orientations.ornt_transform(_RAS, source_ornt)
+        return np.ascontiguousarray(orientations.apply_orientation(array, to_source))
+
+
+def load_volume(
+    path: str | os.PathLike,
+    *,
+    label: bool = False,
+    num_classes: int | None = None,
+    channels: int | None = None,
+) -> Volume:
+    """Read a volume or label map and reorder it to RAS+ closest-canonical order.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file ending in one of :data:`SUPPORTED_EXTENSIONS`, or a folder holding one
+        DICOM series (slices are sorted by their position in space).
+    label : bool, optional
+        Read a label map: values must be whole numbers ``>= 0``; the result has the
+        smallest unsigned integer dtype that holds them (``uint8`` when it fits).
+        Otherwise values must be finite and the result is ``float32``.
+    num_classes : int, optional
+        Implies ``label=True`` and rejects values outside ``0 .. num_classes - 1``.
+    channels : int, optional
+        Expect a multi-channel volume of shape ``(X, Y, Z, channels)`` (for
+        example the registered 3-channel stack). By default a 3D volume is
+        expected; a trailing 4th axis of length 1 is dropped.
+
+    Returns
+    -------
+    Volume
+        ``data`` indexed ``(x, y, z[, channel])`` with ``+x`` Right, ``+y``
+        Anterior, ``+z`` Superior, and the matching ``affine``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, has an unsupported extension, cannot be read
+        (truncated or corrupt), has the wrong number of dimensions, holds NaN or
+        infinite image values, or (labels) holds fractional, negative or
+        out-of-range values. The message starts with the file's path.
+
+    Examples
+    --------
+    A NIfTI file whose first axis runs towards the Left (as ProstateX T2W does):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> las_affine = np.diag([-0.5, 0.5, 3.0, 1.0])
+    >>> array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    >>> nib.save(nib.Nifti1Image(array, las_affine), folder / "t2w.nii.gz")
+    >>> volume = load_volume(folder / "t2w.nii.gz")
+    >>> volume.data.dtype, volume.shape, volume.spacing
+    (dtype('float32'), (2, 3, 4), (0.5, 0.5, 3.0))
+    >>> bool(np.array_equal(volume.data, array[::-1]))  # x flipped to run Right
+    True
+
+    A mask of the same grid:
+
+    >>> nib.save(nib.Nifti1Image((array > 20).astype(np.uint16), las_affine), folder / "lesion.nii.gz")
+    >>> mask = load_volume(folder / "lesion.nii.gz", num_classes=2)
+    >>> mask.data.dtype, int(mask.data.sum())
+    (dtype('uint8'), 3)
+    """
+    path = Path(path)
+    if num_classes is not None:
+        label = True
+    array, affine, header = _read(path)
+    array = _checked_shape(array, path, channels)
+    volume = _canonical_volume(array, affine, path, header)
+    data = volume.data
+    if data.dtype.kind not in "biuf":  # bool, signed, unsigned, floating
+        raise InputError(path, f"unsupported voxel type {data.dtype}; expected real numbers")
+    data = _checked_labels(data, path, num_classes) if label else _checked_image(data, path)
+    return Volume(data, volume.affine, path, volume._source)
+
+
+def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Return the canonical spatial shape and affine of a file without its voxels.
+
+    NIfTI, NRRD and MetaImage headers are read without the voxel data; a DICOM
+    series folder is read in full.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Anything :func:`load_volume` accepts.
+
+    Returns
+    -------
+    shape : tuple of int
+        ``(X, Y, Z)`` as :attr:`Volume.shape` of ``load_volume(path)``.
+    affine : numpy.ndarray
+        The 4x4 affine :func:`load_volume` would return.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> file = Path(tempfile.mkdtemp()) / "adc.nii.gz"
+    >>> nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.diag([-2.0, 2, 3, 1])), file)
+    >>> shape, affine = volume_grid(file)
+    >>> shape, affine[0, 0]
+    ((4, 5, 6), np.float64(2.0))
+    """
+    path = Path(path)
+    _check_readable(path)
+    if path.is_dir():
+        array, affine, _ = _read_itk_volume(path)
+        shape = array.shape
+    elif _is_nifti(path):
+        try:
+            image = nib.load(path)
+        except _NIBABEL_READ_ERRORS as err:
+            raise InputError(path, f"cannot read NIfTI file: {err}") from err
+        shape, affine = image.shape, image.affine
+    else:
+        shape, affine = _itk_header_grid(path)
+    if len(shape) < 3:
+        raise InputError(path, f"expected a 3D volume, got shape {tuple(shape)}")
+    spatial = tuple(int(n) for n in shape[:3])
+    ornt = orientations.io_orientation(affine)
+    return _canonical_shape(affine, spatial), affine @ orientations.inv_ornt_aff(ornt, spatial)
+
+
+def check_same_grid(image: Volume, mask: Volume, *, tolerance: float = GRID_TOLERANCE) -> None:
+    """Raise unless ``mask`` lies on the voxel grid of ``image``.
+
+    The grids match when the canonical shapes are equal and no voxel centre of
+    ``mask`` lies further than ``tolerance`` times the smallest voxel size of
+    ``image`` from the same voxel of ``image``. Comparing positions rather than
+    affine entries tolerates the float32 rounding of NIfTI headers (which a
+    rotation spreads over the field of view) but not a real shift.
+
+    Parameters
+    ----------
+    image, mask : Volume
+        The volumes to compare.
+    tolerance : float, optional
+        Largest tolerated displacement, as a fraction of a voxel.
+
+    Raises
+    ------
+    InputError
+        Naming ``mask.path`` and giving both shapes and affines.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t2w = Volume(np.zeros((4, 4, 2), np.float32), np.diag([0.5, 0.5, 3.0, 1.0]))
+    >>> check_same_grid(t2w, Volume(np.zeros((4, 4, 2), np.uint8), t2w.affine))
+    >>> shifted = t2w.affine + [[0, 0, 0, 0.1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    >>> mask = Volume(np.zeros((4, 4, 2), np.uint8), shifted, "mask.nii.gz")
+    >>> check_same_grid(t2w, mask)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: mask.nii.gz: not on the grid of the image: ...
+    """
+    if mask.shape == image.shape:
+        corners = np.array(list(itertools.product(*[(0, n - 1) for n in image.shape] + [(1,)])))
+        displacement = (mask.affine - image.affine)[:3] @ corners.T
+        if np.linalg.norm(displacement, axis=0).max() <= tolerance * min(image.spacing):
+            return
+    image_name = "the image" if image.path is None else str(image.path)
+    raise InputError(
+        mask.path,
+        f"not on the grid of {image_name}: shape {mask.shape} vs {image.shape}, "
+        f"affine {_format_affine(mask.affine)} vs {_format_affine(image.affine)}",
+    )
+
+
+def save_like(
+    array: np.ndarray,
+    reference: Volume,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a canonical-order array as NIfTI in the voxel order of ``reference``'s file.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Values on the grid of ``reference`` in canonical order (spatial shape
+        ``reference.shape``, optionally with trailing channel axes). Integer and
+        boolean arrays are stored as labels in the smallest integer type that holds
+        them (``uint8`` for masks); floating-point arrays as ``float32``.
+    reference : Volume
+        The volume whose file's voxel order, affine and (for NIfTI) header to reuse.
+    path : str or os.PathLike
+        Output file ending in ``.nii`` or ``.nii.gz``; parent folders are created.
+    overwrite : bool, optional
+        Replace an existing file. Without it an existing file raises.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file; ``nib.load(path).affine`` equals the affine of the
+        reference's file (exactly for NIfTI sources; to float32 precision otherwise).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nibabel as nib
+    >>> import numpy as np
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> las_affine = np.diag([-0.5, 0.5, 3.0, 1.0])
+    >>> nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), las_affine), folder / "t2w.nii.gz")
+    >>> t2w = load_volume(folder / "t2w.nii.gz")
+    >>> prediction = t2w.data > -1
+    >>> out = save_like(prediction, t2w, folder / "prediction.nii.gz")
+    >>> written = nib.load(out)
+    >>> written.get_data_dtype(), bool(np.array_equal(written.affine, las_affine))
+    (dtype('uint8'), True)
+    """
+    path = Path(path)
+    if not _is_nifti(path):
+        raise InputError(path, "save_like writes NIfTI; give a file name ending in .nii or .nii.gz")
+    if path.exists() and not overwrite:
+        raise InputError(path, "file exists; pass overwrite=True to replace it")
+    data = reference.to_source(_storage_array(np.asanyarray(array)))
+    source = reference._source
+    image = nib.Nifti1Image(data, source.affine, header=source.header)
+    if source.header is None:
+        image.set_qform(source.affine, code="scanner")
+        image.set_sform(source.affine, code="scanner")
+        image.header.set_xyzt_units("mm")
+    image.header.set_data_dtype(data.dtype)
+    image.header["cal_min"] = image.header["cal_max"] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
+
+
+def itk_to_volume(image, path: str | os.PathLike | None = None) -> Volume:
+    """Wrap an in-memory ITK image (LPS, array ``z, y, x``) as a canonical :class:`Volume`.
+
+    The ITK geometry becomes the RAS affine
+    ``diag(-1, -1, 1) @ [direction * spacing | origin]`` of the array transposed to
+    ``(x, y, z)``; pixel values and dtype are kept unchecked. Use it for images
+    produced in memory, e.g. by elastix; files are read with :func:`load_volume`.
+
+    Parameters
+    ----------
+    image : itk.Image
+        A 3D scalar or vector image.
+    path : str or os.PathLike, optional
+        Recorded as :attr:`Volume.path`.
+
+    Returns
+    -------
+    Volume
+
+    Examples
+    --------
+    >>> import itk
+    >>> import numpy as np
+    >>> image = itk.image_from_array(np.zeros((6, 5, 4), np.float32))  # z, y, x
+    >>> image.SetSpacing([0.5, 0.5, 3.0])
+    >>> volume = itk_to_volume(image)
+    >>> volume.shape, volume.spacing
+    ((4, 5, 6), (0.5, 0.5, 3.0))
+    """
+    array, affine = _itk_array_affine(image)
+    return _canonical_volume(array, affine, None if path is None else Path(path), None)
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_EXTENSIONS)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        return
+    if not path.name.lower().endswith(SUPPORTED_EXTENSIONS):
+        raise InputError(
+            path,
+            f"unsupported file type; supported: {', '.join(SUPPORTED_EXTENSIONS)}, "
+            "or a folder holding one DICOM series",
+        )
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
+    """Voxels in the file's order ``(x, y, z, ...)``, its RAS affine and NIfTI header."""
+    _check_readable(path)
+    if path.is_dir() or not _is_nifti(path):
+        return _read_itk_volume(path)
+    try:
+        image = nib.load(path, mmap=False)  # the array must not stay tied to the file
+        array = np.asanyarray(image.dataobj)
+    except _NIBABEL_READ_ERRORS as err:
+        raise InputError(path, f"cannot read NIfTI file: {err}") from err
+    return array, image.affine, image.header
+
+
+def _itk():
+    import itk  # slow to import: only when an ITK format is read
+
+    return itk
+
+
+def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
+    itk = _itk()
+    source = _dicom_series_files(itk, path) if path.is_dir() else str(path)
+    kind = "DICOM series" if path.is_dir() else "file"
+    try:
+        try:
+            image = itk.imread(source)
+        except itk.TemplateTypeError:  # pixel type not wrapped in ITK Python, e.g. int8
+            image = itk.imread(source, itk.F)
+    except RuntimeError as err:
+        raise InputError(path, f"cannot read {kind}: {_itk_reason(err)}") from err
+    array, affine = _itk_array_affine(image)
+    return array, affine, None
+
+
+def _dicom_series_files(itk, folder: Path) -> list[str]:
+    names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(True)
+    names.SetDirectory(str(folder))
+    series = names.GetSeriesUIDs()
+    if not series:
+        raise InputError(folder, "folder holds no DICOM series; give a file or a folder of DICOM slices")
+    if len(series) > 1:
+        raise InputError(folder, f"folder holds {len(series)} DICOM series; give a folder with one series")
+    return list(names.GetFileNames(series[0]))  # sorted by slice position
+
+
+def _itk_reason(err: RuntimeError) -> str:
+    """ITK's error text without the C++ source locations."""
+    lines = (line.strip() for line in str(err).splitlines())
+    return " ".join(line for line in lines if line and ".cxx:" not in line)
+
+
+def _itk_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
+    itk = _itk()
+    dimension = image.GetImageDimension()
+    array = itk.array_from_image(image)  # (z, y, x[, component]); a copy we own
+    spatial_axes = list(range(dimension))[::-1]
+    array = array.transpose(spatial_axes + list(range(dimension, array.ndim)))
+    affine = _ras_affine(
+        np.asarray(image.GetSpacing(), dtype=np.float64),
+        np.asarray(image.GetOrigin(), dtype=np.float64),
+        itk.array_from_matrix(image.GetDirection()),
+    )
+    return array, affine
+
+
+def _itk_header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    itk = _itk()
+    image_io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+    if image_io is None:
+        raise InputError(path, "cannot read file: no ITK reader recognises its contents")
+    image_io.SetFileName(str(path))
+    try:
+        image_io.ReadImageInformation()
+    except RuntimeError as err:
+        raise InputError(path, f"cannot read file: {_itk_reason(err)}") from err
+    axes = range(image_io.GetNumberOfDimensions())
+    shape = tuple(image_io.GetDimensions(i) for i in axes)
+    direction = np.array([image_io.GetDirection(i) for i in axes], dtype=np.float64).T
+    affine = _ras_affine(
+        np.array([image_io.GetSpacing(i) for i in axes], dtype=np.float64),
+        np.array([image_io.GetOrigin(i) for i in axes], dtype=np.float64),
+        direction,
+    )
+    return shape, affine
+
+
+def _ras_affine(spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Voxel-to-RAS affine from ITK (LPS) geometry, padded to 3D for 2D images."""
+    n = min(len(spacing), 3)
+    lps = np.eye(4)
+    lps[:n, :n] = np.asarray(direction)[:n, :n] * spacing[:n]
+    lps[:n, 3] = origin[:n]
+    return _LPS_TO_RAS @ lps
+
+
+# --- shapes, orientation and values -----------------------------------------------
+
+
+def _checked_shape(array: np.ndarray, path: Path | None, channels: int | None) -> np.ndarray:
+    shape = array.shape
+    if channels is None:
+        if array.ndim == 4 and shape[3] == 1:
+            array = array[..., 0]
+        if array.ndim != 3:
+            hint = "; pass channels=k to read an (X, Y, Z, k) volume" if array.ndim == 4 else ""
+            raise InputError(path, f"expected a 3D volume, got shape {shape}{hint}")
+    else:
+        if array.ndim == 5 and shape[3] == 1:  # NIfTI vector layout (X, Y, Z, 1, C)
+            array = array[:, :, :, 0]
+        if array.ndim != 4 or array.shape[3] != channels:
+            expected = f"(X, Y, Z, {channels})"
+            problem = f"expected a {channels}-channel volume of shape {expected}, got shape {shape}"
+            raise InputError(path, problem)
+    if array.size == 0:
+        raise InputError(path, f"volume is empty (shape {shape})")
+    return array
+
+
+def _canonical_shape(affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    ornt = orientations.io_orientation(affine)
+    canonical = [0, 0, 0]
+    for axis, (target, _) in enumerate(ornt):
+        canonical[int(target)] = int(shape[axis])
+    return tuple(canonical)
+
+
+def _canonical_volume(array: np.ndarray, affine: np.ndarray, path: Path | None, header) -> Volume:
+    """Volume in closest-canonical order from an array in its file's voxel order."""
+    affine = np.asarray(affine, dtype=np.float64)
+    shape = tuple(int(n) for n in array.shape[:3])
+    ornt = orientations.io_orientation(affine)
+    data = orientations.apply_orientation(array, ornt)
+    return Volume(data, affine @ orientations.inv_ornt_aff(ornt, shape), path, _Source(affine, shape, header))
+
+
+def _checked_image(data: np.ndarray, path: Path) -> np.ndarray:
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise InputError(path, f"image holds {data.size - np.count_nonzero(finite)} NaN or infinite values")
+    return data
+
+
+def _examples(values: np.ndarray) -> str:
+    unique = np.unique(values)
+    shown = ", ".join(f"{v:g}" for v in unique[:5])
+    return shown + (f" and {unique.size - 5} more" if unique.size > 5 else "")
+
+
+def _checked_labels(data: np.ndarray, path: Path, num_classes: int | None) -> np.ndarray:
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            raise InputError(path, "label map holds NaN or infinite values")
+        fractional = data != np.round(data)
+        if fractional.any():
+            raise InputError(
+                path, f"label map holds non-integer values ({_examples(data[fractional])}); "
+                "labels must be whole numbers 0, 1, 2, ..."
+            )
+    if data.min() < 0:
+        raise InputError(path, f"label map holds negative values ({_examples(data[data < 0])})")
+    highest = int(data.max())
+    if num_classes is not None and highest >= num_classes:
+        raise InputError(
+            path, f"label values {_examples(data[data >= num_classes])} outside 0..{num_classes - 1} "
+            f"({num_classes} classes)"
+        )
+    return np.ascontiguousarray(data, dtype=np.min_scalar_type(highest))
+
+
+def _storage_array(array: np.ndarray) -> np.ndarray:
+    """Labels in the smallest integer type that holds them; images as float32."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size == 0:
+            return array.astype(np.uint8)
+        dtype = np.promote_types(np.min_scalar_type(int(array.min())), np.min_scalar_type(int(array.max())))
+        return array.astype(dtype)
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    raise TypeError(f"cannot store an array of dtype {array.dtype} as NIfTI")
+
+
+def _format_affine(affine: np.ndarray) -> str:
+    text = np.array2string(np.asarray(affine)[:3], precision=4, suppress_small=True, separator=", ")
+    return text.replace("\n", "")
