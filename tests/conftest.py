@@ -25,3 +25,20 @@ def real_data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"{REAL_DATA_ENV}={value} is not a folder")
     return path
+
+
+#: Grid of the cases in ``phantom_dir``: small and coarse so that the fixture is fast.
+PHANTOM_CASE_KWARGS = {"shape": (96, 96, 12), "spacing": (1.4, 1.4, 4.0)}
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """Four small phantom cases (seed 0) in the case layout, shared by the session.
+
+    Tests must not modify it; copy it to ``tmp_path`` first when they need to.
+    """
+    from prostseg.phantom import write_phantom_dataset
+
+    out_dir = tmp_path_factory.mktemp("phantom")
+    write_phantom_dataset(out_dir, n_cases=4, seed=0, **PHANTOM_CASE_KWARGS)
+    return out_dir

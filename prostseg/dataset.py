@@ -1,0 +1,330 @@
+"""The on-disk case layout and its discovery.
+
+Phantom cases (:func:`prostseg.phantom.write_phantom_dataset`) and imported real data
+use the same layout, so every chapter of the book runs on either. Bring your own data
+by arranging it like this::
+
+    DATA_DIR/
+      CASE_ID/              one folder per patient; the folder name is the case id
+        t2w.nii.gz          required: axial T2-weighted volume
+        adc.nii.gz          optional: ADC map (on its own grid)
+        dwi.nii.gz          optional: high-b diffusion-weighted volume (own grid);
+                            may also be called hbv.*
+        lesion.nii.gz       optional: binary lesion mask on the T2W grid
+        zones.nii.gz        optional: zone labels on the T2W grid,
+                            0 background, 1 PZ, 2 TZ, 3 CZ, 4 AFS (ZONE_NAMES)
+        aligned/            written by prostseg.registration
+          stack.nii.gz      (X, Y, Z, 3) float32: T2W, DWI, ADC on the T2W grid
+          ...               resampled volumes, transforms, registration.json
+
+Rules:
+
+* Every file may use any extension of :data:`EXTENSIONS` (``.nii.gz``, ``.nii``,
+  ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``) instead of ``.nii.gz``; a folder with the
+  same name (``t2w/``) is read as a DICOM series. File names are matched without
+  regard to case (``T2W.mha`` is the T2W volume).
+* Each volume must appear once: ``t2w.nii.gz`` next to ``t2w.mha``, or ``dwi.*`` next
+  to ``hbv.*``, is an error rather than a guess.
+* Masks (``lesion``, ``zones``) and ``aligned/stack`` must lie on the T2W grid: same
+  canonical shape and affine (see :func:`prostseg.io.volume_grid`), whatever voxel
+  order each file uses. ADC and DWI have grids of their own.
+* Other files (notes, ``.raw`` data files of ``.mhd`` headers, ``phantom.json``,
+  splits) are ignored. Folders and files whose name starts with ``.`` are skipped.
+  Every other sub-folder of ``DATA_DIR`` is a case.
+
+Examples
+--------
+>>> import tempfile
+>>> from pathlib import Path
+>>> from prostseg.phantom import write_phantom_dataset
+>>> data_dir = Path(tempfile.mkdtemp())
+>>> _ = write_phantom_dataset(data_dir, n_cases=2, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
+>>> cases = discover_cases(data_dir)
+>>> [case.case_id for case in cases]
+['phantom-000', 'phantom-001']
+>>> sorted(cases[0].files)
+['adc', 'dwi', 'lesion', 't2w', 'zones']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from prostseg.errors import InputError
+from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, volume_grid
+
+__all__ = [
+    "ZONE_NAMES",
+    "NUM_ZONE_CLASSES",
+    "MODALITIES",
+    "MASKS",
+    "STACK",
+    "EXTENSIONS",
+    "FILE_ALIASES",
+    "Case",
+    "find_case",
+    "discover_cases",
+]
+
+#: Class names of the zone label maps, indexed by label value.
+ZONE_NAMES = (
+    "background",
+    "peripheral zone",
+    "transition zone",
+    "central zone",
+    "anterior fibromuscular stroma",
+)
+#: Number of zone classes, background included.
+NUM_ZONE_CLASSES = len(ZONE_NAMES)
+
+#: Image volumes of a case.
+MODALITIES = ("t2w", "adc", "dwi")
+#: Label maps of a case; both lie on the T2W grid.
+MASKS = ("lesion", "zones")
+#: Name of the registered 3-channel volume, stored as ``aligned/stack.*``.
+STACK = "stack"
+#: File name endings a case file may have.
+EXTENSIONS = SUPPORTED_EXTENSIONS
+#: Other file names accepted for a volume (``hbv`` is ProstateX's name for high-b DWI).
+FILE_ALIASES = MappingProxyType({"hbv": "dwi"})
+
+_ALIGNED_FOLDER = "aligned"
+_ON_T2W_GRID = (*MASKS, STACK)
+
+
+@dataclass(frozen=True)
+class Case:
+    """The files of one case folder.
+
+    Attributes
+    ----------
+    case_id : str
+        The folder name (the patient id).
+    folder : pathlib.Path
+        The case folder.
+    files : Mapping[str, pathlib.Path]
+        Read-only map from names of :data:`MODALITIES`, :data:`MASKS` and :data:`STACK`
+        to the files found; names without a file are absent.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> case = Case("p1", Path("data/p1"), {"t2w": Path("data/p1/t2w.nii.gz")})
+    >>> case.has("t2w"), case.has("lesion")
+    (True, False)
+    >>> case.path("lesion")
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: data/p1: case p1 has no lesion file
+    """
+
+    case_id: str
+    folder: Path
+    files: Mapping[str, Path] = field(hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "folder", Path(self.folder))
+        object.__setattr__(self, "files", MappingProxyType({k: Path(v) for k, v in self.files.items()}))
+
+    def has(self, name: str) -> bool:
+        """Whether the case has a file for ``name`` (``"t2w"``, ``"lesion"``, ...)."""
+        return name in self.files
+
+    def path(self, name: str) -> Path:
+        """The file for ``name``; :class:`InputError` naming the folder when absent."""
+        if name not in self.files:
+            raise InputError(self.folder, f"case {self.case_id} has no {name} file")
+        return self.files[name]
+
+
+def _file_name(path: Path) -> str | None:
+    """The layout name a folder entry stands for (aliases resolved), or None."""
+    lowered = path.name.lower()
+    if path.is_dir():
+        stem = lowered
+    else:
+        ending = next((ext for ext in EXTENSIONS if lowered.endswith(ext)), None)
+        if ending is None:
+            return None
+        stem = lowered[: -len(ending)]
+    stem = FILE_ALIASES.get(stem, stem)
+    return stem if stem in MODALITIES or stem in MASKS else None
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(entry for entry in folder.iterdir() if not entry.name.startswith("."))
+
+
+def _scan(folder: Path, require: tuple[str, ...], check_grids: bool) -> tuple[Case, list[str]]:
+    """The case in ``folder`` and the problems found with it."""
+    found: dict[str, list[Path]] = {}
+    entries = _entries(folder)
+    for entry in entries:
+        name = _file_name(entry)
+        if name is not None:
+            found.setdefault(name, []).append(entry)
+    aligned = folder / _ALIGNED_FOLDER
+    if aligned.is_dir():
+        for entry in _entries(aligned):
+            lowered = entry.name.lower()
+            if entry.is_file() and any(lowered == STACK + ext for ext in EXTENSIONS):
+                found.setdefault(STACK, []).append(entry)
+
+    problems = []
+    for name, paths in found.items():
+        if len(paths) > 1:
+            listed = ", ".join(str(path.relative_to(folder)) for path in paths)
+            problems.append(f"{len(paths)} files for {name}: {listed}; keep one")
+    for name in require:
+        if name not in found:
+            present = ", ".join(entry.name for entry in entries) or "nothing"
+            problems.append(f"missing {name} (e.g. {name}.nii.gz); the folder holds {present}")
+    case = Case(folder.name, folder, {name: paths[0] for name, paths in found.items()})
+    if check_grids and not problems and case.has("t2w"):
+        problems.extend(_grid_problems(case))
+    return case, problems
+
+
+def _header_volume(path: Path) -> Volume:
+    """A voxel-less :class:`Volume` with the grid read from the header of ``path``."""
+    shape, affine = volume_grid(path)
+    return Volume(np.broadcast_to(np.uint8(0), shape), affine, path)
+
+
+def _grid_problems(case: Case) -> list[str]:
+    """Problems with files that must lie on the T2W grid (headers only where possible)."""
+    try:
+        t2w = _header_volume(case.files["t2w"])
+    except InputError as err:
+        return [f"{case.files['t2w'].name}: {err.problem}"]
+    problems = []
+    for name in _ON_T2W_GRID:
+        if not case.has(name):
+            continue
+        label = str(case.files[name].relative_to(case.folder))
+        try:
+            check_same_grid(t2w, _header_volume(case.files[name]))
+        except InputError as err:
+            problems.append(f"{label}: {err.problem}")
+    return problems
+
+
+def _checked_require(require: Iterable[str]) -> tuple[str, ...]:
+    require = (require,) if isinstance(require, str) else tuple(require)
+    known = (*MODALITIES, *MASKS, STACK)
+    unknown = [name for name in require if name not in known]
+    if unknown:
+        raise ValueError(f"unknown file names in require: {unknown}; choose from {known}")
+    return require
+
+
+def find_case(
+    folder: str | os.PathLike, *, require: Iterable[str] = ("t2w",), check_grids: bool = True
+) -> Case:
+    """Read one case folder of the layout described in this module.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The case folder; its name is the case id.
+    require : iterable of str, optional
+        Names that must have a file (from :data:`MODALITIES`, :data:`MASKS`, :data:`STACK`).
+    check_grids : bool, optional
+        Check from the file headers that masks and ``aligned/stack`` lie on the T2W grid.
+
+    Returns
+    -------
+    Case
+
+    Raises
+    ------
+    InputError
+        Naming the folder and listing every problem: a required file missing, two files
+        for one volume, a mask off the T2W grid, an unreadable header.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp()) / "case-1"
+    >>> folder.mkdir()
+    >>> find_case(folder)
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...case-1: missing t2w (e.g. t2w.nii.gz); the folder holds nothing
+    """
+    require = _checked_require(require)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "no such case folder")
+    case, problems = _scan(folder, require, check_grids)
+    if problems:
+        raise InputError(folder, "; ".join(problems))
+    return case
+
+
+def discover_cases(
+    data_dir: str | os.PathLike, *, require: Iterable[str] = ("t2w",), check_grids: bool = True
+) -> list[Case]:
+    """Find all cases in a data folder.
+
+    Every sub-folder of ``data_dir`` whose name does not start with ``.`` is a case
+    (see the layout in this module's documentation); files directly in ``data_dir``
+    are ignored.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        The folder holding one folder per case.
+    require : iterable of str, optional
+        Names every case must have a file for; the default needs only ``t2w``. Pass
+        ``("t2w", "lesion")`` for lesion segmentation, or
+        ``("t2w", "adc", "dwi", "zones")`` for zone segmentation.
+    check_grids : bool, optional
+        Check from the file headers that masks and ``aligned/stack`` lie on the T2W grid.
+
+    Returns
+    -------
+    list of Case
+        Sorted by case id.
+
+    Raises
+    ------
+    InputError
+        Naming ``data_dir`` when it is missing or holds no case folder, or listing
+        every problem of every case at once (see :func:`find_case`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> discover_cases(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...: no case folders; expected DATA_DIR/CASE_ID/t2w.nii.gz ...
+    """
+    require = _checked_require(require)
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "no such data folder")
+    folders = [entry for entry in _entries(data_dir) if entry.is_dir()]
+    if not folders:
+        raise InputError(
+            data_dir,
+            "no case folders; expected DATA_DIR/CASE_ID/t2w.nii.gz and optional adc, dwi, "
+            "lesion, zones files (see prostseg.dataset)",
+        )
+    cases, report, bad = [], [], 0
+    for folder in folders:
+        case, problems = _scan(folder, require, check_grids)
+        cases.append(case)
+        bad += bool(problems)
+        report.extend(f"\n  {case.case_id}: {problem}" for problem in problems)
+    if report:
+        raise InputError(data_dir, f"{bad} of {len(folders)} cases have problems:" + "".join(report))
+    return sorted(cases, key=lambda case: case.case_id)
