@@ -443,6 +443,41 @@ def itk_to_volume(image, path: str | os.PathLike | None = None) -> Volume:
     return _canonical_volume(array, affine, None if path is None else Path(path), None)
 
 
+def volume_to_itk(volume: Volume):
+    """Convert a :class:`~prostseg.io.Volume` to an ``itk.Image[itk.F, 3]``.
+
+    The inverse of :func:`itk_to_volume`; elastix works on such images.
+
+    Parameters
+    ----------
+    volume : Volume
+        A 3D volume (array indexed ``(x, y, z)``, affine voxel -> RAS mm).
+
+    Returns
+    -------
+    itk.Image
+        Float image (array indexed ``(z, y, x)``) whose LPS origin, spacing and
+        direction place every voxel at the world position ``volume.affine`` gives it.
+
+    Examples
+    --------
+    >>> volume = Volume(np.zeros((4, 3, 2), np.float32), np.diag([0.5, 0.5, 3.0, 1.0]))
+    >>> image = volume_to_itk(volume)
+    >>> tuple(image.GetLargestPossibleRegion().GetSize())  # ITK sizes run x, y, z
+    (4, 3, 2)
+    >>> bool(np.allclose(itk_to_volume(image).affine, volume.affine))
+    True
+    """
+    itk = _itk()
+    affine = np.asarray(volume.affine, dtype=float)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    image = itk.image_from_array(np.ascontiguousarray(volume.data.transpose(2, 1, 0), dtype=np.float32))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in _LPS_TO_RAS[:3, :3] @ affine[:3, 3]])
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(_LPS_TO_RAS[:3, :3] @ affine[:3, :3] / spacing)))
+    return image
+
+
 # --- reading -----------------------------------------------------------------------
 
 

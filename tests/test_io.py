@@ -22,6 +22,7 @@ from prostseg.io import (
     load_volume,
     save_like,
     volume_grid,
+    volume_to_itk,
 )
 
 itk = pytest.importorskip("itk")
@@ -548,3 +549,17 @@ def test_real_dicom_mask_values(real_data_dir):
     assert set(np.unique(mask.data)) == {0, 255}
     with raises_for(folder, "label values 255 outside 0..1"):
         load_volume(folder, num_classes=2)
+
+
+def test_volume_to_itk_keeps_oblique_geometry_exactly():
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, 0.948, -0.318], [0.0, 0.318, 0.948]])
+    rotation[:, 1:] /= np.linalg.norm(rotation[:, 1:], axis=0)
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.5, 0.6, 3.0])
+    affine[:3, 3] = [57.7, 82.4, -27.1]
+    data = np.random.default_rng(0).random((5, 4, 3)).astype(np.float32)
+    image = volume_to_itk(Volume(data, affine))
+    assert tuple(image.GetLargestPossibleRegion().GetSize()) == (5, 4, 3)
+    back = itk_to_volume(image)
+    np.testing.assert_allclose(back.affine, affine, atol=1e-9)
+    np.testing.assert_array_equal(back.data, data)
