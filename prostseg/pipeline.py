@@ -1,0 +1,719 @@
+"""Streaming ``tf.data`` pipelines and joint augmentation for the U-Net and Pix2Pix models.
+
+The original notebooks loaded every slice of every patient into one float64 array
+before training. Here a pipeline holds only the cases it is preparing: each case is
+read with :func:`prostseg.io.load_volume` (``float32`` images, ``uint8`` labels),
+prepared as a whole volume, cut into axial slices and streamed. Memory use depends on
+the shuffle buffer, not on the size of the data set.
+
+Volume preparation (one place for training and inference)
+---------------------------------------------------------
+The ``prepare_*`` functions turn a canonical volume (see :mod:`prostseg.io`) into a
+stack of network inputs; training, validation and inference all call them, so a model
+always sees the same preprocessing. Axial slice ``k`` is ``data[:, :, k]``, so the
+network's first in-plane axis (height) is ``x`` (towards the patient's Right) and the
+second (width) is ``y`` (towards Anterior). Figures rotate slices for display
+(:mod:`prostseg.viz`); data code never does.
+
+* U-Net (:func:`prepare_unet_volume`, :func:`prepare_unet_mask`): per-volume
+  percentile clip (0.5 and 99.5 %) and min-max scaling to ``[0, 1]`` (a constant
+  volume becomes zeros, never NaN), then every slice centre padded or cropped to
+  ``image_size`` (:func:`prostseg.preprocessing.center_pad_crop`). Output
+  ``(Z, H, W, 1)`` float32.
+* Pix2Pix (:func:`prepare_pix2pix_volume`, :func:`prepare_zone_labels`): per-volume,
+  per-channel z-score of the registered ``(X, Y, Z, 3)`` stack, in-plane bilinear
+  resize to ``image_size``; zone labels are resized by nearest neighbour (never
+  interpolated) and one-hot encoded. Output ``(Z, H, W, 3)`` and ``(Z, H, W, 5)``.
+
+Inference undoes exactly these geometric steps with :func:`restore_unet_slices` (the
+inverse centre pad/crop) and :func:`restore_pix2pix_slices` (bilinear resize back to
+the T2W matrix); the result lies on the input volume's grid, ready for
+:func:`prostseg.io.save_like`.
+
+Streaming, shuffling and determinism
+------------------------------------
+:func:`unet_dataset` and :func:`pix2pix_dataset` map a loader over the case indices
+(``num_parallel_calls=AUTOTUNE``, ``deterministic=True``, so several cases load in
+parallel but come out in order), unbatch the prepared volumes into slices, shuffle
+them in a buffer counted in slices, batch and prefetch. With ``shuffle=True`` the case
+order is reshuffled every epoch too. All randomness is seeded from ``seed`` (shuffles,
+oversampling, augmentation), so two datasets built with the same arguments yield the
+same batches. With ``shuffle=False`` slices come case by case, in case order and
+slice order ``k = 0, 1, ...``.
+
+Sparse lesions
+--------------
+Lesion masks are tiny: the real ProstateX cases hold 416 to 6437 lesion voxels in
+320 x 320 x 19 volumes, so most slices have no lesion at all and a network can score
+well by predicting nothing. ``drop_empty=True`` keeps only slices with foreground;
+``foreground_fraction=p`` instead oversamples: it draws from a stream of foreground
+slices with probability ``p`` and from a stream of empty slices with ``1 - p``
+(:meth:`tf.data.Dataset.sample_from_datasets`), so the network still sees empty
+slices. Use :func:`count_slices` for steps per epoch.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import ArrayLike
+
+from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, Case
+from prostseg.errors import InputError
+from prostseg.io import Volume, check_same_grid, load_volume, volume_grid
+from prostseg.preprocessing import (
+    center_pad_crop,
+    clip_percentiles,
+    minmax_normalize,
+    one_hot,
+    resize_image,
+    resize_labels,
+    zscore_normalize,
+)
+
+__all__ = [
+    "UNET_IMAGE_SIZE",
+    "PIX2PIX_IMAGE_SIZE",
+    "CLIP_PERCENTILES",
+    "prepare_unet_volume",
+    "prepare_unet_mask",
+    "prepare_pix2pix_volume",
+    "prepare_zone_labels",
+    "restore_unet_slices",
+    "restore_pix2pix_slices",
+    "augment_pair",
+    "count_slices",
+    "unet_dataset",
+    "pix2pix_dataset",
+]
+
+#: In-plane size of U-Net input slices (centre pad/crop).
+UNET_IMAGE_SIZE = 384
+#: In-plane size of Pix2Pix input slices (bilinear resize).
+PIX2PIX_IMAGE_SIZE = 256
+#: Percentiles of the per-volume intensity clip before U-Net min-max scaling.
+CLIP_PERCENTILES = (0.5, 99.5)
+
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+# --- volume preparation -------------------------------------------------------------
+
+
+def _spatial_array(volume: Volume | ArrayLike, ndim: int, what: str) -> np.ndarray:
+    """The array of ``volume`` (a Volume or an array), checked to have ``ndim`` axes."""
+    array = volume.data if isinstance(volume, Volume) else np.asarray(volume)
+    if array.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} axes, got shape {array.shape}")
+    return array
+
+
+def _slices_first(array: np.ndarray) -> np.ndarray:
+    """``(H, W, Z[, C])`` -> contiguous ``(Z, H, W, C)`` (``C = 1`` when absent)."""
+    if array.ndim == 3:
+        array = array[..., np.newaxis]
+    return np.ascontiguousarray(np.moveaxis(array, 2, 0))
+
+
+def prepare_unet_volume(volume: Volume | ArrayLike, image_size: int = UNET_IMAGE_SIZE) -> np.ndarray:
+    """Prepare a T2W volume as U-Net input slices.
+
+    Clips intensities to the :data:`CLIP_PERCENTILES` of the whole volume, scales them
+    to ``[0, 1]`` (a constant volume gives zeros) and centre pads or crops every axial
+    slice to ``image_size`` (zero padding).
+
+    Parameters
+    ----------
+    volume : Volume or array_like, shape (X, Y, Z)
+        The T2W volume in canonical order (as :func:`prostseg.io.load_volume` gives it).
+    image_size : int, optional
+        Side of the square output slices.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (Z, image_size, image_size, 1)
+        Slice ``k`` is ``data[:, :, k]``: height runs along ``x``, width along ``y``.
+
+    See Also
+    --------
+    restore_unet_slices : puts slices of this shape back on the volume's grid.
+
+    Examples
+    --------
+    >>> volume = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    >>> slices = prepare_unet_volume(volume, image_size=4)
+    >>> slices.shape, slices.dtype
+    ((4, 4, 4, 1), dtype('float32'))
+    >>> float(slices.min()), float(slices.max()) <= 1.0
+    (0.0, True)
+    >>> float(prepare_unet_volume(np.full((2, 2, 3), 7.0), image_size=2).max())  # constant
+    0.0
+    """
+    array = _spatial_array(volume, 3, "a T2W volume")
+    scaled = minmax_normalize(clip_percentiles(array, *CLIP_PERCENTILES))
+    return _slices_first(center_pad_crop(scaled, image_size))
+
+
+def prepare_unet_mask(mask_volume: Volume | ArrayLike, image_size: int = UNET_IMAGE_SIZE) -> np.ndarray:
+    """Prepare a mask volume as U-Net target slices.
+
+    Every non-zero voxel is foreground (a lesion mask, or a zone map for a whole-gland
+    mask). Slices are centre padded or cropped exactly like
+    :func:`prepare_unet_volume`, so image and mask stay aligned pixel for pixel.
+
+    Parameters
+    ----------
+    mask_volume : Volume or array_like, shape (X, Y, Z)
+        Label map in canonical order, on the grid of the image.
+    image_size : int, optional
+        Side of the square output slices.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (Z, image_size, image_size, 1)
+        Values 0 and 1.
+
+    Examples
+    --------
+    >>> mask = np.zeros((3, 3, 2), np.uint8)
+    >>> mask[1, 1, 0] = 2
+    >>> target = prepare_unet_mask(mask, image_size=5)
+    >>> target.shape, target[0, 2, 2, 0], float(target.sum())
+    ((2, 5, 5, 1), np.float32(1.0), 1.0)
+    """
+    array = _spatial_array(mask_volume, 3, "a mask volume")
+    return _slices_first(center_pad_crop(array != 0, image_size).astype(np.float32))
+
+
+def prepare_pix2pix_volume(stack: Volume | ArrayLike, image_size: int = PIX2PIX_IMAGE_SIZE) -> np.ndarray:
+    """Prepare a registered multi-channel stack as Pix2Pix input slices.
+
+    Each channel is z-scored over the whole volume (a constant channel gives zeros),
+    then every axial slice is resized bilinearly to ``image_size``.
+
+    Parameters
+    ----------
+    stack : Volume or array_like, shape (X, Y, Z, C)
+        The registered stack (channels T2W, DWI, ADC) in canonical order, as written
+        by :func:`prostseg.registration.register_case`.
+    image_size : int, optional
+        Side of the square output slices.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (Z, image_size, image_size, C)
+
+    Examples
+    --------
+    >>> stack = np.random.default_rng(0).normal(5.0, 2.0, (6, 4, 2, 3))
+    >>> slices = prepare_pix2pix_volume(stack, image_size=8)
+    >>> slices.shape, slices.dtype
+    ((2, 8, 8, 3), dtype('float32'))
+    """
+    array = _spatial_array(stack, 4, "a multi-channel stack (X, Y, Z, C)")
+    return _slices_first(resize_image(zscore_normalize(array, channel_axis=-1), image_size))
+
+
+def prepare_zone_labels(zones: Volume | ArrayLike, image_size: int = PIX2PIX_IMAGE_SIZE) -> np.ndarray:
+    """Prepare a zone label map as one-hot Pix2Pix targets.
+
+    Slices are resized by nearest neighbour with the geometry of
+    :func:`prepare_pix2pix_volume` (labels are never interpolated), then one-hot
+    encoded over the :data:`~prostseg.dataset.NUM_ZONE_CLASSES` zone classes.
+
+    Parameters
+    ----------
+    zones : Volume or array_like, shape (X, Y, Z)
+        Zone labels ``0 .. 4`` (:data:`~prostseg.dataset.ZONE_NAMES`) in canonical order.
+    image_size : int, optional
+        Side of the square output slices.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (Z, image_size, image_size, 5)
+        Exactly one 1 per pixel.
+
+    Raises
+    ------
+    InputError
+        When labels lie outside ``0 .. 4``.
+
+    Examples
+    --------
+    >>> zones = np.array([[[0], [1]], [[2], [4]]], dtype=np.uint8)  # (2, 2, 1)
+    >>> targets = prepare_zone_labels(zones, image_size=4)
+    >>> targets.shape, bool((targets.sum(axis=-1) == 1).all())
+    ((1, 4, 4, 5), True)
+    >>> targets[0].argmax(axis=-1)
+    array([[0, 0, 1, 1],
+           [0, 0, 1, 1],
+           [2, 2, 4, 4],
+           [2, 2, 4, 4]])
+    """
+    array = _spatial_array(zones, 3, "a zone label map")
+    return _slices_first(one_hot(resize_labels(array, image_size), NUM_ZONE_CLASSES))
+
+
+def restore_unet_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
+    """Put U-Net output slices back on the grid of the volume they came from.
+
+    The inverse of the geometry of :func:`prepare_unet_volume`: slices are stacked
+    along ``z`` and centre cropped or padded back to the volume's in-plane size (what
+    padding added is dropped; what cropping removed comes back as zeros).
+
+    Parameters
+    ----------
+    slices : array_like, shape (Z, H, W, C)
+        Network outputs (probabilities or masks), one per axial slice.
+    shape : sequence of int
+        Spatial shape ``(X, Y, Z)`` of the original volume (``volume.shape``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (X, Y, Z, C)
+        Same dtype as ``slices``.
+
+    Examples
+    --------
+    >>> volume = np.random.default_rng(0).random((5, 3, 2))
+    >>> slices = prepare_unet_volume(volume, image_size=8)
+    >>> restored = restore_unet_slices(slices, volume.shape)
+    >>> restored.shape, bool(np.array_equal(restored[..., 0], minmax_normalize(clip_percentiles(volume))))
+    ((5, 3, 2, 1), True)
+    """
+    stacked = _volume_order(slices, shape)
+    return center_pad_crop(stacked, tuple(shape[:2]))
+
+
+def restore_pix2pix_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
+    """Resize Pix2Pix output slices back to the grid of the T2W volume.
+
+    The inverse of the geometry of :func:`prepare_pix2pix_volume`. Resize class
+    probabilities (bilinear) and then take
+    :func:`~prostseg.preprocessing.labels_from_one_hot`, rather than resizing labels.
+
+    Parameters
+    ----------
+    slices : array_like, shape (Z, H, W, C)
+        Network outputs, one per axial slice.
+    shape : sequence of int
+        Spatial shape ``(X, Y, Z)`` of the T2W volume.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (X, Y, Z, C)
+
+    Examples
+    --------
+    >>> zones = np.random.default_rng(0).integers(0, 5, size=(4, 6, 3))
+    >>> probabilities = prepare_zone_labels(zones, image_size=8)
+    >>> restored = restore_pix2pix_slices(probabilities, zones.shape)
+    >>> restored.shape
+    (4, 6, 3, 5)
+    """
+    return resize_image(_volume_order(slices, shape), tuple(shape[:2]))
+
+
+def _volume_order(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
+    """``(Z, H, W, C)`` -> ``(H, W, Z, C)``, checking ``Z`` against ``shape``."""
+    slices = np.asarray(slices)
+    if slices.ndim != 4 or len(shape) != 3 or slices.shape[0] != shape[2]:
+        raise ValueError(
+            f"expected slices (Z, H, W, C) of a volume of shape (X, Y, Z) = {tuple(shape)}, "
+            f"got slices of shape {slices.shape}"
+        )
+    return np.moveaxis(slices, 0, 2)
+
+
+# --- augmentation -------------------------------------------------------------------
+
+
+def augment_pair(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Rotate and flip an image and its label map with the same random transform.
+
+    Draws, from ``seed`` alone, a rotation by ``k * 90`` degrees (``k`` in 0..3), a
+    flip of the width axis and a flip of the height axis (the Pix2Pix recipe), which
+    together give each of the 8 symmetries of the square equally often. Only pixels
+    move, so label values (binary or one-hot) are never changed.
+
+    Parameters
+    ----------
+    image, label : tf.Tensor, shape (H, W, C) or (B, H, W, C)
+        Arrays of the same height and width (the channels may differ). Use square
+        slices if they are batched afterwards: a quarter turn swaps height and width.
+    seed : tf.Tensor, shape (2,), int32 or int64
+        Seed of the stateless random draws; the same seed gives the same transform.
+
+    Returns
+    -------
+    image, label : tf.Tensor
+        Transformed copies.
+
+    Examples
+    --------
+    >>> grid = tf.reshape(tf.range(4.0), (2, 2, 1))
+    >>> image, label = augment_pair(grid, grid, seed=tf.constant([1, 2]))
+    >>> bool(tf.reduce_all(image == label)), sorted(image.numpy().ravel().tolist())
+    (True, [0.0, 1.0, 2.0, 3.0])
+    """
+    quarter_turns, flip_width, flip_height = tf.unstack(
+        tf.random.stateless_uniform([3], seed=seed, minval=0, maxval=4, dtype=tf.int32)
+    )
+
+    def transform(tensor: tf.Tensor) -> tf.Tensor:
+        tensor = tf.convert_to_tensor(tensor)
+        static_shape = tensor.shape
+        tensor = tf.image.rot90(tensor, k=quarter_turns)
+        tensor = tf.cond(flip_width % 2 == 1, lambda: tf.reverse(tensor, axis=[-2]), lambda: tensor)
+        tensor = tf.cond(flip_height % 2 == 1, lambda: tf.reverse(tensor, axis=[-3]), lambda: tensor)
+        if static_shape.rank is not None and static_shape[-3] == static_shape[-2]:
+            tensor = tf.ensure_shape(tensor, static_shape)  # square: the shape is unchanged
+        return tensor
+
+    return transform(image), transform(label)
+
+
+# --- streaming ----------------------------------------------------------------------
+
+
+def _checked_cases(cases: Sequence[Case], names: Sequence[str]) -> list[Case]:
+    """The cases as a list, raising InputError for a case that lacks one of ``names``."""
+    cases = list(cases)
+    if not cases:
+        raise ValueError("no cases given")
+    for case in cases:
+        for name in names:
+            case.path(name)
+    return cases
+
+
+def _checked_label(label: str) -> str:
+    if label not in MASKS:
+        raise ValueError(f"label must be one of {MASKS}, got {label!r}")
+    return label
+
+
+def _load_unet_case(case: Case, label: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    t2w = load_volume(case.path("t2w"))
+    mask = load_volume(case.path(label), label=True)
+    check_same_grid(t2w, mask)
+    return prepare_unet_volume(t2w, image_size), prepare_unet_mask(mask, image_size)
+
+
+def _stack_path(case: Case) -> Path:
+    if not case.has(STACK):
+        raise InputError(
+            case.folder,
+            f"case {case.case_id} has no registered stack (aligned/stack.nii.gz); "
+            f"run `prostseg register-case {case.folder}` first",
+        )
+    return case.path(STACK)
+
+
+def _load_pix2pix_case(case: Case, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    stack = load_volume(_stack_path(case), channels=3)
+    zones = load_volume(case.path("zones"), num_classes=NUM_ZONE_CLASSES)
+    check_same_grid(stack, zones)
+    return prepare_pix2pix_volume(stack, image_size), prepare_zone_labels(zones, image_size)
+
+
+def _slice_stream(
+    cases: list[Case],
+    load_case: Callable[[Case], tuple[np.ndarray, np.ndarray]],
+    channels: tuple[int, int],
+    image_size: int,
+    *,
+    shuffle: bool,
+    shuffle_buffer: int,
+    seed: int,
+) -> tf.data.Dataset:
+    """(image, label) slices of all cases, loading one case per parallel map call."""
+    signature = [tf.TensorSpec((None, image_size, image_size, n), tf.float32) for n in channels]
+
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        return load_case(cases[int(index)])
+
+    def load_tensors(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        arrays = tf.numpy_function(load, [index], [spec.dtype for spec in signature], stateful=False)
+        return tuple(tf.ensure_shape(array, spec.shape) for array, spec in zip(arrays, signature))
+
+    indices = tf.data.Dataset.range(len(cases))
+    if shuffle:
+        indices = indices.shuffle(len(cases), seed=seed, reshuffle_each_iteration=True)
+    slices = indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True).unbatch()
+    if shuffle:
+        slices = slices.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return slices
+
+
+def _has_foreground(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_any(mask > 0)
+
+
+def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: int) -> tf.data.Dataset:
+    """Augment (seeded by each element's position), batch and prefetch."""
+    if augment:
+        dataset = dataset.enumerate().map(
+            lambda index, pair: augment_pair(*pair, seed=tf.stack([tf.constant(seed, tf.int64), index])),
+            num_parallel_calls=_AUTOTUNE,
+            deterministic=True,
+        )
+    return dataset.batch(batch_size).prefetch(_AUTOTUNE)
+
+
+def _positive(value: int, name: str) -> int:
+    value = operator.index(value)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def count_slices(
+    cases: Sequence[Case],
+    *,
+    label: str = "lesion",
+    drop_empty: bool = False,
+    image_size: int = UNET_IMAGE_SIZE,
+) -> int:
+    """Number of slices :func:`unet_dataset` yields per epoch for the same arguments.
+
+    Without ``drop_empty`` only the T2W headers are read. With it every mask is read
+    and prepared, because a slice counts only when foreground remains after the
+    centre pad/crop to ``image_size``.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        Cases with a ``t2w`` and a ``label`` file.
+    label : {"lesion", "zones"}, optional
+        The mask file of each case.
+    drop_empty : bool, optional
+        Count only slices with foreground.
+    image_size : int, optional
+        As for :func:`unet_dataset`; matters only with ``drop_empty``.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    InputError
+        Naming the case folder when a case has no ``label`` file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prostseg.dataset import discover_cases
+    >>> from prostseg.phantom import write_phantom_dataset
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = write_phantom_dataset(folder, n_cases=2, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
+    >>> cases = discover_cases(folder)
+    >>> count_slices(cases)
+    24
+    >>> count_slices(cases, drop_empty=True) < 24
+    True
+    """
+    cases = _checked_cases(cases, ("t2w", _checked_label(label)))
+    if not drop_empty:
+        return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
+    total = 0
+    for case in cases:
+        mask = prepare_unet_mask(load_volume(case.path(label), label=True), image_size)
+        total += int(np.count_nonzero(mask.any(axis=(1, 2, 3))))
+    return total
+
+
+def unet_dataset(
+    cases: Sequence[Case],
+    *,
+    image_size: int = UNET_IMAGE_SIZE,
+    batch_size: int = 8,
+    label: str = "lesion",
+    shuffle: bool = True,
+    augment: bool = False,
+    drop_empty: bool = False,
+    foreground_fraction: float | None = None,
+    seed: int = 0,
+    repeat: bool = False,
+    shuffle_buffer: int = 256,
+) -> tf.data.Dataset:
+    """Stream (T2W slice, mask slice) batches for U-Net training or evaluation.
+
+    Each case's ``t2w`` and ``label`` files are read with
+    :func:`prostseg.io.load_volume`, checked to share a grid, prepared with
+    :func:`prepare_unet_volume` and :func:`prepare_unet_mask` and cut into slices.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        The cases to stream (e.g. the training part of a patient-level split).
+    image_size : int, optional
+        Side of the square slices.
+    batch_size : int, optional
+        Slices per batch; the last batch of an epoch may be smaller.
+    label : {"lesion", "zones"}, optional
+        The mask file to use; non-zero voxels are foreground (``"zones"`` gives a
+        whole-gland mask).
+    shuffle : bool, optional
+        Shuffle case order and slices (buffer of ``shuffle_buffer`` slices), anew every
+        epoch. Without it slices come in case order, slice ``k = 0, 1, ...``.
+    augment : bool, optional
+        Apply :func:`augment_pair` with a seed derived from ``seed`` and the slice's
+        position in the stream.
+    drop_empty : bool, optional
+        Yield only slices with foreground.
+    foreground_fraction : float, optional
+        Oversample foreground: draw each slice from the foreground slices with this
+        probability (``0 < p < 1``) and from the empty slices otherwise. The dataset is
+        then infinite (``repeat`` is implied); set ``steps_per_epoch`` when training.
+    seed : int, optional
+        Seed of every random choice; the same seed gives the same batches.
+    repeat : bool, optional
+        Repeat the epochs forever.
+    shuffle_buffer : int, optional
+        Size of the slice shuffle buffer (memory: ``2 * 4 * image_size**2`` bytes per slice).
+
+    Returns
+    -------
+    tf.data.Dataset
+        Batches ``(image, mask)``, both float32 of shape ``(B, image_size, image_size, 1)``;
+        images in ``[0, 1]``, masks 0 or 1.
+
+    Raises
+    ------
+    InputError
+        Naming the case folder when a case lacks its ``t2w`` or ``label`` file. A
+        mask off the T2W grid is reported, with its path, when the stream reaches it.
+    ValueError
+        For invalid arguments, or ``foreground_fraction`` when the cases hold no
+        foreground or no empty slice.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prostseg.dataset import discover_cases
+    >>> from prostseg.phantom import write_phantom_dataset
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = write_phantom_dataset(folder, n_cases=1, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
+    >>> dataset = unet_dataset(discover_cases(folder), image_size=64, batch_size=4, shuffle=False)
+    >>> [tuple(image.shape) for image, mask in dataset]
+    [(4, 64, 64, 1), (4, 64, 64, 1), (4, 64, 64, 1)]
+    """
+    label = _checked_label(label)
+    cases = _checked_cases(cases, ("t2w", label))
+    image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
+    shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
+
+    def stream() -> tf.data.Dataset:
+        return _slice_stream(
+            cases,
+            lambda case: _load_unet_case(case, label, image_size),
+            (1, 1),
+            image_size,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+        )
+
+    if foreground_fraction is None:
+        slices = stream()
+        if drop_empty:
+            slices = slices.filter(_has_foreground)
+        if repeat:
+            slices = slices.repeat()
+    else:
+        if drop_empty:
+            raise ValueError("give drop_empty or foreground_fraction, not both")
+        if not 0 < foreground_fraction < 1:
+            raise ValueError(
+                f"foreground_fraction must lie strictly between 0 and 1, got {foreground_fraction}; "
+                "use drop_empty=True for foreground slices only"
+            )
+        n_foreground = count_slices(cases, label=label, drop_empty=True, image_size=image_size)
+        n_total = count_slices(cases, label=label)
+        if n_foreground in (0, n_total):
+            kind = "no slice with" if n_foreground == 0 else "no slice without"
+            raise ValueError(f"foreground_fraction needs both kinds of slices, but the {len(cases)} cases have "
+                             f"{kind} {label} foreground")
+        foreground = stream().filter(_has_foreground).repeat()
+        empty = stream().filter(lambda image, mask: tf.logical_not(_has_foreground(image, mask))).repeat()
+        slices = tf.data.Dataset.sample_from_datasets(
+            [foreground, empty], weights=[foreground_fraction, 1 - foreground_fraction], seed=seed
+        )
+    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size)
+
+
+def pix2pix_dataset(
+    cases: Sequence[Case],
+    *,
+    image_size: int = PIX2PIX_IMAGE_SIZE,
+    batch_size: int = 1,
+    augment: bool = True,
+    shuffle: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 256,
+) -> tf.data.Dataset:
+    """Stream (registered stack slice, one-hot zone slice) batches for Pix2Pix.
+
+    Each case's ``aligned/stack`` (written by
+    :func:`prostseg.registration.register_case`) and ``zones`` files are read,
+    checked to share a grid and prepared with :func:`prepare_pix2pix_volume` and
+    :func:`prepare_zone_labels`.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        Registered cases with zone labels.
+    image_size : int, optional
+        Side of the square slices.
+    batch_size : int, optional
+        Slices per batch (the Pix2Pix recipe uses 1).
+    augment : bool, optional
+        Apply :func:`augment_pair` (quarter turns and flips) to stack and zones alike.
+    shuffle : bool, optional
+        Shuffle case order and slices, anew every epoch.
+    seed : int, optional
+        Seed of every random choice.
+    shuffle_buffer : int, optional
+        Size of the slice shuffle buffer.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Batches ``(stack, zones)``: float32 ``(B, H, W, 3)`` z-scores and float32
+        ``(B, H, W, 5)`` one-hot labels.
+
+    Raises
+    ------
+    InputError
+        Naming the case folder when a case has no ``zones`` file, or no registered
+        stack (then run ``prostseg register-case`` on it first).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prostseg.dataset import Case
+    >>> pix2pix_dataset([Case("p1", tempfile.gettempdir(), {"zones": "zones.nii.gz"})])
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...: case p1 has no registered stack ...; run `prostseg register-case ...` first
+    """
+    cases = _checked_cases(cases, ("zones",))
+    for case in cases:
+        _stack_path(case)
+    image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
+    slices = _slice_stream(
+        cases,
+        lambda case: _load_pix2pix_case(case, image_size),
+        (3, NUM_ZONE_CLASSES),
+        image_size,
+        shuffle=shuffle,
+        shuffle_buffer=_positive(shuffle_buffer, "shuffle_buffer"),
+        seed=seed,
+    )
+    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size)

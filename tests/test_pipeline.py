@@ -1,0 +1,391 @@
+"""Tests of prostseg.pipeline: volume preparation, streaming datasets, augmentation."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from prostseg.dataset import NUM_ZONE_CLASSES, Case, discover_cases  # noqa: E402
+from prostseg.errors import InputError  # noqa: E402
+from prostseg.io import load_volume, save_like  # noqa: E402
+from prostseg.pipeline import (  # noqa: E402
+    augment_pair,
+    count_slices,
+    pix2pix_dataset,
+    prepare_pix2pix_volume,
+    prepare_unet_mask,
+    prepare_unet_volume,
+    prepare_zone_labels,
+    restore_pix2pix_slices,
+    restore_unet_slices,
+    unet_dataset,
+)
+from prostseg.preprocessing import center_pad_crop  # noqa: E402
+
+REAL_LESION_CASES = ("ProstateX-0101", "ProstateX-0152", "ProstateX-0199")
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cases(phantom_dir):
+    return discover_cases(phantom_dir, require=("t2w", "lesion", "zones"))
+
+
+def collect(dataset):
+    """Concatenate all batches of a dataset of pairs into two numpy arrays."""
+    images, labels = zip(*((image.numpy(), label.numpy()) for image, label in dataset))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def prepared_cases(cases, image_size, label="lesion"):
+    """Slices of each case prepared directly from the loaded volumes, in case order."""
+    images = [prepare_unet_volume(load_volume(case.path("t2w")), image_size) for case in cases]
+    masks = [prepare_unet_mask(load_volume(case.path(label), label=True), image_size) for case in cases]
+    return np.concatenate(images), np.concatenate(masks)
+
+
+def dihedral_variants(array):
+    """The 8 rotations/reflections of the first two axes of ``array``."""
+    rotations = [np.rot90(array, k, axes=(0, 1)) for k in range(4)]
+    return rotations + [np.flip(rotated, axis=1) for rotated in rotations]
+
+
+def matching_variant(augmented, original):
+    """Index of the dihedral variant of ``original`` equal to ``augmented`` (exactly one)."""
+    matches = [i for i, variant in enumerate(dihedral_variants(original)) if np.array_equal(variant, augmented)]
+    assert len(matches) == 1, f"{len(matches)} variants match"
+    return matches[0]
+
+
+def slice_keys(images, masks):
+    """Sorted byte strings of (image, mask) slice pairs: a multiset of slices."""
+    return sorted(image.tobytes() + mask.tobytes() for image, mask in zip(images, masks))
+
+
+def copy_case(case, destination, names=("t2w", "lesion", "zones")):
+    destination.mkdir(parents=True)
+    for name in names:
+        shutil.copy(case.path(name), destination / case.path(name).name)
+    return destination
+
+
+# --- volume preparation -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_prepare_unet_volume_scales_to_unit_range_and_pads_or_crops(cases, image_size):
+    raw = load_volume(cases[0].path("t2w")).data  # (96, 96, 12)
+    slices = prepare_unet_volume(raw, image_size)
+    assert slices.shape == (raw.shape[2], image_size, image_size, 1)
+    assert slices.dtype == np.float32
+    assert slices.min() == 0.0 and slices.max() <= 1.0
+    # the kept region: a monotone (non-decreasing) function of the raw intensities
+    if image_size > raw.shape[0]:
+        start = (image_size - raw.shape[0]) // 2
+        kept = slices[:, start : start + raw.shape[0], start : start + raw.shape[1], 0]
+        raw_kept = np.moveaxis(raw, 2, 0)
+        outside = np.ones(slices.shape[:3], bool)
+        outside[:, start : start + raw.shape[0], start : start + raw.shape[1]] = False
+        assert (slices[..., 0][outside] == 0).all() and slices.max() == 1.0
+    else:
+        start = (raw.shape[0] - image_size) // 2
+        kept = slices[..., 0]
+        raw_kept = np.moveaxis(raw[start : start + image_size, start : start + image_size], 2, 0)
+    order = np.argsort(raw_kept, axis=None, kind="stable")
+    assert (np.diff(kept.ravel()[order]) >= 0).all()
+    assert np.corrcoef(kept.ravel(), raw_kept.ravel())[0, 1] > 0.9
+
+
+def test_constant_volumes_give_zeros():
+    for value in (0.0, 42.0):
+        slices = prepare_unet_volume(np.full((10, 8, 3), value, np.float32), 16)
+        assert np.isfinite(slices).all() and not slices.any()
+    stack = np.random.default_rng(0).normal(size=(10, 8, 3, 3))
+    stack[..., 1] = 7.0
+    prepared = prepare_pix2pix_volume(stack, 16)
+    assert np.isfinite(prepared).all() and not prepared[..., 1].any() and prepared[..., 0].any()
+    assert not prepare_unet_mask(np.zeros((10, 8, 3), np.uint8), 16).any()
+
+
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_prepare_unet_mask_keeps_foreground_pixels(cases, image_size):
+    raw = load_volume(cases[0].path("zones"), label=True).data  # large foreground: the gland
+    mask = prepare_unet_mask(raw, image_size)
+    assert mask.shape == (raw.shape[2], image_size, image_size, 1) and mask.dtype == np.float32
+    assert set(np.unique(mask)) == {0.0, 1.0}
+    foreground = np.moveaxis(raw != 0, 2, 0)
+    if image_size > raw.shape[0]:
+        start = (image_size - raw.shape[0]) // 2
+        kept = mask[:, start : start + raw.shape[0], start : start + raw.shape[1], 0]
+        assert mask.sum() == kept.sum()
+    else:
+        start = (raw.shape[0] - image_size) // 2
+        kept = mask[..., 0]
+        foreground = foreground[:, start : start + image_size, start : start + image_size]
+    np.testing.assert_array_equal(kept, foreground)
+
+
+def test_prepare_pix2pix_volume_zscores_each_channel(cases):
+    t2w = load_volume(cases[0].path("t2w")).data
+    stack = np.stack([t2w, 1000 + 0.01 * t2w**1.5, -t2w], axis=-1)
+    slices = prepare_pix2pix_volume(stack, 128)
+    assert slices.shape == (t2w.shape[2], 128, 128, 3) and slices.dtype == np.float32
+    # a bilinear upsampling keeps the statistics approximately
+    np.testing.assert_allclose(slices.mean(axis=(0, 1, 2)), 0, atol=0.05)
+    np.testing.assert_allclose(slices.std(axis=(0, 1, 2)), 1, atol=0.05)
+    np.testing.assert_allclose(slices[..., 2], -slices[..., 0], atol=1e-5)
+
+
+def test_prepare_zone_labels_one_hot_without_new_labels(cases):
+    zones = load_volume(cases[0].path("zones"), label=True).data
+    targets = prepare_zone_labels(zones, 128)
+    assert targets.shape == (zones.shape[2], 128, 128, NUM_ZONE_CLASSES) and targets.dtype == np.float32
+    assert set(np.unique(targets)) == {0.0, 1.0}
+    assert (targets.sum(axis=-1) == 1).all()
+    present = set(np.unique(zones))
+    assert set(np.flatnonzero(targets.any(axis=(0, 1, 2)))) == present and len(present) > 2
+    with pytest.raises(InputError, match="0..4"):
+        prepare_zone_labels(np.full((4, 4, 2), 5), 8)
+
+
+def test_restore_slices_undo_the_geometry(cases):
+    t2w = load_volume(cases[0].path("t2w")).data  # (96, 96, 12)
+    padded = restore_unet_slices(prepare_unet_volume(t2w, 128), t2w.shape)
+    cropped = restore_unet_slices(prepare_unet_volume(t2w, 64), t2w.shape)
+    assert padded.shape == cropped.shape == (*t2w.shape, 1)
+    np.testing.assert_array_equal(cropped[16:80, 16:80], padded[16:80, 16:80])
+    assert not cropped[:16].any() and not cropped[80:].any()
+    # labels: nearest-neighbour doubling, then bilinear halving of the one-hot maps
+    zones = load_volume(cases[0].path("zones"), label=True).data[16:80, 16:80]
+    restored = restore_pix2pix_slices(prepare_zone_labels(zones, 128), zones.shape)
+    np.testing.assert_array_equal(restored.argmax(axis=-1), zones)
+    with pytest.raises(ValueError, match="slices"):
+        restore_unet_slices(np.zeros((3, 8, 8, 1)), (8, 8, 4))
+
+
+# --- streaming ----------------------------------------------------------------------
+
+
+def test_count_slices(cases):
+    masks = [load_volume(case.path("lesion"), label=True).data for case in cases]
+    assert count_slices(cases) == sum(mask.shape[2] for mask in masks)
+    with_lesion = sum(int(mask.any(axis=(0, 1)).sum()) for mask in masks)
+    assert 0 < count_slices(cases, drop_empty=True, image_size=128) == with_lesion < count_slices(cases)
+
+
+def test_unet_dataset_streams_every_slice_once_in_order(cases):
+    dataset = unet_dataset(cases, image_size=64, batch_size=5, shuffle=False)
+    assert dataset.element_spec[0].shape.as_list() == [None, 64, 64, 1]
+    images, masks = collect(dataset)
+    expected_images, expected_masks = prepared_cases(cases, 64)
+    assert images.dtype == masks.dtype == np.float32
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(masks, expected_masks)
+    assert masks.any()
+
+
+def test_unet_dataset_shuffled_is_a_permutation(cases):
+    images, masks = collect(unet_dataset(cases, image_size=64, batch_size=7, shuffle=True, seed=3))
+    expected_images, expected_masks = prepared_cases(cases, 64)
+    assert len(images) == count_slices(cases)
+    assert not np.array_equal(images, expected_images)
+    assert slice_keys(images, masks) == slice_keys(expected_images, expected_masks)
+
+
+def test_drop_empty_yields_exactly_the_foreground_slices(cases):
+    images, masks = collect(unet_dataset(cases, image_size=64, batch_size=4, drop_empty=True, seed=1))
+    expected_images, expected_masks = prepared_cases(cases, 64)
+    keep = expected_masks.any(axis=(1, 2, 3))
+    assert masks.reshape(len(masks), -1).any(axis=1).all()
+    assert len(images) == count_slices(cases, drop_empty=True, image_size=64)
+    assert slice_keys(images, masks) == slice_keys(expected_images[keep], expected_masks[keep])
+
+
+def test_foreground_fraction_oversamples_foreground(cases):
+    natural = count_slices(cases, drop_empty=True, image_size=64) / count_slices(cases)
+    fraction = 0.7
+    assert abs(natural - fraction) > 0.3  # otherwise the test could not tell
+    dataset = unet_dataset(cases, image_size=64, batch_size=25, foreground_fraction=fraction, seed=5)
+    drawn = np.concatenate([mask.numpy().reshape(25, -1).any(axis=1) for _, mask in dataset.take(16)])
+    assert len(drawn) == 400
+    assert abs(drawn.mean() - fraction) < 0.1  # binomial sd 0.023
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(foreground_fraction=1.0), dict(foreground_fraction=0.5, drop_empty=True), dict(label="t2w")]
+)
+def test_unet_dataset_rejects_bad_arguments(cases, kwargs):
+    with pytest.raises(ValueError):
+        unet_dataset(cases, **kwargs)
+
+
+def test_unet_dataset_is_deterministic_given_seed(cases):
+    def batches(seed):
+        dataset = unet_dataset(
+            cases, image_size=64, batch_size=6, augment=True, foreground_fraction=0.5, seed=seed
+        )
+        return [array.numpy() for pair in dataset.take(3) for array in pair]
+
+    first, again, other = batches(11), batches(11), batches(12)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_unet_dataset_augments_image_and_mask_alike(cases):
+    # zone masks: large, asymmetric foreground that pins down the transform
+    plain = collect(unet_dataset(cases[:1], image_size=64, batch_size=4, label="zones", shuffle=False))
+    augmented = collect(
+        unet_dataset(cases[:1], image_size=64, batch_size=4, label="zones", shuffle=False, augment=True)
+    )
+    variants = set()
+    for image, mask, plain_image, plain_mask in zip(*augmented, *plain):
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        variant = matching_variant(image, plain_image)
+        np.testing.assert_array_equal(mask, dihedral_variants(plain_mask)[variant])
+        variants.add(variant)
+    assert len(variants) > 1
+
+
+def test_augment_pair_covers_all_symmetries_and_keeps_labels():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, NUM_ZONE_CLASSES, size=(6, 6))
+    one_hot_labels = np.eye(NUM_ZONE_CLASSES, dtype=np.float32)[labels]
+    image = (3.0 * labels + 1.0).astype(np.float32)[..., None]  # derived from the labels
+    variants = []
+    for seed in range(64):
+        out_image, out_labels = (x.numpy() for x in augment_pair(image, one_hot_labels, tf.constant([seed, 7])))
+        assert out_image.shape == image.shape and out_labels.shape == one_hot_labels.shape
+        np.testing.assert_array_equal(out_image[..., 0], 3.0 * out_labels.argmax(axis=-1) + 1.0)
+        assert set(np.unique(out_labels)) == {0.0, 1.0} and (out_labels.sum(axis=-1) == 1).all()
+        variants.append(matching_variant(out_labels, one_hot_labels))
+        again = augment_pair(image, one_hot_labels, tf.constant([seed, 7]))[1].numpy()
+        np.testing.assert_array_equal(again, out_labels)
+    assert sorted(set(variants)) == list(range(8))
+
+
+def test_blank_case_streams_zeros(cases, tmp_path):
+    folder = copy_case(cases[0], tmp_path / "blank")
+    t2w = load_volume(cases[0].path("t2w"))
+    save_like(np.zeros(t2w.shape, np.float32), t2w, folder / "t2w.nii.gz", overwrite=True)
+    images, masks = collect(unet_dataset(discover_cases(tmp_path), image_size=64, shuffle=False))
+    assert len(images) == t2w.shape[2]
+    assert np.isfinite(images).all() and not images.any()
+
+
+def test_foreground_fraction_needs_foreground(cases, tmp_path):
+    folder = copy_case(cases[0], tmp_path / "no-lesion-voxels")
+    t2w = load_volume(cases[0].path("t2w"))
+    save_like(np.zeros(t2w.shape, np.uint8), t2w, folder / "lesion.nii.gz", overwrite=True)
+    with pytest.raises(ValueError, match="no slice with lesion foreground"):
+        unet_dataset(discover_cases(tmp_path), foreground_fraction=0.5)
+
+
+def test_missing_mask_names_the_case(cases, tmp_path):
+    copy_case(cases[0], tmp_path / "no-lesion", names=("t2w",))
+    bare = discover_cases(tmp_path)
+    with pytest.raises(InputError, match="no-lesion.*no lesion file"):
+        unet_dataset(bare)
+    with pytest.raises(InputError, match="no-lesion"):
+        count_slices(bare)
+
+
+def test_mask_off_the_image_grid_is_reported(cases, tmp_path):
+    folder = copy_case(cases[0], tmp_path / "shifted")
+    lesion_path = folder / cases[0].path("lesion").name
+    image = nib.load(lesion_path)
+    affine = image.affine.copy()
+    affine[:3, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), affine), lesion_path)
+    case = Case("shifted", folder, {"t2w": folder / "t2w.nii.gz", "lesion": lesion_path})
+    with pytest.raises(tf.errors.OpError, match="lesion.nii.gz: not on the grid"):
+        collect(unet_dataset([case], image_size=64))
+
+
+# --- Pix2Pix ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registered_cases(cases, tmp_path_factory):
+    """Two phantom cases with a synthetic aligned/stack.nii.gz on the T2W grid."""
+    out_dir = tmp_path_factory.mktemp("registered")
+    for case in cases[:2]:
+        folder = copy_case(case, out_dir / case.case_id)
+        t2w = load_volume(case.path("t2w"))
+        stack = np.stack([t2w.data, np.sqrt(t2w.data), np.full(t2w.shape, 3.0, np.float32)], axis=-1)
+        save_like(stack.astype(np.float32), t2w, folder / "aligned" / "stack.nii.gz")
+    return discover_cases(out_dir, require=("t2w", "zones", "stack"))
+
+
+def test_pix2pix_dataset_streams_stack_and_one_hot_zones(registered_cases):
+    stacks, zones = collect(
+        pix2pix_dataset(registered_cases, image_size=64, batch_size=4, augment=False, shuffle=False)
+    )
+    expected_stacks = np.concatenate(
+        [prepare_pix2pix_volume(load_volume(case.path("stack"), channels=3), 64) for case in registered_cases]
+    )
+    expected_zones = np.concatenate(
+        [prepare_zone_labels(load_volume(case.path("zones"), label=True), 64) for case in registered_cases]
+    )
+    assert stacks.shape == (len(expected_stacks), 64, 64, 3) and zones.shape[-1] == NUM_ZONE_CLASSES
+    np.testing.assert_array_equal(stacks, expected_stacks)
+    np.testing.assert_array_equal(zones, expected_zones)
+    assert not stacks[..., 2].any()  # the constant channel
+
+
+def test_pix2pix_dataset_augmented_zones_stay_one_hot(registered_cases):
+    stacks, zones = collect(pix2pix_dataset(registered_cases, image_size=64, batch_size=3, seed=2))
+    assert stacks.dtype == zones.dtype == np.float32 and np.isfinite(stacks).all()
+    assert set(np.unique(zones)) == {0.0, 1.0}
+    assert (zones.sum(axis=-1) == 1).all()
+
+
+def test_pix2pix_dataset_without_stack_says_register_first(cases):
+    with pytest.raises(InputError, match=f"{cases[0].case_id}.*register-case"):
+        pix2pix_dataset(cases)
+
+
+# --- real data ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_lesion_cases(real_data_dir):
+    cases = discover_cases(real_data_dir / "prostatex-t2w-lesion", require=("t2w", "lesion"))
+    assert tuple(case.case_id for case in cases) == REAL_LESION_CASES
+    return cases
+
+
+@pytest.mark.real_data
+def test_real_lesions_land_on_the_same_voxels(real_lesion_cases):
+    for case in real_lesion_cases:
+        t2w = load_volume(case.path("t2w"))
+        lesion = load_volume(case.path("lesion"), label=True)
+        image = prepare_unet_volume(t2w)
+        mask = prepare_unet_mask(lesion)
+        assert image.shape == mask.shape == (t2w.shape[2], 384, 384, 1)
+        np.testing.assert_array_equal(mask[..., 0], np.moveaxis(center_pad_crop(lesion.data, 384), 2, 0))
+        assert (mask.sum(axis=(1, 2, 3)) == np.count_nonzero(lesion.data, axis=(0, 1))).all()
+        assert 416 <= mask.sum() <= 6437
+        # intensities under the lesion: a non-decreasing function of the raw ones
+        raw_values = np.moveaxis(center_pad_crop(t2w.data, 384), 2, 0)[mask[..., 0] > 0]
+        prepared_values = image[..., 0][mask[..., 0] > 0]
+        order = np.argsort(raw_values, kind="stable")
+        assert (np.diff(prepared_values[order]) >= 0).all()
+        assert prepared_values.max() > prepared_values.min()
+
+
+@pytest.mark.real_data
+def test_real_unet_dataset_yields_every_slice(real_lesion_cases):
+    images, masks = collect(unet_dataset(real_lesion_cases, batch_size=8, seed=0))
+    assert images.shape == (3 * 19, 384, 384, 1)
+    assert 0 <= images.min() and images.max() <= 1
+    assert masks.sum() == sum(
+        np.count_nonzero(load_volume(case.path("lesion"), label=True).data) for case in real_lesion_cases
+    )
