@@ -121,6 +121,83 @@ def _run_data_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def _add_register_commands(subparsers) -> None:
+    """``prostseg register`` (one volume) and ``prostseg register-case`` (a case folder)."""
+    parser = subparsers.add_parser(
+        "register",
+        help="align a moving volume (ADC, DWI) onto a fixed T2W grid with elastix",
+        description="Register MOVING onto FIXED (mutual information) and write it on the "
+        "fixed grid; with --label, apply a saved transform to a label map instead.",
+    )
+    parser.add_argument("--fixed", type=Path, required=True, help="fixed volume (T2W)")
+    parser.add_argument("--moving", type=Path, required=True, help="moving volume or label map")
+    parser.add_argument("--out", type=Path, required=True, help="output NIfTI on the fixed grid")
+    parser.add_argument(
+        "--transforms", nargs="+", choices=("rigid", "affine", "bspline"), default=None,
+        help="transforms to estimate, in order (default: rigid)",
+    )
+    parser.add_argument(
+        "--label", action="store_true",
+        help="MOVING is a label map: resample it (nearest neighbour) with --transform",
+    )
+    parser.add_argument("--transform", type=Path, help="saved transform file (with --label)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(handler=_run_register)
+
+    case_parser = subparsers.add_parser(
+        "register-case",
+        help="align a case's DWI and ADC onto its T2W and write the 3-channel stack",
+        description="Write CASE/aligned/: dwi, adc, transforms, registration.json and "
+        "stack.nii.gz (T2W, DWI, ADC on the T2W grid), the input of the Pix2Pix pipeline.",
+    )
+    case_parser.add_argument("case_dir", type=Path, help="case folder (t2w, dwi or hbv, adc)")
+    case_parser.add_argument("--overwrite", action="store_true", help="replace CASE/aligned")
+    case_parser.set_defaults(handler=_run_register_case)
+
+
+def _run_register(args) -> int:
+    from prostseg.errors import InputError
+    from prostseg.io import load_volume, save_like
+    from prostseg import registration
+
+    fixed = load_volume(args.fixed)
+    if args.label:
+        if args.transform is None:
+            raise InputError(args.moving, "--label needs --transform (a file written by prostseg register)")
+        aligned = registration.resample_to(args.moving, fixed, args.transform, label=True)
+        print(save_like(aligned.data, fixed, args.out, overwrite=args.overwrite))
+        return 0
+    transform_path = args.out.with_name(args.out.name.split(".")[0] + "_transform.txt")
+    for path in (args.out, transform_path):
+        if path.exists() and not args.overwrite:
+            raise InputError(path, "already exists; pass --overwrite to replace it")
+    transforms = tuple(args.transforms) if args.transforms else registration.DEFAULT_TRANSFORMS
+    result = registration.register(fixed, args.moving, transforms=transforms)
+    print(save_like(result.aligned.data, fixed, args.out, overwrite=args.overwrite))
+    for path in registration.save_transform(result, transform_path, overwrite=args.overwrite):
+        print(path)
+    print(f"{_mutual_information_change(result.quality)} ({result.quality['seconds']:.1f} s)")
+    return 0
+
+
+def _run_register_case(args) -> int:
+    import json
+
+    from prostseg.registration import register_case
+
+    out_dir = register_case(args.case_dir, overwrite=args.overwrite)
+    print(out_dir)
+    report = json.loads((out_dir / "registration.json").read_text())
+    for modality in ("dwi", "adc"):
+        print(f"{modality}: {_mutual_information_change(report[modality])}")
+    print(f"{report['seconds']:.1f} s")
+    return 0
+
+
+def _mutual_information_change(quality: dict) -> str:
+    return f"mutual information {quality['mi_before']:.3f} -> {quality['mi_after']:.3f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``prostseg`` command."""
     parser = argparse.ArgumentParser(
@@ -129,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_phantom_command(subparsers)
     _add_data_commands(subparsers)
+    _add_register_commands(subparsers)
     return parser
 
 
