@@ -17,14 +17,25 @@ import collections
 import hashlib
 import json
 import math
+import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from prostseg.errors import InputError
 
-__all__ = ["PatientSplit", "split_patients", "leave_one_out"]
+__all__ = [
+    "PatientSplit",
+    "split_patients",
+    "leave_one_out",
+    "SliceLeakage",
+    "slice_level_split",
+    "patient_split_slices",
+    "slice_leakage",
+]
 
 _PARTS = ("train", "val", "test")
 
@@ -239,3 +250,193 @@ def leave_one_out(case_ids: Iterable[str]) -> list[PatientSplit]:
         PatientSplit(train=[other for other in case_ids if other != held_out], val=(), test=(held_out,), seed=None)
         for held_out in case_ids
     ]
+
+
+# --- slice-level splits, for comparison only ----------------------------------------
+
+#: A slice of a patient: ``(case_id, k)`` for the axial slice ``k``.
+SliceId = tuple[str, int]
+
+
+def _checked_slice_counts(case_slices: Mapping[str, int]) -> dict[str, int]:
+    counts = {case_id: operator.index(n) for case_id, n in case_slices.items()}
+    _checked_ids(counts)
+    if not counts or min(counts.values()) < 1:
+        raise ValueError("every case needs at least one slice")
+    return counts
+
+
+def slice_level_split(
+    case_slices: Mapping[str, int], *, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, list[SliceId]]:
+    """Split *slices* at random, ignoring patients: the mistake this package avoids.
+
+    The original notebooks shuffled all slices and cut the list, so slices of one
+    patient end up in both parts. This function reproduces that split only so that
+    :func:`slice_leakage` can show what it does; train on :func:`split_patients`.
+
+    Parameters
+    ----------
+    case_slices : mapping of str to int
+        Number of axial slices of each case.
+    test_fraction : float, optional
+        Fraction of all slices put into the test part (rounded, at least one).
+    seed : int, optional
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "test": [...]}``, lists of ``(case_id, k)`` in sorted order.
+
+    Examples
+    --------
+    >>> parts = slice_level_split({"p1": 10, "p2": 10}, test_fraction=0.25, seed=0)
+    >>> len(parts["train"]), len(parts["test"])
+    (15, 5)
+    """
+    counts = _checked_slice_counts(case_slices)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    slices = [(case_id, k) for case_id in sorted(counts) for k in range(counts[case_id])]
+    order = np.random.default_rng(seed).permutation(len(slices))
+    n_test = max(1, _part_size(len(slices), test_fraction))
+    return {
+        "train": sorted(slices[i] for i in order[n_test:]),
+        "test": sorted(slices[i] for i in order[:n_test]),
+    }
+
+
+def patient_split_slices(split: PatientSplit, case_slices: Mapping[str, int]) -> dict[str, list[SliceId]]:
+    """The slices of each part of a patient-level split.
+
+    Parameters
+    ----------
+    split : PatientSplit
+    case_slices : mapping of str to int
+        Number of axial slices of each case; it must cover every case of ``split``.
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "val": [...], "test": [...]}``, lists of ``(case_id, k)``.
+
+    Examples
+    --------
+    >>> split = PatientSplit(train=["p1"], val=[], test=["p2"], seed=None)
+    >>> patient_split_slices(split, {"p1": 2, "p2": 1})
+    {'train': [('p1', 0), ('p1', 1)], 'val': [], 'test': [('p2', 0)]}
+    """
+    counts = _checked_slice_counts(case_slices)
+    missing = sorted(set(split.train + split.val + split.test) - set(counts))
+    if missing:
+        raise ValueError(f"no slice count for cases {', '.join(missing)}")
+    return {name: [(case_id, k) for case_id in getattr(split, name) for k in range(counts[case_id])]
+            for name in _PARTS}
+
+
+@dataclass(frozen=True)
+class SliceLeakage:
+    """How much of the training data a test set has already seen (:func:`slice_leakage`).
+
+    Attributes
+    ----------
+    test_slices : int
+    patient_in_train : float
+        Fraction of test slices whose patient also has slices in the training part.
+    neighbour_in_train : float
+        Fraction of test slices whose adjacent slice (``k - 1`` or ``k + 1``, 3 mm
+        away in a prostate MRI) is a training slice.
+    nearest_same_patient : float or None
+        Fraction of test slices whose most similar training slice (highest
+        correlation) comes from the same patient; None without volumes.
+    nearest_correlation : float or None
+        Median correlation of a test slice with its most similar training slice.
+    """
+
+    test_slices: int
+    patient_in_train: float
+    neighbour_in_train: float
+    nearest_same_patient: float | None = None
+    nearest_correlation: float | None = None
+
+    def to_dict(self) -> dict:
+        """The attributes as a dict (one row of a table)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _slice_features(volumes: Mapping[str, np.ndarray], slices: list[SliceId], size: int) -> np.ndarray:
+    """Each slice resized to ``size`` x ``size`` and z-scored, one row per slice."""
+    from prostseg.preprocessing import resize_image
+
+    rows = []
+    for case_id, k in slices:
+        pixels = resize_image(np.asarray(volumes[case_id])[:, :, k].astype(np.float64), size).ravel()
+        spread = pixels.std()
+        rows.append((pixels - pixels.mean()) / spread if spread > 0 else np.zeros_like(pixels))
+    return np.array(rows)
+
+
+def slice_leakage(
+    train: Iterable[SliceId],
+    test: Iterable[SliceId],
+    volumes: Mapping[str, np.ndarray] | None = None,
+    *,
+    size: int = 64,
+) -> SliceLeakage:
+    """Measure how close the test slices are to the training slices.
+
+    With a patient-level split every fraction is 0. With a slice-level split
+    (:func:`slice_level_split`) nearly every test slice has its patient, usually its
+    neighbouring slice, in the training part; with ``volumes`` a nearest-neighbour
+    search shows that the most similar training slice is then mostly from the same
+    patient: the test measures memory, not generalisation.
+
+    Parameters
+    ----------
+    train, test : iterable of (case_id, k)
+        Slices of the two parts.
+    volumes : mapping of case id to array (X, Y, Z), optional
+        Image volumes (e.g. ``load_volume(case.path("t2w")).data``) for the
+        nearest-neighbour search: every slice is resized to ``size`` x ``size``
+        (:func:`prostseg.preprocessing.resize_image`) and compared by Pearson
+        correlation of its pixels.
+    size : int, optional
+        Side of the resized slices.
+
+    Returns
+    -------
+    SliceLeakage
+
+    Examples
+    --------
+    >>> parts = slice_level_split({"p1": 20, "p2": 20, "p3": 20}, test_fraction=0.2, seed=0)
+    >>> leak = slice_leakage(parts["train"], parts["test"])
+    >>> leak.test_slices, leak.patient_in_train
+    (12, 1.0)
+    >>> split = PatientSplit(train=["p1", "p2"], val=[], test=["p3"], seed=None)
+    >>> by_patient = patient_split_slices(split, {"p1": 20, "p2": 20, "p3": 20})
+    >>> slice_leakage(by_patient["train"], by_patient["test"]).neighbour_in_train
+    0.0
+    """
+    train, test = sorted(set(train)), sorted(set(test))
+    if not train or not test:
+        raise ValueError("need at least one training and one test slice")
+    train_set = set(train)
+    train_patients = {case_id for case_id, _ in train}
+    patient_in_train = np.mean([case_id in train_patients for case_id, _ in test])
+    neighbour_in_train = np.mean([(c, k - 1) in train_set or (c, k + 1) in train_set for c, k in test])
+    if volumes is None:
+        return SliceLeakage(len(test), float(patient_in_train), float(neighbour_in_train))
+    missing = sorted({case_id for case_id, _ in train + test} - set(volumes))
+    if missing:
+        raise ValueError(f"no volume for cases {', '.join(missing)}")
+    correlation = _slice_features(volumes, test, size) @ _slice_features(volumes, train, size).T / size**2
+    nearest = correlation.argmax(axis=1)
+    same_patient = [train[j][0] == case_id for (case_id, _), j in zip(test, nearest)]
+    return SliceLeakage(
+        len(test),
+        float(patient_in_train),
+        float(neighbour_in_train),
+        float(np.mean(same_patient)),
+        float(np.median(correlation.max(axis=1))),
+    )

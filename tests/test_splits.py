@@ -224,3 +224,78 @@ def test_leave_one_out_on_three_cases():
 def test_leave_one_out_rejects_bad_input(case_ids, message):
     with pytest.raises(ValueError, match=message):
         leave_one_out(case_ids)
+
+
+# --- slice-level splits and leakage -------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+from prostseg.splits import patient_split_slices, slice_leakage, slice_level_split  # noqa: E402
+
+
+@FEW
+@given(counts=st.dictionaries(st.text(min_size=1, max_size=6), st.integers(1, 30), min_size=1, max_size=8),
+       fraction=st.floats(0.05, 0.95), seed=st.integers(0, 1000))
+def test_slice_level_split_covers_every_slice_once(counts, fraction, seed):
+    parts = slice_level_split(counts, test_fraction=fraction, seed=seed)
+    everything = parts["train"] + parts["test"]
+    assert sorted(everything) == sorted((case_id, k) for case_id, n in counts.items() for k in range(n))
+    assert len(parts["test"]) == max(1, math.floor(len(everything) * fraction + 0.5))
+    assert parts == slice_level_split(dict(reversed(list(counts.items()))), test_fraction=fraction, seed=seed)
+
+
+def test_slice_level_split_rejects_bad_input():
+    with pytest.raises(ValueError, match="test_fraction"):
+        slice_level_split({"p1": 3}, test_fraction=1.0)
+    with pytest.raises(ValueError, match="at least one slice"):
+        slice_level_split({"p1": 0})
+
+
+def test_patient_split_slices_keep_patients_together():
+    split = PatientSplit(train=["a", "b"], val=["c"], test=["d"], seed=None)
+    parts = patient_split_slices(split, {"a": 2, "b": 1, "c": 3, "d": 2, "unused": 5})
+    assert parts == {"train": [("a", 0), ("a", 1), ("b", 0)], "val": [("c", 0), ("c", 1), ("c", 2)],
+                     "test": [("d", 0), ("d", 1)]}
+    with pytest.raises(ValueError, match="no slice count for cases d"):
+        patient_split_slices(split, {"a": 2, "b": 1, "c": 3})
+
+
+def test_slice_leakage_counts_patients_and_adjacent_slices():
+    train = [("a", 0), ("a", 2), ("b", 0)]
+    test = [("a", 1), ("a", 4), ("c", 0)]
+    leak = slice_leakage(train, test)
+    assert leak.test_slices == 3
+    assert leak.patient_in_train == pytest.approx(2 / 3)  # a/1 and a/4
+    assert leak.neighbour_in_train == pytest.approx(1 / 3)  # only a/1 (a/0 and a/2 are in train)
+    assert leak.nearest_same_patient is None and leak.nearest_correlation is None
+    with pytest.raises(ValueError, match="at least one"):
+        slice_leakage(train, [])
+
+
+def _smooth_patients(n_patients: int, n_slices: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Volumes whose slices change slowly along z, each patient a different random pattern."""
+    rng = np.random.default_rng(seed)
+    volumes = {}
+    for index in range(n_patients):
+        start, end = rng.random((2, 16, 16))
+        weights = np.linspace(0, 1, n_slices)
+        volumes[f"p{index}"] = start[..., None] * (1 - weights) + end[..., None] * weights
+    return volumes
+
+
+def test_nearest_training_slice_reveals_a_slice_level_split():
+    volumes = _smooth_patients(6, 12)
+    counts = {case_id: volume.shape[2] for case_id, volume in volumes.items()}
+    by_slice = slice_level_split(counts, test_fraction=0.2, seed=1)
+    leaky = slice_leakage(by_slice["train"], by_slice["test"], volumes, size=16)
+    assert leaky.nearest_same_patient == 1.0 and leaky.nearest_correlation > 0.95
+    split = PatientSplit(train=["p0", "p1", "p2", "p3"], val=[], test=["p4", "p5"], seed=None)
+    by_patient = patient_split_slices(split, counts)
+    honest = slice_leakage(by_patient["train"], by_patient["test"], volumes, size=16)
+    assert (honest.patient_in_train, honest.neighbour_in_train, honest.nearest_same_patient) == (0.0, 0.0, 0.0)
+    assert honest.nearest_correlation < leaky.nearest_correlation
+    row = honest.to_dict()
+    assert set(row) == {"test_slices", "patient_in_train", "neighbour_in_train", "nearest_same_patient",
+                        "nearest_correlation"}
+    with pytest.raises(ValueError, match="no volume for cases p5"):
+        slice_leakage(by_patient["train"], by_patient["test"], {k: v for k, v in volumes.items() if k != "p5"})
