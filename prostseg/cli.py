@@ -198,6 +198,127 @@ def _mutual_information_change(quality: dict) -> str:
     return f"mutual information {quality['mi_before']:.3f} -> {quality['mi_after']:.3f}"
 
 
+def _add_train_commands(subparsers) -> None:
+    """``prostseg train unet|pix2pix``: options override a --config file's settings."""
+    train = subparsers.add_parser(
+        "train",
+        help="train a U-Net or Pix2Pix model (resumable; see prostseg.training)",
+        description="Train a model into an output folder; rerun the same command to resume.",
+    )
+    models = train.add_subparsers(dest="model", required=True)
+    for model, help_text in (("unet", "U-Net on T2W slices (lesion or gland masks)"),
+                             ("pix2pix", "Pix2Pix on registered T2W/DWI/ADC stacks (zones)")):
+        parser = models.add_parser(model, help=help_text, description=help_text)
+        parser.add_argument("--data-dir", type=Path, help="folder of cases (prostseg.dataset layout)")
+        parser.add_argument("--out", type=Path, help="output folder of the run")
+        parser.add_argument("--config", type=Path, help="JSON configuration (e.g. a run's config.json)")
+        parser.add_argument("--split-file", type=Path, help="patient split JSON (default: random, --seed)")
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--batch-size", type=int, help="global batch size")
+        parser.add_argument("--image-size", type=int, help="side of the square slices")
+        parser.add_argument("--learning-rate", type=float)
+        parser.add_argument("--base-filters", type=int)
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"))
+        parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+        parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
+        parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
+        parser.add_argument("--verbose", type=int, choices=(0, 1, 2))
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace another run (or other files) in --out")
+        if model == "unet":
+            parser.add_argument("--depth", type=int)
+            parser.add_argument("--loss", choices=("bce", "dice", "bce_dice"))
+            parser.add_argument("--label", choices=("lesion", "zones"),
+                                help="lesion masks, or the whole gland (non-zero zones)")
+            parser.add_argument("--steps-per-epoch", type=int)
+        else:
+            parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
+        parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> int:
+    from prostseg import training
+    from prostseg.errors import InputError
+
+    config_class = training.UNetTrainingConfig if args.model == "unet" else training.Pix2PixTrainingConfig
+    settings = {}
+    if args.config is not None:
+        base = training.load_config(args.config)
+        if not isinstance(base, config_class):
+            raise InputError(args.config, f"is a {base.KIND} configuration, not {args.model}")
+        settings = base.to_dict()
+    renamed = {"out": "output_dir"}
+    ignored = {"command", "model", "handler", "config", "overwrite"}
+    for key, value in vars(args).items():
+        if key not in ignored and value is not None:
+            settings[renamed.get(key, key)] = value
+    for key in ("data_dir", "output_dir"):
+        if key not in settings:
+            raise ProstsegError(f"--{'out' if key == 'output_dir' else 'data-dir'} is required "
+                                "(or a --config file that gives it)")
+    try:
+        config = config_class.from_dict(settings)
+    except ValueError as err:
+        raise ProstsegError(f"invalid training settings: {err}") from None
+    train = training.train_unet if args.model == "unet" else training.train_pix2pix
+    result = train(config, overwrite=args.overwrite)
+    print(f"model: {result.model_path}")
+    print(f"history: {result.history_path} ({result.epochs_completed} epochs)")
+    print("best epoch: " + ", ".join(f"{key} {value:.4g}" for key, value in result.best.items()))
+    return 0
+
+
+def _add_predict_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment a case or volume with a trained model",
+        description="Write the predicted label map as NIfTI aligned to the source image.",
+    )
+    parser.add_argument("--model", type=Path, required=True, help=".keras model file")
+    parser.add_argument("--image", type=Path, required=True,
+                        help="case folder, or a volume file (T2W for a U-Net, registered stack for Pix2Pix)")
+    parser.add_argument("--out", type=Path, required=True, help="output .nii.gz file")
+    parser.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from prostseg.inference import predict_case
+
+    print(predict_case(args.model, args.image, args.out, threshold=args.threshold, overwrite=args.overwrite))
+    return 0
+
+
+def _add_evaluate_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a folder of predictions against the masks of a data folder",
+        description="Per-case 3D IoU and Dice (and their mean) written to CSV.",
+    )
+    parser.add_argument("--pred-dir", type=Path, required=True, help="folder of CASE_ID.nii.gz predictions")
+    parser.add_argument("--truth-dir", type=Path, required=True, help="data folder with the true masks")
+    parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    parser.add_argument("--label", choices=("lesion", "zones"), default="lesion", help="truth mask (default lesion)")
+    parser.add_argument("--per-zone", action="store_true", help="score each zone (needs --label zones)")
+    parser.add_argument("--figure", type=Path, help="image file for a best/worst case overlay")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from prostseg.inference import evaluate_folder
+
+    if args.per_zone and args.label != "zones":
+        raise ProstsegError("--per-zone needs --label zones")
+    result = evaluate_folder(args.pred_dir, args.truth_dir, out_csv=args.out, label=args.label,
+                             per_zone=args.per_zone, out_figure=args.figure, overwrite=args.overwrite)
+    print(f"{len(result.rows)} case(s): mean IoU {result.mean['iou']:.4f}, mean Dice {result.mean['dice']:.4f}")
+    print(result.csv_path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``prostseg`` command."""
     parser = argparse.ArgumentParser(
@@ -207,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phantom_command(subparsers)
     _add_data_commands(subparsers)
     _add_register_commands(subparsers)
+    _add_train_commands(subparsers)
+    _add_predict_command(subparsers)
+    _add_evaluate_command(subparsers)
     return parser
 
 

@@ -1,0 +1,401 @@
+"""Apply trained models to volumes, write label maps, and score them against the truth.
+
+* :func:`load_model` -- read a ``.keras`` model file safely (``safe_mode=True``).
+* :func:`predict_volume` -- label map of one volume, on that volume's own grid.
+* :func:`predict_case` -- the same from files, written as NIfTI aligned to the source
+  image (same affine, same voxel order), ready to overlay in 3D Slicer or ITK-SNAP.
+* :func:`evaluate_folder` -- per-case 3D IoU and Dice of a folder of predictions
+  against the masks of a data folder, written to CSV with an overlay figure.
+
+The kind of model is read from its input: one channel is a U-Net on T2W volumes
+(preprocessed by :func:`prostseg.pipeline.prepare_unet_volume`), three channels a
+Pix2Pix generator on registered T2W/DWI/ADC stacks
+(:func:`prostseg.pipeline.prepare_pix2pix_volume`). Predictions undo the geometric
+preprocessing exactly (:func:`prostseg.pipeline.restore_unet_slices`,
+:func:`prostseg.pipeline.restore_pix2pix_slices`), so they lie voxel for voxel on the
+grid of the input volume.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases, find_case
+from prostseg.errors import InputError
+from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
+from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
+
+__all__ = [
+    "EvaluationResult",
+    "evaluate_folder",
+    "load_model",
+    "predict_case",
+    "predict_volume",
+]
+
+
+def load_model(path: str | os.PathLike):
+    """Load a model saved by :mod:`prostseg.training` (or any ``.keras`` file).
+
+    The file is read with ``safe_mode=True`` (no arbitrary code from the file runs)
+    and without its training configuration (``compile=False``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.keras`` file.
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    InputError
+        ``"<path>: not a Keras model file: ..."`` when the file is missing or cannot be
+        read as a Keras model.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "not a Keras model file: no such file")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as err:
+        raise InputError(path, f"not a Keras model file: {err}") from None
+
+
+_TAKES = {
+    "unet": "a U-Net taking a single-channel (X, Y, Z) volume such as a T2W image",
+    "pix2pix": "a Pix2Pix generator taking a registered (X, Y, Z, 3) T2W/DWI/ADC stack",
+}
+
+
+def _model_kind(model) -> str:
+    """``"unet"`` (1 input channel) or ``"pix2pix"`` (3); ValueError otherwise."""
+    input_shape = model.input_shape
+    if not isinstance(input_shape, tuple) or len(input_shape) != 4:
+        raise ValueError(
+            f"model {model.name!r} takes input {input_shape}; expected one (batch, H, W, C) image input"
+        )
+    channels = input_shape[-1]
+    if channels == 1:
+        return "unet"
+    if channels == 3:
+        return "pix2pix"
+    raise ValueError(
+        f"model {model.name!r} takes {channels}-channel slices; prostseg models take 1 channel "
+        "(U-Net on T2W) or 3 channels (Pix2Pix on a T2W/DWI/ADC stack)"
+    )
+
+
+def _input_size(model, image_size: int | None) -> int:
+    height, width = model.input_shape[1:3]
+    if height is None or width is None:
+        if image_size is None:
+            raise ValueError(f"model {model.name!r} accepts any slice size; give image_size")
+        return image_size
+    if height != width:
+        raise ValueError(f"model {model.name!r} takes {height}x{width} slices; expected square slices")
+    if image_size is not None and image_size != height:
+        raise ValueError(f"model {model.name!r} takes {height}x{width} slices, not image_size={image_size}")
+    return height
+
+
+def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
+                   threshold: float = 0.5, batch_size: int = 4) -> np.ndarray:
+    """Segment every axial slice of a volume and return the labels on its grid.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A U-Net (1-channel input; 1 sigmoid output channel, or several softmax ones) or
+        a Pix2Pix generator (3-channel input, one softmax channel per zone).
+    volume : Volume or numpy.ndarray
+        In canonical ``(x, y, z)`` order: a T2W volume ``(X, Y, Z)`` for a U-Net, a
+        registered stack ``(X, Y, Z, 3)`` for Pix2Pix.
+    image_size : int, optional
+        Slice size the model takes; read from the model when it has a fixed size.
+    threshold : float, optional
+        Foreground when the probability is above it (single-channel outputs).
+    batch_size : int, optional
+        Slices per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (X, Y, Z)
+        0/1 for a single-channel U-Net, class ids (argmax) otherwise.
+
+    Raises
+    ------
+    InputError
+        When the volume does not have the shape the model takes (naming its file).
+
+    Examples
+    --------
+    >>> from prostseg.models import build_unet
+    >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
+    >>> labels = predict_volume(model, np.random.default_rng(0).random((40, 30, 3)))
+    >>> labels.shape, labels.dtype
+    ((40, 30, 3), dtype('uint8'))
+    """
+    from prostseg.pipeline import (
+        prepare_pix2pix_volume,
+        prepare_unet_volume,
+        restore_pix2pix_slices,
+        restore_unet_slices,
+    )
+
+    kind = _model_kind(model)
+    data = volume.data if isinstance(volume, Volume) else np.asarray(volume)
+    path = volume.path if isinstance(volume, Volume) else None
+    expected_ndim = 3 if kind == "unet" else 4
+    if data.ndim != expected_ndim or (kind == "pix2pix" and data.shape[-1] != 3):
+        raise InputError(path, f"the model is {_TAKES[kind]}; got shape {data.shape}")
+    size = _input_size(model, image_size)
+    if kind == "unet":
+        probabilities = restore_unet_slices(
+            model.predict(prepare_unet_volume(data, size), batch_size=batch_size, verbose=0), data.shape
+        )
+    else:
+        probabilities = restore_pix2pix_slices(
+            model.predict(prepare_pix2pix_volume(data, size), batch_size=batch_size, verbose=0), data.shape[:3]
+        )
+    if probabilities.shape[-1] == 1:
+        return (probabilities[..., 0] > threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def _input_volume(image: Path, kind: str) -> tuple[Volume, Volume]:
+    """(model input, reference image for the output grid) for a case folder or file."""
+    if image.is_dir():
+        case = find_case(image, require=())
+        if case.files:  # a case folder; otherwise a DICOM series folder
+            t2w = load_volume(case.path("t2w"))
+            if kind == "unet":
+                return t2w, t2w
+            stack = load_volume(case.path(STACK), channels=3)
+            check_same_grid(t2w, stack)
+            return stack, t2w
+    try:
+        volume = load_volume(image, channels=3 if kind == "pix2pix" else None)
+    except InputError as err:
+        raise InputError(err.path, f"{err.problem} (the model is {_TAKES[kind]})") from None
+    return volume, volume
+
+
+def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *,
+                 threshold: float = 0.5, overwrite: bool = False) -> Path:
+    """Segment one case and write the label map as NIfTI aligned to the source image.
+
+    Parameters
+    ----------
+    model : keras.Model or str or os.PathLike
+        A model, or a ``.keras`` file (read with :func:`load_model`).
+    image : str or os.PathLike
+        A case folder (:mod:`prostseg.dataset` layout: its ``t2w`` for a U-Net, its
+        ``aligned/stack`` for Pix2Pix), or a volume file (or DICOM series folder).
+    out_path : str or os.PathLike
+        Output ``.nii`` or ``.nii.gz`` file.
+    threshold : float, optional
+        See :func:`predict_volume`.
+    overwrite : bool, optional
+        Replace an existing ``out_path``.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file. Its voxel order, shape and affine are those of the source
+        image file (the case's T2W), whatever orientation that file uses.
+
+    Raises
+    ------
+    InputError
+        When ``out_path`` exists (without ``overwrite``), the model file is not a
+        model, or the image cannot be read or does not suit the model.
+    """
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise InputError(out_path, "file exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if not out_path.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(out_path, "predictions are written as NIfTI; use a name ending in .nii.gz or .nii")
+    model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if model_path is not None:
+        model = load_model(model_path)
+    try:
+        kind = _model_kind(model)
+    except ValueError as err:
+        raise InputError(model_path, str(err)) from None
+    volume, reference = _input_volume(Path(image), kind)
+    labels = predict_volume(model, volume, threshold=threshold)
+    return save_like(labels, reference, out_path, overwrite=overwrite)
+
+
+# --- evaluation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Scores written by :func:`evaluate_folder`.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One dict per case (``case_id`` and the score columns), sorted by case id.
+    mean : dict
+        The mean of each score over the cases (NaN ignored).
+    csv_path : pathlib.Path
+    figure_path : pathlib.Path or None
+    """
+
+    rows: list[dict]
+    mean: dict
+    csv_path: Path
+    figure_path: Path | None
+
+
+def _prediction_files(pred_dir: Path) -> dict[str, Path]:
+    """``{case_id: file}`` of the volume files directly in ``pred_dir``."""
+    if not pred_dir.is_dir():
+        raise InputError(pred_dir, "no such prediction folder")
+    files: dict[str, Path] = {}
+    for entry in sorted(pred_dir.iterdir()):
+        ending = next((ext for ext in SUPPORTED_EXTENSIONS if entry.name.lower().endswith(ext)), None)
+        if ending is None or not entry.is_file() or entry.name.startswith("."):
+            continue
+        case_id = entry.name[: -len(ending)]
+        if case_id in files:
+            raise InputError(pred_dir, f"two prediction files for case {case_id}: {files[case_id].name}, {entry.name}")
+        files[case_id] = entry
+    if not files:
+        raise InputError(pred_dir, "holds no prediction files (expected CASE_ID.nii.gz for each case)")
+    return files
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, per_zone: bool) -> dict[str, float]:
+    if not per_zone:
+        return {"iou": iou(pred > 0, truth > 0), "dice": dice(pred > 0, truth > 0),
+                "truth_voxels": int(np.count_nonzero(truth)), "pred_voxels": int(np.count_nonzero(pred))}
+    zone_ious = per_class_iou(pred, truth, NUM_ZONE_CLASSES)[1:]
+    zone_dices = per_class_dice(pred, truth, NUM_ZONE_CLASSES)[1:]
+    row = {"iou": _nanmean(zone_ious), "dice": _nanmean(zone_dices)}
+    for name, zone_iou, zone_dice in zip(ZONE_NAMES[1:], zone_ious, zone_dices):
+        slug = name.replace(" ", "_")
+        row[f"iou_{slug}"], row[f"dice_{slug}"] = float(zone_iou), float(zone_dice)
+    return row
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.mean(values[~np.isnan(values)])) if np.any(~np.isnan(values)) else float("nan")
+
+
+def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
+                    out_csv: str | os.PathLike, label: str = "lesion", per_zone: bool = False,
+                    out_figure: str | os.PathLike | None = None, overwrite: bool = False) -> EvaluationResult:
+    """Score a folder of predicted label maps against the masks of a data folder.
+
+    Scores are computed on whole 3D volumes with :mod:`prostseg.metrics` (an empty
+    prediction of an empty mask scores 1).
+
+    Parameters
+    ----------
+    pred_dir : str or os.PathLike
+        Holds one file per case, named ``CASE_ID.nii.gz`` (any extension of
+        :data:`prostseg.io.SUPPORTED_EXTENSIONS`), e.g. written by :func:`predict_case`.
+    truth_dir : str or os.PathLike
+        A data folder in the :mod:`prostseg.dataset` layout holding every predicted case.
+    out_csv : str or os.PathLike
+        CSV to write: one row per case, then a row ``mean``.
+    label : {"lesion", "zones"}, optional
+        The truth mask of each case.
+    per_zone : bool, optional
+        ``False``: compare foreground (non-zero) against foreground, e.g. lesions, or
+        the whole gland when ``label="zones"``. ``True`` (needs ``label="zones"``):
+        IoU and Dice of each zone (``iou_<zone>``, ``dice_<zone>``); ``iou`` and
+        ``dice`` are then their means over the zones present.
+    out_figure : str or os.PathLike, optional
+        PNG (or any Matplotlib format) showing the best and the worst case by Dice:
+        the T2W slice with the most true foreground, truth and prediction outlined.
+    overwrite : bool, optional
+        Replace existing output files.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    InputError
+        When an output exists (without ``overwrite``), a predicted case has no truth
+        or lies on another grid, or a folder holds no cases.
+    """
+    if label not in MASKS:
+        raise ValueError(f"label must be one of {MASKS}, got {label!r}")
+    if per_zone and label != "zones":
+        raise ValueError("per_zone=True compares zone labels: use label='zones'")
+    outputs = [Path(out_csv)] + ([Path(out_figure)] if out_figure is not None else [])
+    for path in outputs:
+        if path.exists() and not overwrite:
+            raise InputError(path, "file exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    predictions = _prediction_files(Path(pred_dir))
+    cases = {case.case_id: case for case in discover_cases(truth_dir, require=("t2w",), check_grids=False)}
+    missing = sorted(case_id for case_id in predictions if not (case_id in cases and cases[case_id].has(label)))
+    if missing:
+        raise InputError(truth_dir, f"no {label} mask for predicted case(s) {', '.join(missing)}")
+
+    rows = []
+    for case_id, pred_path in predictions.items():
+        truth = load_volume(cases[case_id].path(label), label=True)
+        pred = load_volume(pred_path, label=True)
+        check_same_grid(truth, pred)
+        rows.append({"case_id": case_id, **_scores(pred.data, truth.data, per_zone)})
+    columns = list(rows[0])
+    mean = {key: _nanmean([row[key] for row in rows]) for key in columns[1:]}
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        writer.writerow({"case_id": "mean", **mean})
+
+    figure_path = None
+    if out_figure is not None:
+        figure_path = _best_worst_figure(rows, predictions, cases, label, Path(out_figure))
+    return EvaluationResult(rows, mean, out_csv, figure_path)
+
+
+def _best_worst_figure(rows, predictions, cases, label: str, path: Path) -> Path:
+    """Save an overlay of the best and the worst case by Dice."""
+    from matplotlib.figure import Figure
+
+    from prostseg.viz import overlay
+
+    ranked = sorted(rows, key=lambda row: (np.nan_to_num(row["dice"], nan=-1.0), row["case_id"]))
+    shown = [("best", ranked[-1]), ("worst", ranked[0])] if len(ranked) > 1 else [("only", ranked[0])]
+    figure = Figure(figsize=(5 * len(shown), 5))
+    axes = figure.subplots(1, len(shown), squeeze=False)
+    for ax, (title, row) in zip(axes[0], shown):
+        case = cases[row["case_id"]]
+        image = load_volume(case.path("t2w"))
+        truth = load_volume(case.path(label), label=True).data
+        pred = load_volume(predictions[row["case_id"]], label=True).data
+        areas = np.count_nonzero(truth, axis=(0, 1)) if truth.any() else np.count_nonzero(pred, axis=(0, 1))
+        k = int(np.argmax(areas)) if areas.any() else image.shape[2] // 2
+        overlay(image.data[:, :, k], truth[:, :, k], pred[:, :, k], ax=ax,
+                title=f"{title}: {row['case_id']} slice {k}, Dice {row['dice']:.3f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tight_layout on tiny figures
+        figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
