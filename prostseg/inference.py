@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,12 +369,13 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
 
     figure_path = None
     if out_figure is not None:
-        figure_path = _best_worst_figure(rows, predictions, cases, label, Path(out_figure))
+        figure_path = _best_worst_figure(rows, predictions, cases, label, per_zone, Path(out_figure))
     return EvaluationResult(rows, mean, out_csv, figure_path)
 
 
-def _best_worst_figure(rows, predictions, cases, label: str, path: Path) -> Path:
-    """Save an overlay of the best and the worst case by Dice."""
+def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, path: Path) -> Path:
+    """Save an overlay of the best and the worst case by Dice (foreground outlines
+    unless ``per_zone``, as the scores were computed)."""
     from matplotlib.figure import Figure
 
     from prostseg.viz import overlay
@@ -389,13 +389,12 @@ def _best_worst_figure(rows, predictions, cases, label: str, path: Path) -> Path
         image = load_volume(case.path("t2w"))
         truth = load_volume(case.path(label), label=True).data
         pred = load_volume(predictions[row["case_id"]], label=True).data
+        if not per_zone:
+            truth, pred = truth > 0, pred > 0
         areas = np.count_nonzero(truth, axis=(0, 1)) if truth.any() else np.count_nonzero(pred, axis=(0, 1))
         k = int(np.argmax(areas)) if areas.any() else image.shape[2] // 2
         overlay(image.data[:, :, k], truth[:, :, k], pred[:, :, k], ax=ax,
                 title=f"{title}: {row['case_id']} slice {k}, Dice {row['dice']:.3f}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # tight_layout on tiny figures
-        figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     return path

@@ -34,6 +34,11 @@ __all__ = [
 # Pix2Pix paper (Isola et al. 2017), section 6.1.1: weights from N(0, 0.02), leaky slope 0.2.
 _PIX2PIX_INIT_STDDEV = 0.02
 _LEAKY_SLOPE = 0.2
+#: Momentum of every batch-normalisation moving average. Prediction uses these averages;
+#: Keras' 0.99 needs thousands of steps to catch up with the training statistics, so a
+#: short run scores well in training and poorly in prediction. 0.9 catches up within
+#: tens of steps and makes no difference in long runs.
+BN_MOMENTUM = 0.9
 
 
 def _check_spatial(input_shape: Sequence[int | None], factor: int, what: str) -> None:
@@ -70,7 +75,7 @@ def build_unet(
     base_filters: int = 32,
     depth: int = 4,
     dropout: float = 0.0,
-    bn_momentum: float = 0.9,
+    bn_momentum: float = BN_MOMENTUM,
     name: str = "unet",
 ) -> keras.Model:
     """Build a 2D U-Net (Ronneberger et al. 2015) with batch normalisation.
@@ -97,10 +102,7 @@ def build_unet(
     dropout : float
         Dropout rate applied after each pooling and after the bridge (0 disables it).
     bn_momentum : float
-        Momentum of the batch-normalisation moving averages, which prediction uses.
-        Keras' 0.99 needs thousands of steps before the averages match the training
-        batches: a short run then scores well in training and poorly in prediction.
-        0.9 catches up within tens of steps and makes no difference in long runs.
+        Momentum of the batch-normalisation moving averages (see :data:`BN_MOMENTUM`).
     name : str
         Model name.
 
@@ -242,7 +244,7 @@ def _pix2pix_down(x, filters: int, *, batchnorm: bool, name: str):
         use_bias=False, name=f"{name}_conv",
     )(x)
     if batchnorm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.LeakyReLU(_LEAKY_SLOPE, name=f"{name}_lrelu")(x)
 
 
@@ -253,7 +255,7 @@ def _pix2pix_up(x, filters: int, *, dropout: bool, name: str):
         filters, 4, strides=2, padding="same", kernel_initializer=init,
         use_bias=False, name=f"{name}_convt",
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if dropout:
         x = layers.Dropout(0.5, name=f"{name}_dropout")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
@@ -425,7 +427,7 @@ def build_pix2pix_discriminator(
         base_filters * 2**downsamples, 4, kernel_initializer=init, use_bias=False,
         name="patch_conv",
     )(x)
-    x = layers.BatchNormalization(name="patch_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="patch_bn")(x)
     x = layers.LeakyReLU(_LEAKY_SLOPE, name="patch_lrelu")(x)
     x = layers.ZeroPadding2D(name="pad1")(x)
     logits = layers.Conv2D(1, 4, kernel_initializer=init, name="logits")(x)
