@@ -1,0 +1,172 @@
+"""Compare trained models on the same held-out patients.
+
+A fair comparison of two models needs the same test patients for both, and a score
+that both can be given. The U-Net of this package predicts one mask (the whole gland
+when trained with ``label="zones"``); the Pix2Pix generator predicts the four zones.
+Both can be scored on the whole gland, and Pix2Pix also zone by zone:
+
+* :func:`finished_run` -- find a completed training run (a run folder of
+  :mod:`prostseg.training`) that used a given patient split, so that its model can be
+  reused instead of trained again;
+* :func:`gland_and_zone_dice` -- Dice of the whole gland and, for zone maps, of each zone.
+
+Examples
+--------
+>>> import numpy as np
+>>> truth = np.array([[0, 1, 1], [2, 2, 0]])
+>>> scores = gland_and_zone_dice(np.array([[0, 1, 2], [2, 2, 0]]), truth)
+>>> round(scores["whole gland"], 3), round(scores["peripheral zone"], 3)
+(1.0, 0.667)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
+from prostseg.metrics import dice, per_class_dice
+from prostseg.splits import PatientSplit
+
+__all__ = ["FinishedRun", "finished_run", "gland_and_zone_dice"]
+
+#: The final model file of each kind of run (see :mod:`prostseg.training`).
+_MODEL_FILES = {"unet": "model.keras", "pix2pix": "generator.keras"}
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A completed training run found by :func:`finished_run`.
+
+    Attributes
+    ----------
+    config : UNetTrainingConfig or Pix2PixTrainingConfig
+        The run's ``config.json``.
+    model_path : pathlib.Path
+        The final model (``model.keras`` or ``generator.keras``).
+    history_path : pathlib.Path
+        The run's ``history.csv``.
+    """
+
+    config: object
+    model_path: Path
+    history_path: Path
+
+
+def finished_run(
+    run_dir: str | os.PathLike,
+    split: PatientSplit,
+    *,
+    kind: str,
+    data_dir: str | os.PathLike | None = None,
+    **settings,
+) -> FinishedRun | None:
+    """Return the run in ``run_dir`` if it finished and used ``split``, else None.
+
+    A run qualifies when ``run_dir`` holds a ``config.json`` of the given ``kind``,
+    its ``split.json`` equals ``split``, its final model exists, ``history.csv`` has
+    a row for every configured epoch (an interrupted run does not qualify), it was
+    trained on ``data_dir`` (compared as resolved paths; relative paths in the run's
+    configuration are taken relative to the current folder), and every keyword of
+    ``settings`` equals the configuration field of that name.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run folder of :func:`prostseg.training.train_unet` or
+        :func:`prostseg.training.train_pix2pix`; it need not exist.
+    split : PatientSplit
+        The split the run must have used.
+    kind : {"unet", "pix2pix"}
+        The model the run must have trained.
+    data_dir : str or os.PathLike, optional
+        The data folder the run must have used.
+    **settings
+        Further configuration fields and their required values, e.g. ``label="zones"``.
+
+    Returns
+    -------
+    FinishedRun or None
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind`` or a keyword that is no configuration field of it.
+    InputError
+        When ``run_dir`` holds a ``config.json`` or ``split.json`` that cannot be read
+        (a damaged run is reported, not silently skipped).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> split = PatientSplit(train=["a", "b"], val=[], test=["c"], seed=0)
+    >>> finished_run(tempfile.mkdtemp(), split, kind="unet") is None  # no run there
+    True
+    """
+    from prostseg.training import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
+
+    if kind not in _MODEL_FILES:
+        raise ValueError(f"kind must be one of {tuple(_MODEL_FILES)}, got {kind!r}")
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    config = load_config(config_path)
+    if config.KIND != kind:
+        return None
+    unknown = sorted(name for name in settings if not hasattr(config, name))
+    if unknown:
+        raise ValueError(f"{kind} configurations have no field(s) {unknown}")
+    model_path, history_path, split_path = (
+        run_dir / _MODEL_FILES[kind], run_dir / HISTORY_FILE, run_dir / SPLIT_FILE
+    )
+    if not (model_path.is_file() and history_path.is_file() and split_path.is_file()):
+        return None
+    if PatientSplit.from_json(split_path) != split:
+        return None
+    if data_dir is not None and Path(config.data_dir).resolve() != Path(data_dir).resolve():
+        return None
+    if any(getattr(config, name) != value for name, value in settings.items()):
+        return None
+    if len(read_history(history_path)) < config.epochs:
+        return None
+    return FinishedRun(config, model_path, history_path)
+
+
+def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str, float]:
+    """Dice of the whole gland and, optionally, of each zone of a prediction.
+
+    Parameters
+    ----------
+    predicted : array_like of int
+        A predicted label map: zone ids (Pix2Pix) or a binary gland mask (U-Net).
+        Every non-zero voxel counts as gland.
+    zones : array_like of int
+        The true zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`), same shape.
+    per_zone : bool, optional
+        Also score each zone (needs zone ids in ``predicted``; a binary mask would be
+        read as "all peripheral zone").
+
+    Returns
+    -------
+    dict
+        ``"whole gland"``: Dice of the non-zero voxels (1.0 when both are empty, see
+        :func:`prostseg.metrics.dice`); with ``per_zone``, one entry per zone name
+        (NaN for a zone absent from both maps).
+
+    Examples
+    --------
+    >>> gland_and_zone_dice([[0, 1], [1, 1]], [[0, 1], [2, 3]], per_zone=False)
+    {'whole gland': 1.0}
+    """
+    predicted, zones = np.asarray(predicted), np.asarray(zones)
+    if predicted.shape != zones.shape:
+        raise ValueError(f"prediction has shape {predicted.shape}, the zones {zones.shape}")
+    scores = {"whole gland": dice(predicted > 0, zones > 0)}
+    if per_zone:
+        zone_scores = per_class_dice(predicted, zones, NUM_ZONE_CLASSES)[1:]
+        scores.update((name, float(score)) for name, score in zip(ZONE_NAMES[1:], zone_scores))
+    return scores

@@ -1,0 +1,98 @@
+"""Finding reusable training runs, and scoring gland and zones (prostseg.model_comparison)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from prostseg.errors import InputError
+from prostseg.model_comparison import finished_run, gland_and_zone_dice
+from prostseg.splits import PatientSplit
+from prostseg.training import Pix2PixTrainingConfig, UNetTrainingConfig
+
+SPLIT = PatientSplit(train=["p1", "p2"], val=["p3"], test=["p4"], seed=0)
+
+
+def _fake_run(run_dir, config, split=SPLIT, epochs_done=None, model="model.keras"):
+    """A run folder as train_unet/train_pix2pix leave it, without training anything."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.to_json(run_dir / "config.json")
+    split.to_json(run_dir / "split.json")
+    epochs_done = config.epochs if epochs_done is None else epochs_done
+    rows = "".join(f"{epoch},0.5\n" for epoch in range(epochs_done))
+    (run_dir / "history.csv").write_text("epoch,loss\n" + rows)
+    (run_dir / model).write_bytes(b"")
+    return run_dir
+
+
+@pytest.fixture
+def unet_run(tmp_path):
+    config = UNetTrainingConfig(str(tmp_path / "data"), str(tmp_path / "run"), epochs=3, label="zones")
+    return _fake_run(tmp_path / "run", config)
+
+
+def test_finished_run_is_found_when_everything_matches(unet_run, tmp_path):
+    run = finished_run(unet_run, SPLIT, kind="unet", data_dir=tmp_path / "data", label="zones")
+    assert run is not None
+    assert run.model_path == unet_run / "model.keras"
+    assert run.config.epochs == 3
+
+
+def test_other_split_data_settings_or_kind_are_not_reused(unet_run, tmp_path):
+    other_split = PatientSplit(train=["p1", "p3"], val=["p2"], test=["p4"], seed=0)
+    assert finished_run(unet_run, other_split, kind="unet") is None
+    assert finished_run(unet_run, SPLIT, kind="unet", data_dir=tmp_path / "elsewhere") is None
+    assert finished_run(unet_run, SPLIT, kind="unet", label="lesion") is None
+    assert finished_run(unet_run, SPLIT, kind="pix2pix") is None
+
+
+def test_interrupted_run_or_missing_model_is_not_reused(tmp_path):
+    config = Pix2PixTrainingConfig(str(tmp_path / "data"), str(tmp_path / "a"), epochs=4)
+    interrupted = _fake_run(tmp_path / "a", config, epochs_done=2, model="generator.keras")
+    assert finished_run(interrupted, SPLIT, kind="pix2pix") is None
+    complete = _fake_run(tmp_path / "b", config, model="generator.keras")
+    assert finished_run(complete, SPLIT, kind="pix2pix") is not None
+    (complete / "generator.keras").unlink()
+    assert finished_run(complete, SPLIT, kind="pix2pix") is None
+
+
+def test_missing_folder_is_no_run(tmp_path):
+    assert finished_run(tmp_path / "nothing", SPLIT, kind="pix2pix") is None
+
+
+def test_bad_arguments_and_damaged_runs_raise(unet_run):
+    with pytest.raises(ValueError, match="kind"):
+        finished_run(unet_run, SPLIT, kind="gan")
+    with pytest.raises(ValueError, match="no field"):
+        finished_run(unet_run, SPLIT, kind="unet", colour="red")
+    (unet_run / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="config.json"):
+        finished_run(unet_run, SPLIT, kind="unet")
+
+
+def test_gland_and_zone_dice_counts_voxels():
+    zones = np.array([[0, 1, 1, 2], [2, 3, 4, 0]])
+    predicted = np.array([[0, 1, 2, 2], [2, 0, 4, 4]])
+    scores = gland_and_zone_dice(predicted, zones)
+    # gland: truth 6 voxels, prediction 6, overlap 5
+    assert scores["whole gland"] == pytest.approx(2 * 5 / 12)
+    assert scores["peripheral zone"] == pytest.approx(2 * 1 / 3)
+    assert scores["transition zone"] == pytest.approx(2 * 2 / 5)
+    assert scores["central zone"] == 0.0
+    assert scores["anterior fibromuscular stroma"] == pytest.approx(2 * 1 / 3)
+
+
+def test_binary_prediction_scores_the_gland_only():
+    zones = np.array([[0, 1], [2, 0]])
+    assert gland_and_zone_dice(np.array([[0, 1], [1, 1]]), zones, per_zone=False) == {
+        "whole gland": pytest.approx(0.8)
+    }
+
+
+def test_absent_zone_is_nan_and_shapes_must_match():
+    scores = gland_and_zone_dice(np.array([[1, 0]]), np.array([[1, 0]]))
+    assert math.isnan(scores["central zone"])
+    with pytest.raises(ValueError, match="shape"):
+        gland_and_zone_dice(np.zeros((2, 2)), np.zeros((2, 3)))
