@@ -13,6 +13,7 @@ A run is described by a configuration dataclass (:class:`UNetTrainingConfig`,
       best.keras           U-Net: the model of the epoch with the lowest validation loss
       model.keras          U-Net: the final model
       generator.keras      Pix2Pix: the final generator (discriminator.keras beside it)
+      best_generator.keras Pix2Pix: the generator of the epoch with the best validation Dice
 
 Resuming
 --------
@@ -99,7 +100,7 @@ _WORKERS_FOLDER = "workers"
 # Everything a run writes; overwrite=True removes exactly these.
 _RUN_ENTRIES = (
     CONFIG_FILE, SPLIT_FILE, HISTORY_FILE, "logs", "backup", "checkpoints", "best.keras",
-    "model.keras", "generator.keras", "discriminator.keras", _WORKERS_FOLDER,
+    "model.keras", "generator.keras", "best_generator.keras", "discriminator.keras", _WORKERS_FOLDER,
 )
 # Fields that may differ when a run is resumed.
 _RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "output_dir")
@@ -731,12 +732,12 @@ def _seed_states(*models: keras.Model) -> list:
     return [v for model in models for v in model.non_trainable_variables if "seed_generator" in v.path]
 
 
-def _zone_dice(generator: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
-    """Per-class Dice of the generator's argmax labels, pooled over ``dataset``'s pixels."""
-    predict = tf.function(lambda images: tf.argmax(generator(images, training=False), axis=-1))
+def _zone_dice(predict_labels, dataset: tf.data.Dataset) -> dict[str, float]:
+    """Per-class Dice of ``predict_labels(images)`` (argmax zone ids), pooled over
+    ``dataset``'s pixels."""
     predicted, true = [], []
     for images, targets in dataset:
-        predicted.append(predict(images).numpy().astype(np.uint8))
+        predicted.append(predict_labels(images).numpy().astype(np.uint8))
         true.append(np.argmax(targets.numpy(), axis=-1).astype(np.uint8))
     scores = per_class_dice(np.concatenate(predicted), np.concatenate(true), NUM_ZONE_CLASSES)
     with warnings.catch_warnings():
@@ -764,7 +765,8 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     ignoring zones absent from the validation data), and ``seconds``. Checkpoints
     (models, optimisers, epoch counter, dropout random state) go to ``checkpoints/``
     every ``checkpoint_every`` epochs; the final models to ``generator.keras`` and
-    ``discriminator.keras``.
+    ``discriminator.keras``, and the generator of the epoch with the highest
+    ``val_dice_mean`` to ``best_generator.keras``.
 
     Parameters
     ----------
@@ -829,7 +831,9 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     start = int(epochs_done.numpy())
     history_path = folder / HISTORY_FILE
-    _truncate_history(history_path, start)
+    kept_rows = _truncate_history(history_path, start)
+    best_dice = max((row["val_dice_mean"] for row in kept_rows if np.isfinite(row.get("val_dice_mean", np.nan))),
+                    default=-np.inf)
 
     def replica_step(images, targets):
         with tf.GradientTape() as generator_tape, tf.GradientTape() as discriminator_tape:
@@ -861,6 +865,7 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
         pix2pix_dataset(val_cases, image_size=config.image_size, batch_size=8, augment=False, shuffle=False)
         if val_cases else None
     )
+    predict_labels = tf.function(lambda images: tf.argmax(generator(images, training=False), axis=-1))
     for epoch in range(start, config.epochs):
         started = time.perf_counter()
         # A fresh stream per epoch, seeded by the epoch: a resumed run sees the same data.
@@ -876,7 +881,10 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
             raise ValueError(f"the training patients hold fewer than batch_size={config.batch_size} slices")
         row = {"epoch": epoch, **dict(zip(_LOSS_COLUMNS, (sums / steps).tolist()))}
         if val_data is not None:
-            row.update(_zone_dice(generator, val_data))
+            row.update(_zone_dice(predict_labels, val_data))
+            if row["val_dice_mean"] > best_dice:
+                best_dice = row["val_dice_mean"]
+                generator.save(folder / "best_generator.keras")
         row["seconds"] = time.perf_counter() - started
         _append_row(history_path, row)
         epochs_done.assign(epoch + 1)

@@ -160,6 +160,9 @@ def test_pix2pix_generator_l1_falls_and_is_validated_on_held_out_patients(stack_
     assert len(split["val"]) == 1 and not set(split["val"]) & set(split["train"])
     assert load_model(result.model_path).output_shape == (None, 32, 32, 5)
     assert (tmp_path / "run" / "discriminator.keras").is_file()
+    best_epoch = max(history, key=lambda row: row["val_dice_mean"])
+    assert result.best["val_dice_mean"] == best_epoch["val_dice_mean"]
+    assert load_model(tmp_path / "run" / "best_generator.keras").output_shape == (None, 32, 32, 5)
 
 
 # --- resuming -----------------------------------------------------------------------
