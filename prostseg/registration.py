@@ -62,6 +62,7 @@ __all__ = [
     "register_case",
     "resample_to",
     "save_transform",
+    "translation_map",
 ]
 
 #: Transforms :func:`register` estimates by default: rigid, for patient motion between
@@ -456,12 +457,21 @@ def _registration_error(err: RuntimeError, fixed: Volume, moving: Volume, log_di
 # -------------------------------------------------------------------- resampling
 
 
-def _identity_map() -> dict[str, list[str]]:
-    """A zero translation: resampling through it uses the headers only."""
+def translation_map(shift_lps: Sequence[float] = (0.0, 0.0, 0.0)) -> dict[str, list[str]]:
+    """An elastix transform map of a pure translation.
+
+    Like every elastix transform it maps fixed points to moving points, in LPS mm. The
+    default, no shift, resamples through the image headers alone.
+
+    Examples
+    --------
+    >>> translation_map((1.5, 0, -2))["TransformParameters"]
+    ['1.5', '0.0', '-2.0']
+    """
     return {
         "Transform": ["TranslationTransform"],
         "NumberOfParameters": ["3"],
-        "TransformParameters": ["0", "0", "0"],
+        "TransformParameters": [str(float(v)) for v in shift_lps],
         "HowToCombineTransforms": ["Compose"],
         "FixedImageDimension": ["3"],
         "MovingImageDimension": ["3"],
@@ -517,7 +527,7 @@ def resample_to(
     ...                     "case/aligned/dwi_transform.txt", label=True)  # doctest: +SKIP
     """
     moving, fixed = _volume(moving, label=label), _volume(fixed)
-    maps = [_identity_map()] if transform is None else _transform_maps(transform)
+    maps = [translation_map()] if transform is None else _transform_maps(transform)
     grid = _grid_parameters(np.asarray(fixed.affine, dtype=float), fixed.data.shape)
     interpolator = "FinalNearestNeighborInterpolator" if label else "FinalLinearInterpolator"
     for m in maps:

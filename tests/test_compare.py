@@ -19,24 +19,7 @@ from prostseg.compare import (
 )
 from prostseg.io import Volume
 from prostseg.phantom import RigidTransform
-
-
-def _translation_map(shift_lps) -> dict[str, list[str]]:
-    """An elastix translation transform (it maps fixed to moving points, in LPS mm)."""
-    return {
-        "Transform": ["TranslationTransform"],
-        "NumberOfParameters": ["3"],
-        "TransformParameters": [str(float(v)) for v in shift_lps],
-        "HowToCombineTransforms": ["Compose"],
-        "FixedImageDimension": ["3"],
-        "MovingImageDimension": ["3"],
-        "FixedInternalImagePixelType": ["float"],
-        "MovingInternalImagePixelType": ["float"],
-        "UseDirectionCosines": ["true"],
-        "Resampler": ["DefaultResampler"],
-        "DefaultPixelValue": ["0"],
-        "ResultImagePixelType": ["float"],
-    }
+from prostseg.registration import translation_map
 
 
 # --------------------------------------------------------------------- tables
@@ -91,7 +74,7 @@ def fixed() -> Volume:
 @pytest.mark.slow  # loads elastix (about 10-20 s the first time in a process)
 def test_compare_with_truth_measures_a_known_translation(fixed):
     shift_ras = np.array([2.0, -1.0, 1.5])
-    transform = [_translation_map(shift_ras * [-1, -1, 1])]  # elastix works in LPS
+    transform = [translation_map(shift_ras * [-1, -1, 1])]  # elastix works in LPS
     truth = np.eye(4)
     truth[:3, 3] = shift_ras
     mask = np.zeros(fixed.shape, bool)
@@ -110,7 +93,7 @@ def test_compare_with_truth_measures_a_known_translation(fixed):
 
 
 def test_compare_with_truth_rejects_bad_masks_and_matrices(fixed):
-    transform = [_translation_map([0.0, 0.0, 0.0])]
+    transform = [translation_map([0.0, 0.0, 0.0])]
     with pytest.raises(ValueError, match="mask has shape"):
         compare_with_truth(transform, np.eye(4), fixed, mask=np.ones((3, 3, 3), bool))
     with pytest.raises(ValueError, match="empty"):
