@@ -1,0 +1,128 @@
+"""Run every benchmark, then write ``summary.md`` from their JSON results.
+
+Run::
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--out benchmarks/results] [--summary-only]
+
+Each benchmark runs in its own process, one after the other (they would disturb each
+other's timings in parallel). ``real_data_report.py`` runs only when
+``PROSTSEG_REAL_DATA`` is set. ``--summary-only`` rebuilds ``summary.md`` from the JSON
+files already in ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import common
+
+BENCHMARKS = ("data_loading", "input_pipeline", "training_throughput", "inference_registration",
+              "book_execution", "real_data_report")
+
+
+def _load(out: Path, name: str) -> dict | None:
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _data_loading(r: dict) -> list[str]:
+    rows = []
+    for name, entry in r["datasets"].items():
+        res = entry["results"]
+        for approach in ("streaming", "streaming_noshuffle"):
+            rows.append([name, res[approach]["label"], res["baseline"]["slices_per_s"], res[approach]["slices_per_s"],
+                         res[approach]["speed_vs_baseline"], res[approach]["baseline_peak_rss_over_this"],
+                         res[approach]["baseline_data_memory_over_this"]])
+    return [common.table(["data", "streaming", "baseline slices/s", "streaming slices/s", "speed x",
+                          "peak RSS: baseline / streaming", "data memory: baseline / streaming"], rows)]
+
+
+def _input_pipeline(r: dict) -> list[str]:
+    return [common.table(["pipeline slices/s (batch 8, augment)", "U-Net train images/s", "headroom",
+                          "fit on pipeline / fit on memory (time)"],
+                         [[r["pipeline"]["slices_per_s"], r["train_step"]["images_per_s"], r["pipeline_headroom"],
+                           r["end_to_end"]["pipeline_over_memory_time"]]]), "", f"Verdict: {r['verdict']}."]
+
+
+def _training(r: dict) -> list[str]:
+    rows = [[x["model"], x["image_size"], x["batch_size"], "on" if x["jit_compile"] else "off",
+             "float16" if x["mixed_precision"] else "float32", x["images_per_s"], x["achieved_flop_per_s"] / 1e9,
+             x["fraction_of_conv_peak"]] for x in r["runs"]]
+    return [f"Conv peak (float32): {r['conv_peak_float32']['flop_per_s'] / 1e9:.3g} GFLOP/s. "
+            f"{r['mixed_precision_note']}.", "",
+            common.table(["model", "size", "batch", "XLA", "dtype", "images/s", "GFLOP/s", "of conv peak"], rows)]
+
+
+def _inference(r: dict) -> list[str]:
+    i = r["inference"]
+    rows = [[f"predict_volume {'x'.join(map(str, i['volume_shape']))}", i["first_call_s"], i["warm"]["median_s"]]]
+    rows += [[f"register_case {x['case']}", x["first_call_s"], x["warm"]["median_s"]] for x in r["registration"]]
+    return [common.table(["operation", "first call s", "warm s"], rows)]
+
+
+def _book(r: dict) -> list[str]:
+    return [f"{len(r['notebooks'])} of {len(r['chapters_listed'])} chapter notebooks executed, total "
+            f"{r['total_s']:.3g} s; kernel start {r['kernel_start_s']:.3g} s."]
+
+
+def _real(r: dict) -> list[str]:
+    reg = r["registration"]
+    return [f"Leave-one-out lesion U-Net on 3 ProstateX patients (short CPU run, not a result): mean Dice "
+            f"{r['mean_dice']:.3g}, mean IoU {r['mean_iou']:.3g}. Registration ProstateX-0000: MI ADC "
+            f"{reg['adc']['mi_before']} -> {reg['adc']['mi_after']}, DWI {reg['dwi']['mi_before']} -> "
+            f"{reg['dwi']['mi_after']}, {reg['seconds_reported']:.3g} s. Details: real_data_report.md."]
+
+
+SECTIONS = {"data_loading": ("Data loading", _data_loading), "input_pipeline": ("Input pipeline", _input_pipeline),
+            "training_throughput": ("Training throughput", _training),
+            "inference_registration": ("Inference and registration", _inference),
+            "book_execution": ("Book execution", _book), "real_data_report": ("Real data", _real)}
+
+
+def write_summary(out: Path) -> Path:
+    lines = ["# Benchmark summary", "",
+             "Written by `benchmarks/run_all.py` from the JSON files beside it; each section names its "
+             "machine and whether it was a `--quick` run (numbers of quick runs mean nothing).", ""]
+    for name in BENCHMARKS:
+        result = _load(out, name)
+        title, render = SECTIONS[name]
+        lines.append(f"## {title}")
+        lines.append("")
+        if result is None:
+            lines += ["Not run.", ""]
+            continue
+        lines.append(common.machine_line(result["machine"]) + (" -- QUICK RUN" if result["quick"] else ""))
+        lines.append("")
+        lines += render(result)
+        lines.append("")
+    path = out / "summary.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv=None) -> int:
+    arg_parser = common.parser(__doc__.split("\n")[0])
+    arg_parser.add_argument("--summary-only", action="store_true", help="only rebuild summary.md")
+    args = arg_parser.parse_args(argv)
+    failed = []
+    if not args.summary_only:
+        for name in BENCHMARKS:
+            if name == "real_data_report" and common.real_data_dir() is None:
+                print(f"skipping {name}: {common.REAL_DATA_ENV} is not set")
+                continue
+            command = [sys.executable, str(Path(__file__).with_name(f"{name}.py")), "--out", str(args.out)]
+            command += ["--quick"] if args.quick else []
+            print(f"=== {name}", flush=True)
+            if subprocess.run(command, cwd=common.REPO_ROOT).returncode != 0:
+                failed.append(name)
+    print(f"wrote {write_summary(args.out)}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

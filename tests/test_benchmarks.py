@@ -1,0 +1,164 @@
+"""Every benchmark script runs in its tiny ``--quick`` mode and writes well-formed results.
+
+The scripts (``benchmarks/*.py``) run in a subprocess, as a user runs them, with
+``--out`` in a temporary folder. Only the structure and sanity of the results are
+checked (fields present, numbers finite and consistent); never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def _run(script: str, out: Path, *extra: str, real_data: Path | None = None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "PROSTSEG_REAL_DATA"}
+    if real_data is not None:
+        env["PROSTSEG_REAL_DATA"] = str(real_data)
+    process = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return process
+
+
+def _results(out: Path, name: str) -> dict:
+    results = json.loads((out / f"{name}.json").read_text())
+    assert results["benchmark"] == name and results["quick"] is True
+    machine = results["machine"]
+    assert machine["cpu_model"] and machine["usable_cores"] >= 1 and machine["ram_gib"] > 0
+    assert machine["tensorflow"] and isinstance(machine["gpus"], list)
+    assert (out / f"{name}.md").read_text().strip()
+    return results
+
+
+def _numbers(value, where="results"):
+    """Every int and float in a JSON document, with its location."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{where}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield where, value
+
+
+def _assert_finite(results: dict) -> None:
+    bad = [(where, value) for where, value in _numbers(results) if not math.isfinite(value)]
+    assert not bad, f"non-finite values: {bad}"
+
+
+def _positive(*values) -> None:
+    for value in values:
+        assert isinstance(value, (int, float)) and value > 0, value
+
+
+@pytest.mark.slow
+def test_data_loading_quick(tmp_path):
+    _run("data_loading.py", tmp_path)
+    results = _results(tmp_path, "data_loading")
+    _assert_finite(results)
+    approaches = results["datasets"]["phantom"]["results"]
+    assert set(approaches) == {"baseline", "streaming", "streaming_noshuffle"}
+    # the same files give the same number of slices whichever way they are loaded
+    assert len({entry["slices"] for entry in approaches.values()}) == 1
+    assert approaches["baseline"]["dtype"] == "float64" and approaches["streaming"]["dtype"] == "float32"
+    for entry in approaches.values():
+        _positive(entry["slices_per_s"], entry["peak_rss_mib"])
+    _positive(approaches["streaming"]["speed_vs_baseline"], approaches["streaming"]["baseline_peak_rss_over_this"])
+
+
+@pytest.mark.slow
+def test_input_pipeline_quick(tmp_path):
+    _run("input_pipeline.py", tmp_path)
+    results = _results(tmp_path, "input_pipeline")
+    _assert_finite(results)
+    _positive(results["pipeline"]["slices_per_s"], results["train_step"]["images_per_s"],
+              results["end_to_end"]["fit_pipeline_images_per_s"], results["end_to_end"]["fit_in_memory_images_per_s"])
+    headroom = results["pipeline"]["slices_per_s"] / results["train_step"]["images_per_s"]
+    assert results["pipeline_headroom"] == pytest.approx(headroom)
+    assert ("NOT" in results["verdict"]) == (headroom > 1)
+
+
+@pytest.mark.slow
+def test_training_throughput_quick(tmp_path):
+    _run("training_throughput.py", tmp_path)
+    results = _results(tmp_path, "training_throughput")
+    _assert_finite(results)
+    _positive(results["conv_peak_float32"]["flop_per_s"])
+    assert {run["model"] for run in results["runs"]} == {"unet", "pix2pix"}
+    for run in results["runs"]:
+        _positive(run["images_per_s"], run["step_flops"], run["achieved_flop_per_s"])
+        assert run["achieved_flop_per_s"] == pytest.approx(run["step_flops"] / run["median_s"])
+        profiled = run["profiler_forward_flops_per_image"]
+        analytical = run.get("forward_flops_per_image", run.get("generator_forward_flops"))
+        if profiled is not None:  # the analytical conv count and TensorFlow's own count agree
+            assert analytical == pytest.approx(profiled, rel=0.25)
+
+
+@pytest.mark.slow
+def test_inference_registration_quick(tmp_path):
+    _run("inference_registration.py", tmp_path)
+    results = _results(tmp_path, "inference_registration")
+    _assert_finite(results)
+    inference = results["inference"]
+    _positive(inference["first_call_s"], inference["warm"]["median_s"])
+    assert inference["output_dtype"] == "uint8"
+    (phantom,) = results["registration"]  # no real data without PROSTSEG_REAL_DATA
+    _positive(phantom["first_call_s"], phantom["warm"]["median_s"])
+    for modality in ("adc", "dwi"):
+        assert set(phantom["mi"][modality]) == {"mi_before", "mi_after"}
+
+
+@pytest.mark.slow
+def test_book_execution_quick_lists_the_chapters(tmp_path):
+    _run("book_execution.py", tmp_path)
+    results = _results(tmp_path, "book_execution")
+    _assert_finite(results)
+    _positive(results["kernel_start_s"])
+    assert results["notebooks"] == [] and results["total_s"] == 0  # --quick executes no chapter
+    for notebook in results["chapters_listed"]:
+        assert (ROOT / notebook).is_file() and notebook.endswith(".ipynb")
+
+
+@pytest.mark.slow
+def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
+    _run("book_execution.py", tmp_path)
+    subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--summary-only", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    summary = (tmp_path / "summary.md").read_text()
+    book = summary.split("## Book execution")[1].split("## ")[0]
+    assert "QUICK RUN" in book and "kernel start" in book
+    assert summary.count("Not run.") == 5  # the five benchmarks that did not run
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_real_data_report_quick(real_data_dir, tmp_path):
+    _run("real_data_report.py", tmp_path, real_data=real_data_dir)
+    results = _results(tmp_path, "real_data_report")
+    _assert_finite(results)
+    assert sorted(fold["held_out"] for fold in results["folds"]) == [
+        "ProstateX-0101", "ProstateX-0152", "ProstateX-0199"]
+    for fold in results["folds"]:
+        assert fold["held_out"] not in fold["train"] and len(fold["train"]) == 2
+        assert 0 <= fold["dice"] <= 1 and 0 <= fold["iou"] <= fold["dice"]
+        assert fold["lesion_voxels"] > 0
+    registration = results["registration"]
+    for modality in ("adc", "dwi"):
+        _positive(registration[modality]["mi_before"], registration[modality]["mi_after"])
+    report = (tmp_path / "real_data_report.md").read_text()
+    assert "not verified" in report and "book/07_train-unet.ipynb" in report and "-p image_size 384" in report
+    # the data folder is read only
+    assert not list(real_data_dir.rglob("aligned"))
