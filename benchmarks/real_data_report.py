@@ -91,30 +91,6 @@ FULL_RUN_COMMAND = (
 )
 
 
-def _train(train_unet, config) -> tuple[Path, int, float, str]:
-    """Run ``train_unet``; return (model file, epochs, last training loss, note).
-
-    Works around a bug of ``prostseg.training.read_history`` at the time of writing:
-    without validation patients (leave-one-out) Keras' CSVLogger writes ``NA`` in the
-    ``val_*`` columns, which ``read_history`` cannot parse, so ``train_unet`` raises
-    after saving ``model.keras``. The history is then read here.
-    """
-    import csv
-    import math
-
-    run = Path(config.output_dir)
-    try:
-        result = train_unet(config)
-        return result.model_path, result.epochs_completed, result.last.get("loss", math.nan), ""
-    except ValueError as err:
-        if "'NA'" not in str(err) or not (run / "model.keras").exists():
-            raise
-    with open(run / "history.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    note = "train_unet raised on NA in history.csv (read_history bug); model.keras was saved and used"
-    return run / "model.keras", len(rows), float(rows[-1]["loss"]), note
-
-
 def lesion_unet_loocv(data_dir: Path, work: Path, settings: dict) -> list[dict]:
     import numpy as np
 
@@ -139,8 +115,8 @@ def lesion_unet_loocv(data_dir: Path, work: Path, settings: dict) -> list[dict]:
             depth=settings["depth"], loss=settings["loss"], foreground_fraction=settings["foreground_fraction"],
             augment=True, learning_rate=settings["learning_rate"], seed=0, verbose=0,
         )
-        train_s, (model_path, epochs, final_loss, note) = common.timed(lambda: _train(train_unet, config))
-        model = load_model(model_path)
+        train_s, result = common.timed(lambda: train_unet(config))
+        model = load_model(result.model_path)
         t2w = load_volume(cases[held_out].path("t2w"))
         truth = load_volume(cases[held_out].path("lesion"), label=True).data > 0
         predict_s, labels = common.timed(lambda: predict_volume(model, t2w, threshold=0.5))
@@ -150,8 +126,8 @@ def lesion_unet_loocv(data_dir: Path, work: Path, settings: dict) -> list[dict]:
         sweep = threshold_sweep(probabilities, truth, thresholds)
         folds.append({
             "held_out": held_out, "train": list(split.train),
-            "train_s": train_s, "predict_s": predict_s, "epochs": epochs, "final_loss": final_loss,
-            "note": note,
+            "train_s": train_s, "predict_s": predict_s, "epochs": result.epochs_completed,
+            "final_loss": result.last["loss"],
             "lesion_voxels": int(truth.sum()), "predicted_voxels": int(labels.sum()),
             "foreground_fraction_of_volume": float(truth.mean()),
             "iou": iou(labels, truth), "dice": dice(labels, truth),

@@ -564,10 +564,19 @@ class TrainingResult:
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
-    """Read a run's ``history.csv`` as one dict of floats per epoch (``epoch`` as int)."""
+    """Read a run's ``history.csv`` as one dict of floats per epoch (``epoch`` as int).
+
+    Cells without a value (Keras writes ``NA`` for validation metrics of a run without
+    validation patients) become NaN.
+    """
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()} for row in rows]
+    return [{key: int(value) if key == "epoch" else _history_value(value) for key, value in row.items()}
+            for row in rows]
+
+
+def _history_value(cell: str) -> float:
+    return math.nan if cell in ("", "NA") else float(cell)
 
 
 def _truncate_history(path: Path, epochs_kept: int) -> list[dict[str, float]]:

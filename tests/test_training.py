@@ -144,6 +144,20 @@ def test_unet_learns_the_gland_of_its_training_slices(phantom_dir, split_file, t
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == json.loads(split_file.read_text())
 
 
+def test_unet_trains_without_validation_patients(phantom_dir, tmp_path):
+    # Leave-one-out splits have no validation part: Keras logs NA for val_* columns.
+    ids = sorted(path.name for path in phantom_dir.iterdir() if path.is_dir())
+    split_file = PatientSplit(train=ids[:-1], val=(), test=ids[-1:], seed=None).to_json(tmp_path / "split.json")
+    config = UNetTrainingConfig(phantom_dir, tmp_path / "run", split_file=split_file, label="zones",
+                                epochs=1, steps_per_epoch=2, **TINY_UNET)
+    result = train_unet(config)
+    history = read_history(result.history_path)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    validation = [value for key, value in history[0].items() if key.startswith("val_")]
+    assert validation and np.isnan(validation).all()
+    assert result.model_path.is_file()
+
+
 @pytest.mark.slow
 def test_pix2pix_generator_l1_falls_and_is_validated_on_held_out_patients(stack_dir, tmp_path):
     config = Pix2PixTrainingConfig(
