@@ -232,6 +232,12 @@ def _add_train_commands(subparsers) -> None:
             parser.add_argument("--label", choices=("lesion", "zones"),
                                 help="lesion masks, or the whole gland (non-zero zones)")
             parser.add_argument("--steps-per-epoch", type=int)
+            parser.add_argument("--drop-empty", action=argparse.BooleanOptionalAction, default=None,
+                                help="train on slices with foreground only")
+            parser.add_argument("--foreground-fraction", type=float,
+                                help="draw foreground slices with this probability (oversampling)")
+            parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                                help="keep the prepared training volumes in memory after epoch 1")
         else:
             parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
         parser.set_defaults(handler=_run_train)

@@ -103,7 +103,7 @@ _RUN_ENTRIES = (
     "model.keras", "generator.keras", "best_generator.keras", "discriminator.keras", _WORKERS_FOLDER,
 )
 # Fields that may differ when a run is resumed.
-_RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "output_dir")
+_RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "output_dir", "cache")
 
 
 # --- configuration ------------------------------------------------------------------
@@ -217,6 +217,9 @@ class UNetTrainingConfig(_TrainingConfig):
         :func:`prostseg.pipeline.unet_dataset`).
     steps_per_epoch : int, optional
         Batches per epoch; by default one pass over the training slices.
+    cache : bool
+        Keep the prepared training volumes in memory after the first epoch
+        (:func:`prostseg.pipeline.unet_dataset`).
     augment, shuffle : bool
         Random quarter turns and flips; shuffling of cases and slices.
     mixed_precision : bool
@@ -251,6 +254,7 @@ class UNetTrainingConfig(_TrainingConfig):
     drop_empty: bool = False
     foreground_fraction: float | None = None
     steps_per_epoch: int | None = None
+    cache: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -681,7 +685,7 @@ def train_unet(
     train_data = unet_dataset(
         train_cases, batch_size=config.batch_size, shuffle=config.shuffle, augment=config.augment,
         drop_empty=config.drop_empty, foreground_fraction=config.foreground_fraction,
-        seed=config.seed, repeat=True, **options,
+        seed=config.seed, repeat=True, cache=config.cache, **options,
     )
     val_data = val_steps = None
     if val_cases:

@@ -199,6 +199,19 @@ def test_unet_dataset_shuffled_is_a_permutation(cases):
     assert slice_keys(images, masks) == slice_keys(expected_images, expected_masks)
 
 
+def test_cached_stream_reads_the_files_once_and_reshuffles(cases, tmp_path):
+    copies = [copy_case(case, tmp_path / case.case_id) for case in cases]
+    own_cases = discover_cases(tmp_path, require=("t2w", "lesion"))
+    dataset = unet_dataset(own_cases, image_size=64, batch_size=7, shuffle=True, seed=3, cache=True)
+    first = collect(dataset)
+    for folder in copies:  # a second epoch must come from memory
+        shutil.rmtree(folder)
+    second = collect(dataset)
+    expected = prepared_cases(cases, 64)
+    assert slice_keys(*first) == slice_keys(*second) == slice_keys(*expected)
+    assert not np.array_equal(first[0], second[0])
+
+
 def test_drop_empty_yields_exactly_the_foreground_slices(cases):
     images, masks = collect(unet_dataset(cases, image_size=64, batch_size=4, drop_empty=True, seed=1))
     expected_images, expected_masks = prepared_cases(cases, 64)
