@@ -66,6 +66,7 @@ class Page:
     math_elements: int = 0
     has_widget_state: bool = False
     error_outputs: list[str] = field(default_factory=list)
+    unrendered_tables: list[str] = field(default_factory=list)
 
 
 class _PageParser(HTMLParser):
@@ -76,6 +77,7 @@ class _PageParser(HTMLParser):
         self.page = page
         # Open elements; each entry is the list collecting an error output's text, or None.
         self._stack: list[list[str] | None] = []
+        self._code_depth = 0  # inside <pre> or <code>: source text, not rendered prose
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
@@ -98,12 +100,16 @@ class _PageParser(HTMLParser):
             self.page.math_elements += 1
         if tag in VOID_ELEMENTS:
             return
+        if tag in {"pre", "code"}:
+            self._code_depth += 1
         collecting = "output" in classes and (
             "traceback" in classes or "error" in classes or "stderr" in classes
         )
         self._stack.append([" ".join(sorted(classes)) + ": "] if collecting else None)
 
     def handle_endtag(self, tag):
+        if tag in {"pre", "code"}:
+            self._code_depth = max(0, self._code_depth - 1)
         if tag in VOID_ELEMENTS or not self._stack:
             return
         collected = self._stack.pop()
@@ -114,6 +120,9 @@ class _PageParser(HTMLParser):
             self.page.error_outputs.append(header + text[:300])
 
     def handle_data(self, data):
+        # A table separator row; Sphinx's smart quotes turn its "---" into an em dash.
+        if not self._code_depth and re.search(r"\|\s*:?(-{3,}|\u2014)", data):
+            self.page.unrendered_tables.append(data.strip()[:120])
         for collected in self._stack:
             if collected is not None:
                 collected.append(data)
@@ -255,6 +264,12 @@ def test_internal_links_resolve(site, pages):
 def test_no_error_outputs(pages):
     errors = [f"{name}: {text}" for name, page in pages.items() for text in page.error_outputs]
     assert not errors, "pages show errors or tracebacks:\n" + "\n".join(errors)
+
+
+def test_markdown_tables_are_rendered(pages):
+    # A table displayed by a cell as Markdown must become an HTML table, not "| a | b |" text.
+    raw = [f"{name}: {text}" for name, page in pages.items() for text in page.unrendered_tables]
+    assert not raw, "Markdown tables shown as plain text:\n" + "\n".join(raw)
 
 
 # ---------------------------------------------------------------------------------------
