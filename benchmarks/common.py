@@ -25,7 +25,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
-REAL_DATA_ENV = "PROSTSEG_REAL_DATA"
+
+# The real-data folder comes from the same variable as everywhere in prostseg.
+from prostseg.tutorial import REAL_DATA_ENV, real_data_dir  # noqa: E402,F401
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -36,17 +38,6 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"folder of the results files (default {DEFAULT_OUT.relative_to(REPO_ROOT)})")
     return result
-
-
-def real_data_dir() -> Path | None:
-    """The real-data folder named by ``PROSTSEG_REAL_DATA``, or None when unset."""
-    value = os.environ.get(REAL_DATA_ENV)
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_dir():
-        raise SystemExit(f"{REAL_DATA_ENV}={value} is not a folder")
-    return path
 
 
 def _cpu_model() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REAL_DATA_ENV = "PROSTSEG_REAL_DATA"
+from prostseg.tutorial import REAL_DATA_ENV
 
 
 @pytest.fixture(scope="session")
