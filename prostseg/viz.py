@@ -19,13 +19,28 @@ an image and its masks always stay aligned.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import ndimage
 
-__all__ = ["overlay", "plot_history", "plot_threshold_sweep", "show_slice", "to_display"]
+__all__ = [
+    "overlay",
+    "plot_alignment",
+    "plot_channels",
+    "plot_checkerboard",
+    "plot_colour_overlay",
+    "plot_contour_overlay",
+    "plot_history",
+    "plot_joint_histograms",
+    "plot_modalities",
+    "plot_slice_grid",
+    "plot_threshold_sweep",
+    "show_slice",
+    "to_display",
+]
 
 _TRUTH_COLOUR = "lime"
 _PREDICTION_COLOUR = "red"
@@ -251,21 +266,6 @@ def plot_threshold_sweep(thresholds: Sequence[float], scores: Sequence[float], *
 # Figures of chapters 4 (registration) and 5 (datasets): two images of one slice compared
 # (checkerboard, colour and contour overlays, joint histograms), the channels of a
 # registered stack, several modalities at their physical size, and grids of slices.
-
-from collections.abc import Mapping  # noqa: E402
-
-from scipy import ndimage  # noqa: E402
-
-__all__ += [
-    "plot_alignment",
-    "plot_channels",
-    "plot_checkerboard",
-    "plot_colour_overlay",
-    "plot_contour_overlay",
-    "plot_joint_histograms",
-    "plot_modalities",
-    "plot_slice_grid",
-]
 
 _FIXED_COLOUR = "magenta"
 _MOVING_COLOUR = "lime"
