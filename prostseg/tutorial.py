@@ -1,13 +1,18 @@
-"""Data for the book's chapters: the phantom dataset by default, your own folder on request.
+"""Data for the book's chapters: phantoms to train on, real MRI to look at and to score.
 
 Every chapter starts with ``data_dir = tutorial_data(data_dir)``. Without a folder it
 gets the synthetic phantom dataset (:mod:`prostseg.phantom`) stored at
 ``<root>/phantom-data``: the first chapter that asks writes it, later chapters reuse
 it. With a folder it checks that the folder follows the case layout of
-:mod:`prostseg.dataset` and returns it. Chapters that have a real-data section read the
-folder named by the environment variable :data:`REAL_DATA_ENV` (see
-:func:`real_data_dir`), and print :func:`describe_source` so the reader always knows
-which data a figure shows.
+:mod:`prostseg.dataset` and returns it.
+
+Real MRI comes from :func:`real_data`: one real study, ProstateX-0000 (T2W, ADC,
+high-b DWI and a lesion mask; CC BY 3.0), ships inside the package (:data:`SAMPLE_DIR`,
+its ``README.md`` gives source, licence and attribution), so every chapter shows real
+slices on a fresh install. When the environment variable :data:`REAL_DATA_ENV` names a
+folder of more real cases (see :func:`real_data_dir`), :func:`real_data` adds them.
+Chapters print :func:`describe_source` so the reader always knows which data a figure
+shows.
 
 Examples
 --------
@@ -24,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,16 +37,35 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from prostseg.atomic import atomic_path
 from prostseg.dataset import discover_cases, find_case
 from prostseg.errors import InputError
 from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
 
-__all__ = ["REAL_DATA_ENV", "PHANTOM_FOLDER", "tutorial_data", "real_data_dir", "describe_source"]
+__all__ = [
+    "REAL_DATA_ENV",
+    "PHANTOM_FOLDER",
+    "REAL_FOLDER",
+    "SAMPLE_DIR",
+    "tutorial_data",
+    "real_data",
+    "real_data_dir",
+    "describe_source",
+]
 
 #: Environment variable naming a folder of real cases for the chapters' real-data sections.
 REAL_DATA_ENV = "PROSTSEG_REAL_DATA"
 #: Name of the phantom dataset folder inside ``root``.
 PHANTOM_FOLDER = "phantom-data"
+#: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
+REAL_FOLDER = "real-data"
+#: The real study that ships with prostseg, in the case layout (read-only package data).
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+#: Where :func:`describe_source` says a shipped case comes from.
+SAMPLE_ORIGIN = "shipped with prostseg"
+
+# real_data() records here which file of the real-data folder it copied from where.
+_SOURCES = ".sources.json"
 
 _METADATA = "phantom.json"
 _GENERATOR = "prostseg.phantom"
@@ -225,6 +250,161 @@ def real_data_dir() -> Path | None:
     return path
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _case_files(case_dir: Path) -> dict[str, Path]:
+    """Every file below a case folder (hidden entries and ``aligned/`` excepted)."""
+    files = {}
+    for path in sorted(case_dir.rglob("*")):
+        relative = path.relative_to(case_dir)
+        if path.is_file() and not any(part.startswith(".") or part == "aligned" for part in relative.parts):
+            files[relative.as_posix()] = path
+    return files
+
+
+def _real_sources(extra: Path | None) -> dict[str, tuple[Path, str]]:
+    """Files the real-data folder should hold: ``{relative path: (source, origin)}``.
+
+    The shipped sample first; then every case folder of ``extra`` (the folder itself
+    may hold case folders, or datasets that hold case folders). A case of ``extra``
+    that shares its id with one already listed adds its other files (zone masks of
+    the shipped study, say); a file that would replace a different file is an error.
+    """
+    wanted: dict[str, tuple[Path, str]] = {}
+
+    def add(case_dir: Path, origin: str) -> None:
+        for relative, source in _case_files(case_dir).items():
+            key = f"{case_dir.name}/{relative}"
+            if key in wanted and wanted[key][0].stat().st_size == source.stat().st_size \
+                    and _sha256(wanted[key][0]) == _sha256(source):
+                continue  # the same file again (a second copy of the shipped study)
+            if key in wanted:
+                raise InputError(
+                    source, f"differs from {wanted[key][0]}, which real_data() also puts at {REAL_FOLDER}/{key}; "
+                    "remove one of them or rename its case folder")
+            wanted[key] = (source, origin)
+
+    for case_dir in sorted(SAMPLE_DIR.iterdir()):
+        if case_dir.is_dir():
+            add(case_dir, SAMPLE_ORIGIN)
+    if extra is None:
+        return wanted
+    for entry in sorted(extra.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        candidates = [entry] if _is_case(entry) else sorted(
+            sub for sub in entry.iterdir() if sub.is_dir() and not sub.name.startswith(".") and _is_case(sub))
+        origin = REAL_DATA_ENV if candidates == [entry] else f"{REAL_DATA_ENV}/{entry.name}"
+        for case_dir in candidates:
+            add(case_dir, origin)
+    return wanted
+
+
+def _is_case(folder: Path) -> bool:
+    try:
+        find_case(folder, check_grids=False)
+    except InputError:
+        return False
+    return True
+
+
+def real_data(root: str | os.PathLike = "../outputs") -> Path:
+    """Return a writable folder of real cases: the shipped study, and more when available.
+
+    The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.dataset`,
+    the real study that ships with prostseg (ProstateX-0000: T2W, ADC, high-b DWI and a
+    lesion mask; :data:`SAMPLE_DIR`) and, when the environment variable
+    :data:`REAL_DATA_ENV` names a folder, every case folder found in it or in its
+    sub-folders. A case found there under the id of one already present adds its other
+    files: the project's test data adds zone masks to ProstateX-0000 this way. The
+    files are copies, so registration can write ``aligned/`` next to them without
+    touching the sources.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        Folder that holds ``real-data``; the default suits notebooks run from ``book/``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root/real-data``.
+
+    Raises
+    ------
+    InputError
+        When a file that :func:`real_data` did not write stands where a copy must go
+        (it is never replaced), or when two sources disagree about one file.
+
+    Notes
+    -----
+    Copies are checked against their sources (SHA-256) and renewed when they differ;
+    copies whose source is gone (the variable was unset) are deleted. Everything else
+    in the folder, such as ``aligned/`` written by registration, is left alone. Which
+    file came from where is recorded in ``real-data/.sources.json`` and reported by
+    :func:`describe_source`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ.pop(REAL_DATA_ENV, None) and None
+    >>> folder = real_data(tempfile.mkdtemp())
+    >>> sorted(path.name for path in (folder / "ProstateX-0000").iterdir())
+    ['adc.mha', 'hbv.mha', 'lesion.nii.gz', 't2w.mha']
+    >>> describe_source(folder)  # doctest: +ELLIPSIS
+    'Real data: 1 case in .../real-data: ProstateX-0000 (shipped with prostseg)'
+    """
+    out_dir = Path(root) / REAL_FOLDER
+    wanted = _real_sources(real_data_dir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index_path = out_dir / _SOURCES
+    try:
+        written = json.loads(index_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = {}
+    for key in sorted(set(written) - set(wanted)):  # copies whose source is gone
+        (out_dir / key).unlink(missing_ok=True)
+    for key, (source, _) in wanted.items():
+        target = out_dir / key
+        digest = _sha256(source)
+        if target.is_file() and _sha256(target) == digest:
+            continue
+        if target.exists() and key not in written:
+            raise InputError(target, f"was not written by prostseg.tutorial.real_data (its source would be {source}); "
+                             "move it elsewhere")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    emptied = {parent for key in written for parent in (out_dir / key).parents if out_dir in parent.parents}
+    for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    index = {"files": {key: {"source": str(source), "origin": origin} for key, (source, origin) in wanted.items()}}
+    with atomic_path(index_path) as tmp:
+        tmp.write_text(json.dumps(index, indent=2) + "\n")
+    return out_dir
+
+
+def _origins(data_dir: Path) -> dict[str, list[str]]:
+    """Case id -> origins of its files, from the index :func:`real_data` keeps."""
+    try:
+        files = json.loads((data_dir / _SOURCES).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    origins: dict[str, list[str]] = {}
+    for key, entry in files.items():
+        case_origins = origins.setdefault(key.split("/", 1)[0], [])
+        if entry["origin"] not in case_origins:
+            case_origins.append(entry["origin"])
+    return origins
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
@@ -242,7 +422,8 @@ def describe_source(path: str | os.PathLike) -> str:
     str
         ``"Synthetic phantom data: ..."`` when every case was written by
         :mod:`prostseg.phantom` (recognised by its ``phantom.json``), ``"Real data: ..."``
-        when none was, and a line giving both counts for a mixture.
+        when none was (naming where each case came from in a folder written by
+        :func:`real_data`), and a line giving both counts for a mixture.
 
     Raises
     ------
@@ -280,4 +461,11 @@ def describe_source(path: str | os.PathLike) -> str:
             f"Mixed data: {_plural(real, 'real case')} and "
             f"{_plural(len(phantoms), 'synthetic phantom case')} in {location}"
         )
-    return f"Real data: {subject} in {location} (not generated by prostseg.phantom)"
+    origins = _origins(location)
+    if not origins or any(folder.name not in origins for folder in folders):
+        return f"Real data: {subject} in {location} (not generated by prostseg.phantom)"
+    groups: dict[str, list[str]] = {}
+    for folder in folders:
+        groups.setdefault(" + ".join(origins[folder.name]), []).append(folder.name)
+    listed = "; ".join(f"{', '.join(ids)} ({origin})" for origin, ids in groups.items())
+    return f"Real data: {subject} in {location}: {listed}"

@@ -1,0 +1,73 @@
+"""Write files atomically: readers see the old file or the complete new one, never half.
+
+:func:`atomic_path` hands out a temporary path in the destination's own folder; the
+caller writes the file there with any library (nibabel, matplotlib, ``shutil``...).
+When the ``with`` block ends without an error, the file is flushed to disk and renamed
+over the destination in one step (:func:`os.replace`, atomic on POSIX and Windows within
+one file system). When the block raises, the temporary file is removed and the
+destination is left as it was.
+
+Examples
+--------
+>>> import tempfile
+>>> from pathlib import Path
+>>> target = Path(tempfile.mkdtemp()) / "notes.txt"
+>>> with atomic_path(target) as tmp:
+...     _ = tmp.write_text("complete")
+>>> target.read_text()
+'complete'
+>>> try:
+...     with atomic_path(target) as tmp:
+...         _ = tmp.write_text("half")
+...         raise RuntimeError("interrupted")
+... except RuntimeError:
+...     pass
+>>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+('complete', ['notes.txt'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path that replaces ``path`` when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination file. Its folder must exist.
+
+    Yields
+    ------
+    pathlib.Path
+        A new, not yet existing path in the same folder, with the same file name ending
+        (``.nii.gz``, ``.png``...) so that writers that choose the format from the name
+        still do.
+    """
+    path = Path(path)
+    name = path.name
+    suffix = "".join(path.suffixes[-2:]) if name.endswith(".nii.gz") else path.suffix
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # writers that refuse to overwrite get a path that does not exist
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
