@@ -10,6 +10,13 @@ Both can be scored on the whole gland, and Pix2Pix also zone by zone:
   reused instead of trained again;
 * :func:`gland_and_zone_dice` -- Dice of the whole gland and, for zone maps, of each zone.
 
+Real zone masks are often drawn with two zones only (the Medical Segmentation Decathlon,
+the PI-CAI public labels): 1 peripheral zone and 2 transition zone, where the second
+takes in the central zone and the anterior fibromuscular stroma. :func:`to_two_zones`
+merges a four-zone map the same way, :func:`two_zone_dice` scores a prediction against
+such a map, and :func:`reference_agreement` measures how well the delineations of one
+case agree with each other: the ceiling for any model scored against them.
+
 Examples
 --------
 >>> import numpy as np
@@ -27,11 +34,27 @@ from pathlib import Path
 
 import numpy as np
 
-from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
+from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
+from prostseg.errors import InputError
+from prostseg.io import check_same_grid, load_volume
 from prostseg.metrics import dice, per_class_dice
 from prostseg.splits import PatientSplit
 
-__all__ = ["FinishedRun", "finished_run", "gland_and_zone_dice"]
+__all__ = [
+    "FinishedRun",
+    "finished_run",
+    "gland_and_zone_dice",
+    "TWO_ZONE_NAMES",
+    "REFERENCE_FOLDER",
+    "to_two_zones",
+    "two_zone_dice",
+    "reference_agreement",
+]
+
+#: Labels of a two-zone map; its transition zone includes the central zone and the AFS.
+TWO_ZONE_NAMES = ("background", "peripheral zone", "transition zone")
+#: Folder of a case that holds further delineations of its anatomy (see :func:`reference_agreement`).
+REFERENCE_FOLDER = "reference"
 
 #: The final model file of each kind of run (see :mod:`prostseg.training`).
 _MODEL_FILES = {"unet": "model.keras", "pix2pix": "generator.keras"}
@@ -170,3 +193,107 @@ def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str,
         zone_scores = per_class_dice(predicted, zones, NUM_ZONE_CLASSES)[1:]
         scores.update((name, float(score)) for name, score in zip(ZONE_NAMES[1:], zone_scores))
     return scores
+
+
+def to_two_zones(zones) -> np.ndarray:
+    """Merge a four-zone map into a two-zone one: PZ stays 1, TZ, CZ and AFS become 2.
+
+    Parameters
+    ----------
+    zones : array_like of int
+        Zone ids of :data:`prostseg.dataset.ZONE_NAMES` (0..4).
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+        0 background, 1 peripheral zone, 2 transition zone (:data:`TWO_ZONE_NAMES`).
+
+    Examples
+    --------
+    >>> to_two_zones([0, 1, 2, 3, 4]).tolist()
+    [0, 1, 2, 2, 2]
+    """
+    zones = np.asarray(zones)
+    if zones.size and (zones.min() < 0 or zones.max() >= NUM_ZONE_CLASSES):
+        raise ValueError(f"zone ids must lie in 0..{NUM_ZONE_CLASSES - 1}, got {zones.min()}..{zones.max()}")
+    return np.minimum(zones, 2).astype(np.uint8)
+
+
+def two_zone_dice(predicted, reference, *, per_zone: bool = True) -> dict[str, float]:
+    """Dice of a prediction against a two-zone reference map.
+
+    Parameters
+    ----------
+    predicted : array_like of int
+        A four-zone map (merged with :func:`to_two_zones` before scoring) or, with
+        ``per_zone=False``, any mask whose non-zero voxels are the gland.
+    reference : array_like of int
+        0 background, 1 peripheral zone, 2 transition zone; same shape.
+    per_zone : bool, optional
+        Also score the two zones.
+
+    Returns
+    -------
+    dict
+        ``"whole gland"`` and, with ``per_zone``, ``"peripheral zone"`` and
+        ``"transition zone"`` (see :func:`prostseg.metrics.dice` for empty masks).
+
+    Examples
+    --------
+    >>> scores = two_zone_dice([[1, 2], [3, 0]], [[1, 2], [2, 2]])
+    >>> {name: round(value, 2) for name, value in scores.items()}
+    {'whole gland': 0.86, 'peripheral zone': 1.0, 'transition zone': 0.8}
+    """
+    predicted, reference = np.asarray(predicted), np.asarray(reference)
+    if predicted.shape != reference.shape:
+        raise ValueError(f"prediction has shape {predicted.shape}, the reference {reference.shape}")
+    scores = {"whole gland": dice(predicted > 0, reference > 0)}
+    if per_zone:
+        merged = to_two_zones(predicted)
+        for label, name in enumerate(TWO_ZONE_NAMES[1:], start=1):
+            scores[name] = dice(merged == label, reference == label)
+    return scores
+
+
+def reference_agreement(case_dir: str | os.PathLike) -> list[dict[str, object]]:
+    """Dice between a case's zone map and each delineation in its ``reference/`` folder.
+
+    When a case has been delineated more than once (by several readers, or by several
+    models), their agreement bounds what a model can score against any one of them.
+
+    Parameters
+    ----------
+    case_dir : str or os.PathLike
+        A case folder (:mod:`prostseg.dataset`) with a ``zones`` file holding a
+        two-zone map (0, 1 PZ, 2 TZ) and a ``reference/`` folder of volumes on the T2W
+        grid: gland masks (0/1) or two-zone maps (0, 1, 2).
+
+    Returns
+    -------
+    list of dict
+        One row per reference file: ``"reference"`` (the file name), ``"whole gland"``
+        and, for two-zone maps, ``"peripheral zone"`` and ``"transition zone"`` (NaN for
+        gland masks).
+
+    Raises
+    ------
+    InputError
+        When the case has no zones file or no reference volume, when a volume is not on
+        the T2W grid, or when it holds other labels.
+    """
+    case = find_case(case_dir, require=("t2w", "zones"))
+    zones = load_volume(case.path("zones"), num_classes=len(TWO_ZONE_NAMES))
+    folder = case.folder / REFERENCE_FOLDER
+    files = sorted(path for path in folder.iterdir() if not path.name.startswith(".")) if folder.is_dir() else []
+    if not files:
+        raise InputError(folder, "no reference delineations: expected volumes on the T2W grid in this folder")
+    rows = []
+    for path in files:
+        other = load_volume(path, num_classes=len(TWO_ZONE_NAMES))
+        check_same_grid(zones, other)
+        two_zone = bool(other.data.max() > 1)
+        scores = two_zone_dice(other.data, zones.data, per_zone=two_zone) if two_zone else {
+            "whole gland": dice(other.data > 0, zones.data > 0)}
+        rows.append({"reference": path.name, "whole gland": scores["whole gland"],
+                     **{name: scores.get(name, float("nan")) for name in TWO_ZONE_NAMES[1:]}})
+    return rows

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from prostseg.errors import InputError
-from prostseg.model_comparison import finished_run, gland_and_zone_dice
+import nibabel as nib
+
+from prostseg.model_comparison import (
+    finished_run,
+    gland_and_zone_dice,
+    reference_agreement,
+    to_two_zones,
+    two_zone_dice,
+)
 from prostseg.splits import PatientSplit
 from prostseg.training import Pix2PixTrainingConfig, UNetTrainingConfig
 
@@ -96,3 +104,66 @@ def test_absent_zone_is_nan_and_shapes_must_match():
     assert math.isnan(scores["central zone"])
     with pytest.raises(ValueError, match="shape"):
         gland_and_zone_dice(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_to_two_zones_merges_cz_and_afs_into_the_transition_zone():
+    zones = np.array([[0, 1, 2], [3, 4, 1]])
+    assert to_two_zones(zones).tolist() == [[0, 1, 2], [2, 2, 1]]
+    with pytest.raises(ValueError, match="0..4"):
+        to_two_zones([0, 7])
+
+
+def test_two_zone_dice_scores_merged_zones_and_the_gland():
+    reference = np.array([0, 1, 1, 2, 2, 2, 0, 0])
+    predicted = np.array([0, 1, 3, 2, 4, 0, 2, 0])  # CZ and AFS count as TZ
+    scores = two_zone_dice(predicted, reference)
+    assert math.isclose(scores["whole gland"], 2 * 4 / (5 + 5))
+    assert math.isclose(scores["peripheral zone"], 2 * 1 / (1 + 2))
+    assert math.isclose(scores["transition zone"], 2 * 2 / (4 + 3))
+    assert set(two_zone_dice(predicted > 0, reference, per_zone=False)) == {"whole gland"}
+    with pytest.raises(ValueError, match="shape"):
+        two_zone_dice(predicted[:3], reference)
+
+
+def _save(array, path):
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.uint8), np.diag([0.5, 0.5, 3.0, 1.0])), path)
+
+
+def test_reference_agreement_scores_every_reference_file(tmp_path):
+    case = tmp_path / "case"
+    (case / "reference").mkdir(parents=True)
+    zones = np.zeros((8, 8, 2), np.uint8)
+    zones[2:6, 2:4] = 1
+    zones[2:6, 4:6] = 2
+    _save(np.ones((8, 8, 2)), case / "t2w.nii.gz")
+    _save(zones, case / "zones.nii.gz")
+    shifted = np.roll(zones, 1, axis=0)
+    _save(shifted, case / "reference" / "other_zones.nii.gz")
+    _save(zones > 0, case / "reference" / "gland.nii.gz")
+    rows = {row["reference"]: row for row in reference_agreement(case)}
+    assert rows["gland.nii.gz"]["whole gland"] == 1.0
+    assert math.isnan(rows["gland.nii.gz"]["peripheral zone"])
+    assert math.isclose(rows["other_zones.nii.gz"]["peripheral zone"], 2 * 6 / 16)
+    assert math.isclose(rows["other_zones.nii.gz"]["whole gland"], 2 * 12 / 32)
+
+
+def test_reference_agreement_needs_references_on_the_grid_with_two_zone_labels(tmp_path):
+    case = tmp_path / "case"
+    case.mkdir()
+    _save(np.ones((8, 8, 2)), case / "t2w.nii.gz")
+    _save(np.zeros((8, 8, 2)), case / "zones.nii.gz")
+    with pytest.raises(InputError, match="no reference delineations"):
+        reference_agreement(case)
+    (case / "reference").mkdir()
+    _save(np.full((8, 8, 2), 3), case / "reference" / "four_zones.nii.gz")
+    with pytest.raises(InputError, match="four_zones.nii.gz"):
+        reference_agreement(case)
+
+
+@pytest.mark.real_data
+def test_reference_agreement_on_prostatex_0000_matches_the_published_figures(real_data_dir):
+    """The data README: the two models agree at gland 0.94, PZ 0.88, TZ 0.85."""
+    rows = {row["reference"]: row for row in reference_agreement(real_data_dir / "prostatex-mpmri-zones" / "ProstateX-0000")}
+    assert round(rows["gland_guerbet23.nii.gz"]["whole gland"], 2) == 0.94
+    assert round(rows["zones_heviai23.nii.gz"]["peripheral zone"], 2) == 0.88
+    assert round(rows["zones_heviai23.nii.gz"]["transition zone"], 2) == 0.85
