@@ -54,9 +54,9 @@ __all__ = [
     "to_display",
 ]
 
-#: Width in CSS pixels of the book's text column in a 1280 px wide browser window; a wider
-#: figure is shown shrunk to it.
-PAGE_COLUMN_PX = 690
+#: Width in CSS pixels at which the book shows an image as wide as its text column, in a
+#: 1280 px wide browser window (measured); a wider figure is shown shrunk to it.
+PAGE_COLUMN_PX = 676
 #: Height in pixels, as shown on that column, of the smallest text of these figures (the
 #: book's site test accepts 9 px and more).
 MIN_TEXT_PX = 10.0
@@ -113,11 +113,11 @@ def text_size(figure: Figure | float, *, scale: float = 1.0) -> float:
     Examples
     --------
     A 5-inch figure fits the page at 100 dpi, so matplotlib's default (10 points) is
-    fine; a 13.8-inch figure is shown at half its size and needs twice the text:
+    fine; a 13.52-inch figure is shown at half its size and needs twice the text:
 
-    >>> text_size(Figure(figsize=(5, 4), dpi=100)), text_size(Figure(figsize=(13.8, 4), dpi=100))
+    >>> text_size(Figure(figsize=(5, 4), dpi=100)), text_size(Figure(figsize=(13.52, 4), dpi=100))
     (10.0, 14.4)
-    >>> round(14.4 * 100 / 72 * 690 / 1380, 1)  # pixels as shown
+    >>> round(14.4 * 100 / 72 * 676 / 1352, 1)  # pixels as shown
     10.0
 
     In a notebook: ``ax.set_title("loss", fontsize=text_size(figure))``, or
