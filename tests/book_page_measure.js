@@ -7,7 +7,7 @@
 //   prostseg.figure_png writes into PNGs (keyword "prostseg:smallest-text"), and whether
 //   matplotlib made it (its "Software" text chunk);
 // - every code cell, output block and table wider than the column or scrolling sideways;
-// - how many characters of code a code cell shows on one line.
+// - how many characters a code cell and an output show on one line.
 (function () {
   "use strict";
 
@@ -94,9 +94,10 @@
     return overflowing;
   }
 
-  // Characters of code one line of a code cell shows without scrolling.
-  function codeColumns(column) {
-    const pre = column.querySelector(".cell_input pre");
+  // Characters one line of the first box matching `selector` shows (code cells scroll
+  // sideways beyond, outputs wrap).
+  function characterColumns(column, selector) {
+    const pre = column.querySelector(selector);
     if (!pre) return null;
     const style = getComputedStyle(pre);
     const probe = document.createElement("span");
@@ -127,7 +128,8 @@
       column_width: column.getBoundingClientRect().width,
       images: await measureImages(column),
       overflowing: measureOverflow(column),
-      code_columns: codeColumns(column),
+      code_columns: characterColumns(column, ".cell_input pre"),
+      output_columns: characterColumns(column, ".cell_output pre"),
     };
     const output = document.createElement("script");
     output.type = "application/json";

@@ -459,8 +459,9 @@ def test_code_outputs_and_tables_fit_the_column(measurements):
         f"{name}: {box['kind']} {box['width']:.0f} px wide: {box['text']!r}"
         for name, result in measurements.items() for box in result["overflowing"]
     ]
-    columns = {result["code_columns"] for result in measurements.values()} - {None}
+    code = {result["code_columns"] for result in measurements.values()} - {None}
+    output = {result["output_columns"] for result in measurements.values()} - {None}
     assert not problems, (
-        f"boxes wider than the {VIEWPORT_WIDTH} px window's column (code cells show {sorted(columns)} "
-        "characters per line):\n" + "\n".join(problems)
+        f"boxes wider than the column of a {VIEWPORT_WIDTH} px window (one line of a code cell shows "
+        f"{sorted(code)} characters, of an output {sorted(output)}):\n" + "\n".join(problems)
     )
