@@ -88,7 +88,7 @@ class Page:
 
 
 class _PageParser(HTMLParser):
-    """Collect ids, resource URLs, links, math elements and error outputs of a page."""
+    """Collect ids, resource URLs, links, math elements and cell outputs (errors apart) of a page."""
 
     def __init__(self, page: Page):
         super().__init__(convert_charrefs=True)
