@@ -16,7 +16,11 @@
 #    versions pinned in book/package-lock.json are installed (only when the lock file
 #    changed) and the files the pages use are copied to book/_static_offline/ (gitignored),
 #    which _config.yml hands to Sphinx as a static folder.
-# 2. `jupyter-book build . -W -n --keep-going`: every warning is an error, and a failing
+# 2. Kernel settings. The chapters run in kernels configured by book/ipython_kernel_config.py
+#    (native library logs stay in this script's output instead of the pages; inline figures
+#    record their smallest text), copied into a private IPython directory, _build/ipython,
+#    with COLUMNS set to the characters one line of a cell shows on the page.
+# 3. `jupyter-book build . -W -n --keep-going`: every warning is an error, and a failing
 #    notebook fails the build (exit status non-zero) instead of rendering a traceback.
 set -euo pipefail
 
@@ -70,6 +74,13 @@ install_assets() {
 if [[ "$(cat "$assets/lock.sha256" 2>/dev/null)" != "$lock_hash" ]]; then
     install_assets
 fi
+
+export IPYTHONDIR="$repo_root/_build/ipython"
+mkdir -p "$IPYTHONDIR/profile_default"
+cp book/ipython_kernel_config.py "$IPYTHONDIR/profile_default/ipython_kernel_config.py"
+# What formats itself for a terminal (argparse help in chapter 12) formats for one line of
+# a cell on the page: 75 characters in a 1280 px wide window (tests/test_book_site.py).
+export COLUMNS=75
 
 echo "book/build.sh: building with $python"
 exec "$python" -c 'import sys; from jupyter_book.cli.main import main; sys.argv[0] = "jupyter-book"; main()' \

@@ -378,6 +378,7 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
     unless ``per_zone``, as the scores were computed)."""
     from matplotlib.figure import Figure
 
+    from prostseg.figure_png import save_png
     from prostseg.viz import overlay
 
     ranked = sorted(rows, key=lambda row: (np.nan_to_num(row["dice"], nan=-1.0), row["case_id"]))
@@ -395,6 +396,4 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
         k = int(np.argmax(areas)) if areas.any() else image.shape[2] // 2
         overlay(image.data[:, :, k], truth[:, :, k], pred[:, :, k], ax=ax,
                 title=f"{title}: {row['case_id']} slice {k}, Dice {row['dice']:.3f}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    return save_png(figure, path, dpi=100, overwrite=True)  # evaluate_folder checked overwrite

@@ -14,6 +14,16 @@ and ``+y`` towards Anterior. Figures show it the way radiologists read axial ima
 *left* of the image, as if looking up from the patient's feet. :func:`to_display`
 does that reorientation (``np.flip(slice, (0, 1)).T``); every figure here uses it, so
 an image and its masks always stay aligned.
+
+Readable text
+-------------
+The book's pages show a figure at most :data:`PAGE_COLUMN_PX` pixels wide (its text
+column in a 1280 px wide browser window), so a wide figure is shrunk, and its text with
+it. The figures here size all their text with :func:`text_size`: large enough to be at
+least :data:`MIN_TEXT_PX` pixels tall as shown on the page, and never smaller than
+matplotlib's default. Figures made in a notebook can use it too. Save figures with
+:func:`prostseg.figure_png.save_png`, which records the size of their smallest text in
+the PNG for the book's site test.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -39,8 +50,16 @@ __all__ = [
     "plot_slice_grid",
     "plot_threshold_sweep",
     "show_slice",
+    "text_size",
     "to_display",
 ]
+
+#: Width in CSS pixels at which the book shows an image as wide as its text column, in a
+#: 1280 px wide browser window (measured); a wider figure is shown shrunk to it.
+PAGE_COLUMN_PX = 676
+#: Height in pixels, as shown on that column, of the smallest text of these figures (the
+#: book's site test accepts 9 px and more).
+MIN_TEXT_PX = 10.0
 
 _TRUTH_COLOUR = "lime"
 _PREDICTION_COLOUR = "red"
@@ -71,6 +90,47 @@ def to_display(slice2d) -> np.ndarray:
     if slice2d.ndim != 2:
         raise ValueError(f"expected a 2D (x, y) slice, got shape {slice2d.shape}")
     return np.flip(slice2d, (0, 1)).T
+
+
+def text_size(figure: Figure | float, *, scale: float = 1.0) -> float:
+    """Font size (points) of text that stays readable when a figure is shown on the book's page.
+
+    A figure wider than :data:`PAGE_COLUMN_PX` pixels is shown shrunk to that width; text
+    of this size is then still ``scale * MIN_TEXT_PX`` pixels tall. It is never smaller
+    than ``scale`` times matplotlib's default font size.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure or float
+        The figure, or its width in inches (at ``rcParams["figure.dpi"]``).
+    scale : float, optional
+        Relative size, e.g. 1.2 for a figure title.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    A 5-inch figure fits the page at 100 dpi, so matplotlib's default (10 points) is
+    fine; a 13.52-inch figure is shown at half its size and needs twice the text:
+
+    >>> text_size(Figure(figsize=(5, 4), dpi=100)), text_size(Figure(figsize=(13.52, 4), dpi=100))
+    (10.0, 14.4)
+    >>> round(14.4 * 100 / 72 * 676 / 1352, 1)  # pixels as shown
+    10.0
+
+    In a notebook: ``ax.set_title("loss", fontsize=text_size(figure))``, or
+    ``with matplotlib.rc_context({"font.size": text_size(13)}):`` around all the code
+    that makes a 13-inch figure.
+    """
+    if isinstance(figure, Figure):
+        width_inches, dpi = float(figure.get_figwidth()), float(figure.dpi)
+    else:
+        width_inches, dpi = float(figure), float(mpl.rcParams["figure.dpi"])
+    shown = min(1.0, PAGE_COLUMN_PX / (width_inches * dpi))  # fraction of its width the page shows
+    readable = MIN_TEXT_PX * 72.0 / (dpi * shown)
+    return round(scale * max(float(mpl.rcParams["font.size"]), readable), 2)
 
 
 def _axes(ax, figsize=(5, 5)):
@@ -116,7 +176,7 @@ def show_slice(image_slice, *, ax=None, title: str | None = None,
     ax.imshow(to_display(image_slice), cmap=cmap, aspect=_aspect(spacing), interpolation="nearest")
     ax.set_axis_off()
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=text_size(figure))
     return figure
 
 
@@ -170,21 +230,34 @@ def overlay(image_slice, truth=None, pred=None, *, ax=None, title: str | None = 
         _outline(ax, mask, colour, style)
         handles.append(Line2D([], [], color=colour, linestyle=style, label=name))
     if handles:
-        ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.6)
+        ax.legend(handles=handles, loc="lower right", fontsize=text_size(figure), framealpha=0.6)
     return figure
 
 
-def plot_history(history: str | os.PathLike | Sequence[dict]) -> Figure:
+def _curve_label(column: str) -> str:
+    """Legend label of a history column: training or validation, or the zone of a Dice column.
+
+    Multi-word zone names are abbreviated as in the book (PZ, TZ, CZ, AFS).
+    """
+    if column.startswith("val_dice_"):
+        words = column.removeprefix("val_dice_").split("_")
+        return "".join(word[0].upper() for word in words) if len(words) > 1 else words[0]
+    return "validation" if column.startswith("val_") else "training"
+
+
+def plot_history(history: str | os.PathLike | Sequence[dict], *, columns: int = 3) -> Figure:
     """Learning curves of a training run.
 
     One panel per quantity (``loss``, ``iou``, ``gen_l1``, ...); training values are
     solid, the matching ``val_`` values dashed. Zone Dice columns of Pix2Pix runs
-    (``val_dice_<zone>``) share one panel.
+    (``val_dice_<zone>``) share one panel, labelled with the zones' abbreviations.
 
     Parameters
     ----------
     history : path or sequence of dict
         A run's ``history.csv`` or the rows of :func:`prostseg.training.read_history`.
+    columns : int, optional
+        Panels per row.
 
     Returns
     -------
@@ -192,9 +265,13 @@ def plot_history(history: str | os.PathLike | Sequence[dict]) -> Figure:
 
     Examples
     --------
-    >>> rows = [{"epoch": 0, "loss": 0.7, "val_loss": 0.8}, {"epoch": 1, "loss": 0.5, "val_loss": 0.6}]
-    >>> [ax.get_title() for ax in plot_history(rows).axes]
-    ['loss']
+    >>> rows = [{"epoch": 0, "loss": 0.7, "val_loss": 0.8, "val_dice_peripheral_zone": 0.1},
+    ...         {"epoch": 1, "loss": 0.5, "val_loss": 0.6, "val_dice_peripheral_zone": 0.4}]
+    >>> figure = plot_history(rows)
+    >>> [ax.get_title() for ax in figure.axes]
+    ['loss', 'validation Dice']
+    >>> [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    ['training', 'validation']
     """
     if isinstance(history, (str, os.PathLike)):
         from prostseg.training import read_history
@@ -202,6 +279,8 @@ def plot_history(history: str | os.PathLike | Sequence[dict]) -> Figure:
         history = read_history(history)
     if not history:
         raise ValueError("the history holds no epochs")
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
     epochs = [row["epoch"] + 1 for row in history]
     panels: dict[str, list[str]] = {}
     for column in history[0]:
@@ -212,16 +291,22 @@ def plot_history(history: str | os.PathLike | Sequence[dict]) -> Figure:
         else:
             panel = column[4:] if column.startswith("val_") else column
         panels.setdefault(panel, []).append(column)
-    figure = Figure(figsize=(4 * len(panels), 3.2))
-    for index, (panel, columns) in enumerate(panels.items(), start=1):
-        ax = figure.add_subplot(1, len(panels), index)
-        for column in columns:
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(3.6 * columns, 2.9 * rows), layout="constrained")
+    size = text_size(figure)
+    for index, (panel, names) in enumerate(panels.items(), start=1):
+        ax = figure.add_subplot(rows, columns, index)
+        for column in names:
             style = "--" if column.startswith("val_") and panel != "validation Dice" else "-"
-            ax.plot(epochs, [row[column] for row in history], style, marker=".", label=column)
-        ax.set_title(panel)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize="x-small")
-    figure.tight_layout()
+            ax.plot(epochs, [row[column] for row in history], style, marker=".", label=_curve_label(column))
+        ax.set_title(panel, fontsize=size)
+        ax.set_xlabel("epoch", fontsize=size)
+        ax.tick_params(labelsize=size)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(names) > 1:
+            outside = len(names) > 3  # the zones of a Dice panel: beside the curves
+            ax.legend(fontsize=size, **({"loc": "center left", "bbox_to_anchor": (1.0, 0.5)} if outside else {}))
     return figure
 
 
@@ -256,9 +341,11 @@ def plot_threshold_sweep(thresholds: Sequence[float], scores: Sequence[float], *
     ax.plot(thresholds[order], scores[order], marker="o")
     best = int(np.nanargmax(scores))
     ax.axvline(thresholds[best], color="grey", linestyle=":")
-    ax.set_title(f"best threshold {thresholds[best]:g}: {metric} {scores[best]:.3f}")
-    ax.set_xlabel("threshold")
-    ax.set_ylabel(metric)
+    size = text_size(figure)
+    ax.set_title(f"best threshold {thresholds[best]:g}: {metric} {scores[best]:.3f}", fontsize=size)
+    ax.set_xlabel("threshold", fontsize=size)
+    ax.set_ylabel(metric, fontsize=size)
+    ax.tick_params(labelsize=size)
     return figure
 
 
@@ -327,7 +414,7 @@ def plot_checkerboard(fixed_slice, moving_slice, *, tiles: int = 8, ax=None, tit
     ax.imshow(to_display(board), cmap="gray", vmin=0, vmax=1, aspect=_aspect(spacing), interpolation="nearest")
     ax.set_axis_off()
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=text_size(figure))
     return figure
 
 
@@ -363,9 +450,9 @@ def plot_colour_overlay(fixed_slice, moving_slice, *, ax=None, title: str | None
     ax.set_axis_off()
     ax.legend(handles=[Line2D([], [], color=_FIXED_COLOUR, lw=4, label="fixed"),
                        Line2D([], [], color=_MOVING_COLOUR, lw=4, label="moving")],
-              loc="lower right", fontsize="small", framealpha=0.6)
+              loc="lower right", fontsize=text_size(figure), framealpha=0.6)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=text_size(figure))
     return figure
 
 
@@ -451,19 +538,16 @@ def plot_alignment(fixed_slice, before_slice, after_slice, *, spacing: Sequence[
     (6, (20, 20))
     """
     fixed_slice, before_slice, after_slice = (_central(s, fraction) for s in (fixed_slice, before_slice, after_slice))
-    figure = Figure(figsize=(11, 7.4))
+    figure = Figure(figsize=(11, 7.6), layout="constrained")
     axes = figure.subplots(2, 3)
     fixed_name, moving_name = names
     for row, (moving, when) in enumerate(((before_slice, "header only"), (after_slice, "registered"))):
         plot_checkerboard(fixed_slice, moving, ax=axes[row, 0], spacing=spacing,
-                          title=f"{when}: checkerboard {fixed_name} / {moving_name}")
+                          title=f"{when}:\ncheckerboard {fixed_name} / {moving_name}")
         plot_colour_overlay(fixed_slice, moving, ax=axes[row, 1], spacing=spacing,
-                            title=f"{when}: {fixed_name} magenta, {moving_name} green")
+                            title=f"{when}:\n{fixed_name} magenta, {moving_name} green")
         plot_contour_overlay(fixed_slice, moving, ax=axes[row, 2], spacing=spacing,
-                             title=f"{when}: {moving_name} contours on {fixed_name}")
-    for ax in axes.ravel():
-        ax.title.set_fontsize("small")
-    figure.tight_layout()
+                             title=f"{when}:\n{moving_name} contours on {fixed_name}")
     return figure
 
 
@@ -503,7 +587,8 @@ def plot_joint_histograms(fixed, movings: Mapping[str, np.ndarray], *, mask=None
     mask = np.ones(fixed.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if not movings:
         raise ValueError("no moving image given")
-    figure = Figure(figsize=(4.2 * len(movings), 3.8))
+    figure = Figure(figsize=(4.2 * len(movings), 3.8), layout="constrained")
+    size = text_size(figure)
     for index, (name, moving) in enumerate(movings.items(), start=1):
         moving = np.asarray(moving, dtype=float)
         if moving.shape != fixed.shape or mask.shape != fixed.shape:
@@ -513,10 +598,10 @@ def plot_joint_histograms(fixed, movings: Mapping[str, np.ndarray], *, mask=None
         ax.imshow(np.log1p(counts.T), origin="lower", aspect="auto", cmap="magma",
                   extent=(x_edges[0], x_edges[-1], y_edges[0], y_edges[-1]))
         information = mutual_information(fixed, moving, mask, bins=bins)
-        ax.set_title(f"{name}: MI {information:.3f} nats", fontsize="medium")
-        ax.set_xlabel("fixed intensity")
-        ax.set_ylabel("moving intensity")
-    figure.tight_layout()
+        ax.set_title(f"{name}: MI {information:.3f} nats", fontsize=size)
+        ax.set_xlabel("fixed intensity", fontsize=size)
+        ax.set_ylabel("moving intensity", fontsize=size)
+        ax.tick_params(labelsize=size)
     return figure
 
 
@@ -553,7 +638,7 @@ def plot_channels(stack_slice, *, names: Sequence[str] = ("T2W", "DWI", "ADC"), 
     if stack_slice.ndim != 3 or stack_slice.shape[-1] != len(names):
         raise ValueError(f"expected an (X, Y, {len(names)}) slice for channels {list(names)}, "
                          f"got shape {stack_slice.shape}")
-    figure = Figure(figsize=(3.6 * len(names), 3.8))
+    figure = Figure(figsize=(3.6 * len(names), 3.8), layout="constrained")
     for index, name in enumerate(names):
         ax = figure.add_subplot(1, len(names), index + 1)
         channel = _unit_range(stack_slice[..., index], (0.5, 99.5))  # a few bright voxels do not darken the rest
@@ -562,7 +647,6 @@ def plot_channels(stack_slice, *, names: Sequence[str] = ("T2W", "DWI", "ADC"), 
         else:
             overlay(channel, labels, ax=ax, title=name, spacing=spacing)
             ax.get_legend().remove()
-    figure.tight_layout()
     return figure
 
 
@@ -597,7 +681,8 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
     """
     if not volumes:
         raise ValueError("no volume given")
-    figure = Figure(figsize=(4.2 * len(volumes), 4.4))
+    figure = Figure(figsize=(4.2 * len(volumes), 4.4), layout="constrained")
+    size = text_size(figure)
     axes = figure.subplots(1, len(volumes), sharex=True, sharey=True, squeeze=False)[0]
     for ax, (name, volume) in zip(axes, volumes.items()):
         affine = np.asarray(volume.affine, dtype=float)
@@ -613,10 +698,10 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
         ax.imshow(to_display(volume.data[:, :, k]), cmap="gray", interpolation="nearest",
                   extent=(high[0], low[0], low[1], high[1]))
         ax.set_title(f"{name}\n{shape[0]} x {shape[1]} voxels of {spacing[0]:.2g} x {spacing[1]:.2g} mm",
-                     fontsize="medium")
-        ax.set_xlabel("x (mm; patient's right on the left)")
-    axes[0].set_ylabel("y (mm; anterior up)")
-    figure.tight_layout()
+                     fontsize=size)
+        ax.set_xlabel("x (mm), patient's right on the left", fontsize=size)
+        ax.tick_params(labelsize=size)
+    axes[0].set_ylabel("y (mm), anterior up", fontsize=size)
     return figure
 
 
@@ -663,7 +748,7 @@ def plot_slice_grid(images, labels=None, *, titles: Sequence[str] | None = None,
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"got {len(titles)} titles for {len(images)} slices")
     rows = int(np.ceil(len(images) / columns))
-    figure = Figure(figsize=(2.6 * columns, 2.7 * rows))
+    figure = Figure(figsize=(2.6 * columns, 2.7 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for index, ax in enumerate(axes):
         if index >= len(images):
@@ -673,7 +758,4 @@ def plot_slice_grid(images, labels=None, *, titles: Sequence[str] | None = None,
         show_slice(images[index], ax=ax, title=title, spacing=spacing)
         if labels is not None:
             _outline(ax, labels[index], _TRUTH_COLOUR, "solid")
-        if title:
-            ax.title.set_fontsize("small")
-    figure.tight_layout()
     return figure

@@ -47,7 +47,7 @@ from PIL import Image
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
 from prostseg.errors import InputError
 from prostseg.io import Volume
-from prostseg.viz import to_display
+from prostseg.viz import text_size, to_display
 
 __all__ = ["ZONE_COLOURS", "LESION_COLOUR", "SliceBrowser", "slice_browser", "slice_montage"]
 
@@ -374,6 +374,7 @@ def slice_montage(
     panel = 2.6
     figure = Figure(figsize=(panel * columns, panel * rows + (0.5 if title else 0.0) + (0.4 if layers else 0.0)),
                     layout="constrained")
+    size = text_size(figure)
     for position, k in enumerate(slices):
         ax = figure.add_subplot(rows, columns, position + 1)
         ax.imshow(to_display(data[:, :, k]), cmap="gray", vmin=window[0], vmax=window[1],
@@ -385,7 +386,7 @@ def slice_montage(
         if affine is not None:
             centre = (np.array(data.shape[:2]) - 1) / 2
             label += f" (S {float((affine @ [*centre, k, 1.0])[2]):+.0f} mm)"
-        ax.set_title(label, fontsize="small")
+        ax.set_title(label, fontsize=size)
         ax.set_axis_off()
     handles = []
     for labels, colours in layers:
@@ -394,7 +395,7 @@ def slice_montage(
                 name = "lesion" if len(colours) == 2 else ZONE_NAMES[value]
                 handles.append(Patch(color=colours[value], alpha=OVERLAY_ALPHA + 0.2, label=name))
     if handles:
-        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize="small")
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=size)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, fontsize=text_size(figure, scale=1.2))
     return figure

@@ -6,12 +6,15 @@ tests skip locally and fail in CI (``CI=true``), where ``.ci/run`` builds the bo
 
 The MathJax and widget checks load pages in headless Chromium from a loopback HTTP
 server with every other host unresolvable, so they also prove that the site works offline.
+The layout checks load every page the same way in a window 1280 pixels wide (a laptop), with
+``book_page_measure.js`` injected to measure the figures and boxes as shown.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import posixpath
 import re
@@ -40,6 +43,20 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 TRACEBACK_PATTERN = re.compile(
     r"Traceback \(most recent call last\)|^\w*(Error|Exception): ", re.MULTILINE
 )
+# Raw log lines of TensorFlow, absl and CUDA: the native libraries' (C++) and the Python
+# loggers' (in a notebook, TensorFlow's logs INFO and up to stdout).
+LIBRARY_LOG_PATTERN = re.compile(
+    r"\babsl\b"  # "All log messages before absl::InitializeLog()...", "WARNING:absl:..."
+    r"|^[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]"  # I0000 00:00:1796084039.84   4952 port.cc:153]
+    r"|^[A-Z]+:tensorflow:"  # INFO:tensorflow:Using MirroredStrategy with devices ...
+    r"|cuInit|cudart_stub|cpu_feature_guard|oneDNN custom operations",
+    re.MULTILINE,
+)
+#: Width of the browser window of the layout checks (CSS pixels): a laptop screen.
+VIEWPORT_WIDTH = 1280
+#: Smallest text of a figure, in CSS pixels as the page shows it, that a reader can read.
+MIN_TEXT_PX = 9.0
+MEASURE_SCRIPT = Path(__file__).with_name("book_page_measure.js")
 
 
 def _in_ci() -> bool:
@@ -65,18 +82,19 @@ class Page:
     links: list[str] = field(default_factory=list)
     math_elements: int = 0
     has_widget_state: bool = False
+    outputs: list[str] = field(default_factory=list)
     error_outputs: list[str] = field(default_factory=list)
     unrendered_tables: list[str] = field(default_factory=list)
 
 
 class _PageParser(HTMLParser):
-    """Collect ids, resource URLs, links, math elements and error outputs of a page."""
+    """Collect ids, resource URLs, links, math elements and cell outputs (errors apart) of a page."""
 
     def __init__(self, page: Page):
         super().__init__(convert_charrefs=True)
         self.page = page
-        # Open elements; each entry is the list collecting an error output's text, or None.
-        self._stack: list[list[str] | None] = []
+        # Open elements; each entry is (classes, text so far) of an output, or None.
+        self._stack: list[tuple[set[str], list[str]] | None] = []
         self._code_depth = 0  # inside <pre> or <code>: source text, not rendered prose
 
     def handle_starttag(self, tag, attrs):
@@ -102,10 +120,7 @@ class _PageParser(HTMLParser):
             return
         if tag in {"pre", "code"}:
             self._code_depth += 1
-        collecting = "output" in classes and (
-            "traceback" in classes or "error" in classes or "stderr" in classes
-        )
-        self._stack.append([" ".join(sorted(classes)) + ": "] if collecting else None)
+        self._stack.append((classes, []) if "output" in classes else None)
 
     def handle_endtag(self, tag):
         if tag in {"pre", "code"}:
@@ -115,9 +130,11 @@ class _PageParser(HTMLParser):
         collected = self._stack.pop()
         if collected is None:
             return
-        header, text = collected[0], "".join(collected[1:])
-        if "stderr" not in header or TRACEBACK_PATTERN.search(text):
-            self.page.error_outputs.append(header + text[:300])
+        classes, parts = collected
+        text = "".join(parts)
+        self.page.outputs.append(text)
+        if {"traceback", "error"} & classes or ("stderr" in classes and TRACEBACK_PATTERN.search(text)):
+            self.page.error_outputs.append(" ".join(sorted(classes)) + ": " + text[:300])
 
     def handle_data(self, data):
         # A table separator row; Sphinx's smart quotes turn its "---" into an em dash.
@@ -125,7 +142,7 @@ class _PageParser(HTMLParser):
             self.page.unrendered_tables.append(data.strip()[:120])
         for collected in self._stack:
             if collected is not None:
-                collected.append(data)
+                collected[1].append(data)
 
 
 @functools.cache
@@ -190,11 +207,16 @@ def _page_at(pages: dict[str, Page], site: Path, path: Path) -> Page | None:
         return None
 
 
-def test_every_toc_page_is_built(site, pages):
+def _toc_pages() -> list[str]:
+    """The HTML pages (relative to the site) of the files listed in ``_toc.yml``."""
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    names = _toc_files(toc)
+    return [f"{Path(name).with_suffix('').as_posix()}.html" for name in _toc_files(toc)]
+
+
+def test_every_toc_page_is_built(site, pages):
+    names = _toc_pages()
     assert names, "_toc.yml lists no pages"
-    missing = [name for name in names if f"{Path(name).with_suffix('').as_posix()}.html" not in pages]
+    missing = [name for name in names if name not in pages]
     assert not missing, f"pages in _toc.yml missing from {site}: {missing}"
 
 
@@ -266,6 +288,18 @@ def test_no_error_outputs(pages):
     assert not errors, "pages show errors or tracebacks:\n" + "\n".join(errors)
 
 
+def test_no_library_log_lines_on_pages(pages):
+    # The native libraries log to the kernel's file descriptor 2, which the build keeps in
+    # its own log (book/ipython_kernel_config.py); Python loggers are the chapters' to quiet.
+    found = []
+    for name, page in pages.items():
+        for text in page.outputs:
+            for line in text.splitlines():
+                if LIBRARY_LOG_PATTERN.search(line):
+                    found.append(f"{name}: {line.strip()[:160]}")
+    assert not found, "library log lines on pages:\n" + "\n".join(found)
+
+
 def test_markdown_tables_are_rendered(pages):
     # A table displayed by a cell as Markdown must become an HTML table, not "| a | b |" text.
     raw = [f"{name}: {text}" for name, page in pages.items() for text in page.unrendered_tables]
@@ -302,12 +336,33 @@ def server_url(site):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site; ``page.html?measure`` serves the page with the measuring script."""
+
     def log_message(self, format, *args):  # noqa: A002 - signature of the base class
         pass
 
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        if parts.query != "measure" or not parts.path.endswith(".html"):
+            return super().do_GET()
+        page = Path(self.translate_path(parts.path))
+        if not page.is_file():
+            return self.send_error(404)
+        script = f"<script>{MEASURE_SCRIPT.read_text(encoding='utf-8')}</script>"
+        body = page.read_text(encoding="utf-8").replace("</body>", script + "</body>", 1).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-def _rendered_dom(chromium: str, url: str) -> str:
-    """The DOM of ``url`` after its scripts ran, with every host but 127.0.0.1 unreachable."""
+
+def _rendered_dom(chromium: str, url: str, *, width: int | None = None) -> str:
+    """The DOM of ``url`` after its scripts ran, with every host but 127.0.0.1 unreachable.
+
+    ``width``: of the browser window in CSS pixels (Chromium's default otherwise).
+    """
+    window = [f"--window-size={width},900"] if width else []
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
             [
@@ -317,6 +372,7 @@ def _rendered_dom(chromium: str, url: str) -> str:
                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                 # Let deferred scripts (MathJax typesetting, widget rendering) finish.
                 "--virtual-time-budget=20000",
+                *window,
                 "--dump-dom", url,
             ],
             capture_output=True, text=True, timeout=180, check=False,
@@ -343,3 +399,69 @@ def test_widgets_render_offline(chromium, server_url, pages):
     for name in with_widgets:
         rendered = 'class="widget-subarea"' in _rendered_dom(chromium, f"{server_url}/{name}")
         assert rendered, f"ipywidgets did not render on {name}"
+
+
+# ---------------------------------------------------------------------------------------
+# Layout, measured in a browser window as wide as a laptop screen
+
+
+@pytest.fixture(scope="module")
+def measurements(chromium, server_url, pages) -> dict[str, dict]:
+    """What ``book_page_measure.js`` measured on each page of the book, 1280 pixels wide."""
+    measured = {}
+    for name in filter(pages.__contains__, _toc_pages()):
+        dom = _rendered_dom(chromium, f"{server_url}/{name}?measure", width=VIEWPORT_WIDTH)
+        found = re.search(r'<script type="application/json" id="prostseg-measurements">(.*?)</script>', dom, re.S)
+        assert found, f"{name}: the measuring script left no result"
+        result = json.loads(found.group(1))
+        assert "error" not in result, f"{name}: the measuring script failed: {result['error']}"
+        assert result["viewport_width"] == VIEWPORT_WIDTH, f"{name}: window {result['viewport_width']} px wide"
+        measured[name] = result
+    return measured
+
+
+def _figure_text_problem(image: dict) -> str | None:
+    """Why the text of a measured image is not readable as shown, or None."""
+    if image["record"] is None:
+        if (image["software"] or "").startswith("Matplotlib"):
+            return "a matplotlib figure without a text record (not rendered by prostseg.figure_png)"
+        return None  # not a figure: e.g. the slices of a slice browser, which hold no text
+    record = json.loads(image["record"])
+    if record["px"] is None:
+        return None  # a figure without text
+    scale = image["shown_width"] / image["natural_width"]
+    shown = record["px"] * scale
+    if shown >= MIN_TEXT_PX:
+        return None
+    return (f"text {record['text']!r} is {shown:.1f} px as shown ({record['px']:.1f} px in the image, "
+            f"shown at {scale:.0%} of its width)")
+
+
+@pytest.mark.slow
+def test_figure_text_is_readable_at_page_width(measurements):
+    problems, recorded = [], 0
+    for name, result in measurements.items():
+        for image in result["images"]:
+            recorded += image["record"] is not None
+            problem = _figure_text_problem(image)
+            if problem:
+                where = "slice browser image" if image["widget"] else image["src"].rsplit("/", 1)[-1][:16]
+                problems.append(f"{name}: {where}: {problem}")
+    assert recorded, "no image on any page carries a text record: was the book built with book/build.sh?"
+    assert not problems, (
+        f"figure text smaller than {MIN_TEXT_PX:g} px in a {VIEWPORT_WIDTH} px wide window:\n" + "\n".join(problems)
+    )
+
+
+@pytest.mark.slow
+def test_code_outputs_and_tables_fit_the_column(measurements):
+    problems = [
+        f"{name}: {box['kind']} {box['width']:.0f} px wide: {box['text']!r}"
+        for name, result in measurements.items() for box in result["overflowing"]
+    ]
+    code = {result["code_columns"] for result in measurements.values()} - {None}
+    output = {result["output_columns"] for result in measurements.values()} - {None}
+    assert not problems, (
+        f"boxes wider than the column of a {VIEWPORT_WIDTH} px window (one line of a code cell shows "
+        f"{sorted(code)} characters, of an output {sorted(output)}):\n" + "\n".join(problems)
+    )
