@@ -14,7 +14,9 @@ patient drawn from a seed, imaged the way a multiparametric prostate MRI study i
 * a zone label map on the T2W grid (``zones``: 0 background, 1 peripheral zone,
   2 transition zone, 3 central zone, 4 anterior fibromuscular stroma; see
   :data:`prostseg.dataset.ZONE_NAMES`);
-* a binary lesion mask on the T2W grid (``lesion``; some cases have no lesion).
+* a binary lesion mask on the T2W grid (``lesion``; some cases have no lesion);
+* the anatomy itself, a tissue map on the T2W grid (``tissues``, one of
+  :data:`TISSUE_NAMES` per voxel; ground truth that is not written to disk).
 
 The anatomy is an axial pelvis at the level of the prostate, in real millimetres
 whatever the grid: skin and subcutaneous fat; gluteal, hip and iliopsoas muscles;
@@ -89,8 +91,8 @@ Examples
 
 Without a grid, each patient gets one of its own:
 
->>> [make_phantom_case(seed).t2w.shape for seed in (1, 2)]  # doctest: +SKIP
-[(256, 256, 22), (320, 320, 18)]
+>>> [make_phantom_case(seed).t2w.shape for seed in (1, 2)]
+[(192, 192, 23), (320, 320, 19)]
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -152,11 +154,11 @@ _PZ, _TZ, _CZ, _AFS = (
 _TISSUES = {
     # name:            (T2W,  ADC,    S0,   grain, mottle)
     "air":             (0.0, 0.0, 0.0, 0.0, 0.0),
-    "fat":             (1.0, 120.0, 0.05, 0.04, 0.06),
+    "fat":             (1.0, 120.0, 0.05, 0.05, 0.1),
     "muscle":          (0.14, 1450.0, 0.35, 0.15, 0.1),
     "cortex":          (0.03, 0.0, 0.0, 0.0, 0.0),
     "marrow":          (0.75, 350.0, 0.06, 0.08, 0.12),
-    "pelvic marrow":   (0.42, 450.0, 0.1, 0.12, 0.2),
+    "pelvic marrow":   (0.32, 450.0, 0.1, 0.12, 0.2),
     "cartilage":       (0.3, 1300.0, 0.35, 0.05, 0.0),
     "vessel":          (0.06, 2400.0, 0.05, 0.0, 0.0),
     "vein":            (0.8, 2000.0, 0.4, 0.08, 0.05),
@@ -169,8 +171,8 @@ _TISSUES = {
     "vesicle":         (1.05, 2000.0, 1.0, 0.08, 0.1),
     "vas":             (0.3, 1300.0, 0.5, 0.05, 0.03),
     "capsule":         (0.2, 1300.0, 0.5, 0.05, 0.0),
-    "pz":              (0.62, 1700.0, 1.0, 0.08, 0.08),
-    "tz":              (0.32, 1250.0, 0.8, 0.1, 0.15),
+    "pz":              (0.62, 1700.0, 1.0, 0.1, 0.15),
+    "tz":              (0.32, 1250.0, 0.8, 0.12, 0.22),
     "cz":              (0.2, 1050.0, 0.7, 0.05, 0.04),
     "afs":             (0.12, 950.0, 0.45, 0.05, 0.03),
     "stromal nodule":  (0.22, 1050.0, 0.7, 0.08, 0.1),
@@ -184,8 +186,6 @@ TISSUE_NAMES = tuple(_TISSUES)
 _TISSUE_ID = {name: index for index, name in enumerate(_TISSUES)}
 _TISSUE_TABLE = np.array(list(_TISSUES.values()))
 _ZONE_TISSUE = np.array([_TISSUE_ID[name] for name in ("air", "pz", "tz", "cz", "afs")], dtype=np.uint8)
-# Tissues the scanner masks on ADC (no signal at any b-value).
-_NO_SIGNAL = [_TISSUE_ID[name] for name in ("air", "cortex", "balloon")]
 
 
 def _rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:
@@ -555,9 +555,6 @@ class _Canvas:
         self.tissue[block][mask] = _TISSUE_ID[tissue]
 
 
-_ANY = (-np.inf, np.inf)
-
-
 def _waves(rng: np.random.Generator, amplitudes: Sequence[float]) -> tuple[tuple[float, float], ...]:
     """Random outline waves: order ``k`` gets cosine and sine coefficients up to ``amplitudes[k-1]``."""
     return tuple((float(rng.uniform(-a, a)), float(rng.uniform(-a, a))) for a in amplitudes)
@@ -711,8 +708,8 @@ class _Patient:
         for shape, tissue, options in self.structures:
             canvas.paint(shape, tissue, **options)
         self.gland.paint(canvas)
-        for shape, tissue, options in (*self.gland_details, *((lesion, "lesion", {"zones": (_PZ, _TZ, _CZ)})
-                                                              for lesion in self.lesions)):
+        lesions = ((lesion, "lesion", {"zones": (_PZ, _TZ, _CZ)}) for lesion in self.lesions)
+        for shape, tissue, options in (*self.gland_details, *lesions):
             canvas.paint(shape, tissue, **options)
         return canvas
 
@@ -753,6 +750,8 @@ def _draw_patient(rng: np.random.Generator, coil: bool) -> _Patient:
 
     # Bladder above the base and the symphysis; the gland, painted later, indents it.
     symphysis_y = b + float(rng.uniform(10, 18)) + 9.0 * s
+    symphysis_top = 0.25 * c + float(rng.uniform(2, 8))  # the base and bladder lie above it
+    symphysis_mid, symphysis_half = (symphysis_top - c - 30.0) / 2, (symphysis_top + c + 30.0) / 2
     fullness = float(rng.uniform(0.65, 1.35))
     bladder_semi = np.array([rng.uniform(36, 50), rng.uniform(28, 38), rng.uniform(22, 32)]) * fullness ** (1 / 3)
     bladder_y = 0.3 * b + float(rng.uniform(0, 8))
@@ -815,7 +814,7 @@ def _draw_patient(rng: np.random.Generator, coil: bool) -> _Patient:
                   back=sling_y - rectum_back + float(rng.uniform(3, 7)), taper=0.35,
                   waves=_waves(rng, (0.02, 0.04, 0.03)), column=True)
     add(sling, "muscle", outside=sling.shrunk(float(rng.uniform(2.5, 4.5))), over=("fat",),
-        bounds=(_ANY, (-np.inf, 0.3 * b), (-np.inf, c + 8.0)))
+        bounds=((-np.inf, np.inf), (-np.inf, 0.3 * b), (-np.inf, c + 8.0)))
 
     # Pelvic side walls: obturator internus muscles inside the ischia and acetabula.
     head_z = 0.3 * c + 10.0 * s
@@ -842,13 +841,13 @@ def _draw_patient(rng: np.random.Generator, coil: bool) -> _Patient:
         # acetabulum (upper slices) and the ischium (lower slices).
         upper = np.array([side * 70 * s, 14 * s])
         lower = np.array([side * (obturator_x + 12 * s), -18 * s])
-        for end, (bottom, top) in ((upper, (0.2 * c - 8.0, 0.5 * c + 6.0)), (lower, (-c - 50.0, -0.2 * c))):
+        for end, (bottom, top) in ((upper, (-6.0, symphysis_top + 4.0)), (lower, (-c - 50.0, -0.2 * c))):
             start = np.array([side * 12 * s, symphysis_y])
             middle, along = (start + end) / 2, end - start
-            ramus = _Blob((*middle, (bottom + top) / 2), (float(np.hypot(*along)) / 2, 8.5 * s, (top - bottom) / 2),
+            ramus = _Blob((*middle, (bottom + top) / 2), (float(np.hypot(*along)) / 2, 7 * s, (top - bottom) / 2),
                           angle_deg=math.degrees(math.atan2(along[1], along[0])), waves=_waves(rng, (0.0, 0.03)))
             wall(ramus, "cortex", "pelvic marrow", 1.3)
-        symphysis = _Blob((side * 11 * s, symphysis_y, -0.3 * c), (9 * s, 15 * s, 0.7 * c + 12.0),
+        symphysis = _Blob((side * 11 * s, symphysis_y, symphysis_mid), (9 * s, 15 * s, symphysis_half),
                           angle_deg=-side * 30, waves=_waves(rng, (0.02, 0.04)), column=True)
         wall(symphysis, "cortex", "pelvic marrow", 1.3)
         # Femoral artery and vein in front of the hip; vessels on the side wall.
@@ -858,7 +857,7 @@ def _draw_patient(rng: np.random.Generator, coil: bool) -> _Patient:
             y0 = float(rng.uniform(-30, 15)) * s
             add(_Rod((side * (obturator_x - 13 * s), y0, -60.0), (side * (obturator_x - 12 * s), y0 + 4, 60.0),
                      float(rng.uniform(1.5, 3.0))), "vessel", over=("fat",))
-    add(_Blob((0.0, symphysis_y, -0.3 * c), (1.6, 12 * s, 0.7 * c + 12.0), column=True), "cartilage")
+    add(_Blob((0.0, symphysis_y, symphysis_mid), (1.6, 12 * s, symphysis_half), column=True), "cartilage")
 
     # Neurovascular bundles behind and beside the gland; venous plexus in front of it.
     for side in (-1.0, 1.0):

@@ -138,8 +138,8 @@ def tutorial_data(
     -------
     pathlib.Path
         ``data_dir``, or ``root/phantom-data`` holding exactly the cases
-        ``phantom-000`` .. ``phantom-{cases - 1:03d}`` of ``seed`` on the default grid
-        of :func:`prostseg.phantom.make_phantom_case`.
+        ``phantom-000`` .. ``phantom-{cases - 1:03d}`` of ``seed`` on the grids that
+        :func:`prostseg.phantom.make_phantom_case` draws (one per patient).
 
     Raises
     ------
