@@ -220,7 +220,7 @@ def figure(kept: list, real: dict | None, path: Path) -> None:
     hist_axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=64)
 
 
 def markdown(info: dict, quick: bool, summary: dict, seconds: dict, n_cases: int, generator_name: str) -> str:
