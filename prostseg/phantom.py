@@ -714,196 +714,217 @@ class _Patient:
         return canvas
 
 
+def _walled(shape, wall_tissue: str, inner_tissue: str, thickness: float, **options) -> list:
+    """Paint entries: ``shape`` in ``wall_tissue``, filled ``thickness`` mm in with ``inner_tissue``."""
+    return [(shape, wall_tissue, options), (shape.shrunk(thickness), inner_tissue, options)]
+
+
+def _draw_body(rng: np.random.Generator, s: float, fat: float, c: float) -> list:
+    """Body outline (fat) and the big muscles round the pelvis."""
+    parts = [(_Blob((0.0, -8 * s, 0.0), (150 * s + fat, 78 * s + fat, 400.0), back=95 * s + fat,
+                    waves=((0.0, 0.0), (0.03, 0.0), (0.0, 0.0), (-0.07, 0.0)), column=True), "fat", {})]
+    for side in (-1.0, 1.0):
+        muscles = [
+            # hip abductors lateral, gluteus maximus behind, iliopsoas in front of the hip
+            _Blob((side * 128 * s, -8 * s, 0.0), (42 * s, 66 * s, 400.0), angle_deg=side * 10,
+                  waves=_waves(rng, (0.03, 0.05, 0.03)), column=True),
+            _Blob((side * 78 * s, -96 * s, 0.0), (70 * s, 26 * s, 400.0), angle_deg=side * 22,
+                  waves=_waves(rng, (0.03, 0.05, 0.03)), column=True),
+            _Blob((side * 86 * s, 50 * s, 0.0), (24 * s, 16 * s, 400.0), angle_deg=side * 15,
+                  waves=_waves(rng, (0.03, 0.05)), column=True),
+            # pectineus and obturator externus in front of the lower pubic rami
+            _Blob((side * 50 * s, 44 * s, -20.0), (18 * s, 10 * s, 30.0), angle_deg=-side * 25,
+                  waves=_waves(rng, (0.03, 0.05)), column=True),
+            # rectus abdominis above the symphysis
+            _Blob((side * 21 * s, 66 * s, c + 60.0), (18 * s, 7 * s, 60.0), angle_deg=side * 5,
+                  waves=_waves(rng, (0.02, 0.04)), column=True),
+        ]
+        parts += [(muscle, "muscle", {}) for muscle in muscles]
+    return parts
+
+
+def _draw_bladder_and_vesicles(rng: np.random.Generator, gland: _Gland) -> list:
+    """Bladder above the base (the gland, painted later, indents it); seminal vesicles
+    behind it and the vasa deferentia medial to them."""
+    a, b, c = gland.semi
+    fullness = float(rng.uniform(0.65, 1.35))
+    semi = np.array([rng.uniform(36, 50), rng.uniform(28, 38), rng.uniform(22, 32)]) * fullness ** (1 / 3)
+    bladder = _Blob((float(rng.uniform(-4, 4)), 0.3 * b + float(rng.uniform(0, 8)), 0.55 * c + 0.85 * semi[2]),
+                    tuple(semi), back=semi[1] * 0.9, waves=_waves(rng, (0.03, 0.05, 0.03, 0.02)))
+    wall = float(rng.uniform(2.5, 4.5)) + (1.5 if a * b * c > 20000 else 0.0)  # thicker behind a large gland
+    parts = _walled(bladder, "bladder wall", "urine", wall)
+    vesicle_y = -0.55 * gland.outline.back - float(rng.uniform(3, 8))
+    for side in (-1.0, 1.0):
+        vesicle = _Blob((side * float(rng.uniform(14, 21)), vesicle_y, c * float(rng.uniform(0.75, 0.95)) + 6.0),
+                        (float(rng.uniform(17, 25)), float(rng.uniform(7, 10)), float(rng.uniform(8, 12))),
+                        angle_deg=side * float(rng.uniform(-5, 25)), waves=_waves(rng, (0.04, 0.07, 0.08, 0.07, 0.05)))
+        parts += _walled(vesicle, "vas", "vesicle", 1.2)
+        parts.append((_Rod((side * 6.0, vesicle_y + 3.0, 0.55 * c), (side * 11.0, vesicle_y - 1.0, c + 28.0),
+                           float(rng.uniform(2.4, 3.2))), "vas", {}))
+    return parts
+
+
+@dataclass(frozen=True)
+class _Rectum:
+    """Paint entries of the rectum and what the structures round it need to know."""
+
+    parts: list
+    back_y: float  # the back of the rectum (or of the balloon) at the level of the gland centre
+    half_width: float
+    coil: _Rod | None  # the receive element of the endorectal coil, if any
+
+
+def _draw_rectum(rng: np.random.Generator, gland: _Gland, coil: bool) -> _Rectum:
+    """Rectum behind the gland, drifting backwards as it rises: a muscular wall round
+    faeces, air and fluid, or distended by the balloon of an endorectal coil."""
+    c, back = gland.semi[2], gland.outline.back
+    semi = np.array([rng.uniform(15, 21), rng.uniform(10, 15)])
+    wall = float(rng.uniform(3.0, 4.5))
+    x = float(rng.uniform(-6, 6))
+    y = -(back + semi[1] + float(rng.uniform(1.0, 4.0)))
+    rectum = _Blob((x, y, 0.0), (*semi, 90.0), lean=(float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.9, -0.4))),
+                   taper=0.05, waves=_waves(rng, (0.04, 0.07, 0.04, 0.03)), column=True)
+    parts = _walled(rectum, "rectal wall", "faeces", wall)
+    gas = _Blob((x, y + 0.45 * semi[1], float(rng.uniform(-15, 15))),
+                (0.55 * semi[0], 0.4 * semi[1], float(rng.uniform(8, 30))), lean=rectum.lean,
+                waves=_waves(rng, (0.05, 0.08)))
+    fluid = _Blob((x, y - 0.4 * semi[1], float(rng.uniform(-15, 15))),
+                  (0.6 * semi[0], 0.35 * semi[1], float(rng.uniform(8, 25))), lean=rectum.lean,
+                  waves=_waves(rng, (0.05, 0.08)))
+    has_gas, has_fluid = rng.random(2) < (0.6, 0.35)
+    parts += [(gas, "air", {"over": ("faeces",)})] * bool(has_gas)
+    parts += [(fluid, "bowel fluid", {"over": ("faeces",)})] * bool(has_fluid)
+    balloon_semi = np.array([rng.uniform(20, 25), rng.uniform(14, 18), c + rng.uniform(8, 14)])
+    balloon_y = -(back + balloon_semi[1] + 2.0)
+    balloon = _Blob((x, balloon_y, -0.15 * c), tuple(balloon_semi), waves=_waves(rng, (0.02, 0.03)))
+    if not coil:
+        return _Rectum(parts, y - semi[1] - 2.0 * wall, float(semi[0]), None)
+    element_y = balloon_y + 0.35 * balloon_semi[1]
+    element = _Rod((x, element_y, -0.15 * c - 0.6 * balloon_semi[2]), (x, element_y, -0.15 * c + 0.6 * balloon_semi[2]),
+                   1.0)
+    back_y = min(y - semi[1] - 2.0 * wall, balloon_y - balloon_semi[1] - 4.0)
+    return _Rectum(parts + _walled(balloon, "rectal wall", "balloon", 2.2), back_y,
+                   max(float(semi[0]), balloon_semi[0] + 3.0), element)
+
+
+def _draw_pelvic_walls(rng: np.random.Generator, s: float, gland: _Gland, rectum: _Rectum) -> list:
+    """Levator ani, obturator internus, the bones of the hips and the pubis, and the
+    vessels along them."""
+    a, b, c = gland.semi
+    # Levator ani: a thin sling round the gland and rectum, open in front, widening upwards.
+    sling_y = 0.5 * (b + rectum.back_y)
+    sling_width = max(a, rectum.half_width) + float(rng.uniform(5, 10))
+    sling = _Blob((0.0, sling_y, 0.0), (sling_width, b - sling_y + 10.0, 90.0),
+                  back=sling_y - rectum.back_y + float(rng.uniform(3, 7)), taper=0.35,
+                  waves=_waves(rng, (0.02, 0.04, 0.03)), column=True)
+    parts = [(sling, "muscle", {"outside": sling.shrunk(float(rng.uniform(2.5, 4.5))), "over": ("fat",),
+                                "bounds": ((-np.inf, np.inf), (-np.inf, 0.3 * b), (-np.inf, c + 8.0))})]
+    head_z = 0.3 * c + 10.0 * s
+    head_radius = float(rng.uniform(22.0, 26.0)) * s
+    obturator_x = max(56.0 * s, a + 26.0)
+    symphysis_y = b + float(rng.uniform(10, 18)) + 9.0 * s
+    symphysis_top = 0.25 * c + float(rng.uniform(2, 8))  # the base and the bladder lie above it
+    symphysis_z, symphysis_half = (symphysis_top - c - 30.0) / 2, (symphysis_top + c + 30.0) / 2
+    for side in (-1.0, 1.0):
+        parts.append((_Blob((side * obturator_x, -10 * s, 0.0), (11 * s, 40 * s, 120.0), angle_deg=-side * 14,
+                            lean=(side * 0.1, 0.0), waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle", {}))
+        # Acetabulum (bone medial to the femoral head), ischium behind it, femoral head and neck.
+        head_x = side * 90.0 * s
+        acetabulum = _Blob((head_x - side * 0.6 * head_radius, 4 * s, head_z + 2.0),
+                           (0.75 * head_radius + 6 * s, head_radius + 8 * s, 1.3 * head_radius + 8.0),
+                           waves=_waves(rng, (0.03, 0.05, 0.03)))
+        ischium = _Blob((side * (obturator_x + 17 * s), -28 * s, head_z - 30.0), (13 * s, 30 * s, 55.0),
+                        angle_deg=side * 12, lean=(side * 0.1, 0.45), waves=_waves(rng, (0.03, 0.05)), column=True)
+        head = _Blob((head_x, 6 * s, head_z), (head_radius,) * 3, waves=_waves(rng, (0.0, 0.02)))
+        neck = _Rod((head_x, 6 * s, head_z), (side * 128 * s, 0.0, head_z - 40 * s), 15 * s)
+        parts += _walled(acetabulum, "cortex", "pelvic marrow", 1.3) + _walled(ischium, "cortex", "pelvic marrow", 1.3)
+        parts += _walled(neck, "cortex", "marrow", 2.0) + _walled(head, "cortex", "marrow", 1.5)
+        # Pubic bones: the symphysis in front of the gland, rami running back to the
+        # acetabulum (upper slices) and to the ischium (lower slices).
+        start = np.array([side * 12 * s, symphysis_y])
+        for end, (bottom, top) in ((np.array([side * 70 * s, 14 * s]), (-6.0, symphysis_top + 4.0)),
+                                   (np.array([side * (obturator_x + 12 * s), -18 * s]), (-c - 50.0, -0.2 * c))):
+            middle, along = (start + end) / 2, end - start
+            ramus = _Blob((*middle, (bottom + top) / 2), (float(np.hypot(*along)) / 2, 7 * s, (top - bottom) / 2),
+                          angle_deg=math.degrees(math.atan2(along[1], along[0])), waves=_waves(rng, (0.0, 0.03)))
+            parts += _walled(ramus, "cortex", "pelvic marrow", 1.3)
+        symphysis = _Blob((side * 11 * s, symphysis_y, symphysis_z), (9 * s, 15 * s, symphysis_half),
+                          angle_deg=-side * 30, waves=_waves(rng, (0.02, 0.04)), column=True)
+        parts += _walled(symphysis, "cortex", "pelvic marrow", 1.3)
+        # Femoral artery and vein in front of the hip; vessels along the side wall.
+        parts.append((_Rod((side * 66 * s, 56 * s, -200.0), (side * 68 * s, 54 * s, 200.0), 4.0 * s), "vessel", {}))
+        parts.append((_Rod((side * 77 * s, 52 * s, -200.0), (side * 79 * s, 50 * s, 200.0), 5.5 * s), "vessel", {}))
+        for _ in range(3):
+            y0 = float(rng.uniform(-30, 15)) * s
+            vessel = _Rod((side * (obturator_x - 13 * s), y0, -60.0), (side * (obturator_x - 12 * s), y0 + 4, 60.0),
+                          float(rng.uniform(1.5, 3.0)))
+            parts.append((vessel, "vessel", {"over": ("fat",)}))
+    parts.append((_Blob((0.0, symphysis_y, symphysis_z), (1.6, 12 * s, symphysis_half), column=True), "cartilage", {}))
+    return parts
+
+
+def _draw_periprostatic_vessels(rng: np.random.Generator, gland: _Gland, rectum: _Rectum) -> list:
+    """Neurovascular bundles behind and beside the gland, venous plexus in front of it,
+    small vessels through the fat round the gland and the rectum."""
+    a, b, _ = gland.semi
+    in_fat = {"over": ("fat",)}
+    parts = []
+    for side in (-1.0, 1.0):
+        for offset in (0.0, float(rng.uniform(2.5, 4.5))):
+            shift = np.array([side * (3.0 + offset), -2.0 - offset, 0.0])
+            start, end = gland.point(side * 0.92, -0.72, -0.9) + shift, gland.point(side * 0.95, -0.72, 0.9) + shift
+            parts.append((_Rod(tuple(start), tuple(end), float(rng.uniform(1.2, 2.2))), "vessel", in_fat))
+    for _ in range(int(rng.integers(5, 10))):
+        angle = float(rng.uniform(0.15, 0.85)) * math.pi
+        push = np.array([math.cos(angle), math.sin(angle), 0.0]) * float(rng.uniform(2.5, 7.0))
+        ends = [gland.point(1.05 * math.cos(angle), 1.05 * math.sin(angle), w) + push
+                for w in rng.uniform(-0.8, 0.7, 2)]
+        parts.append((_Rod(tuple(ends[0]), tuple(ends[1]), float(rng.uniform(1.2, 3.0))), "vein", in_fat))
+    for _ in range(18):
+        x0, y0 = rng.uniform(-1.0, 1.0) * (a + 22.0), rng.uniform(rectum.back_y - 10.0, b + 15.0)
+        drift = rng.uniform(-8.0, 8.0, size=2)
+        parts.append((_Rod((x0, y0, -60.0), (x0 + drift[0], y0 + drift[1], 60.0), float(rng.uniform(0.6, 1.5))),
+                      "vessel", in_fat))
+    return parts
+
+
+def _draw_gland_details(rng: np.random.Generator, gland: _Gland) -> list:
+    """BPH nodules (dark rims round stromal or glandular cores) in the transition zone,
+    the ejaculatory ducts and the urethra; tissues only, the zones stay."""
+    parts = []
+    for _ in range(int(rng.integers(2, 5) + round(gland.tz_scale * 8 * rng.uniform(0.4, 1.0)))):
+        where = gland.point(float(rng.uniform(-0.55, 0.55)), float(rng.uniform(-0.15, 0.45)),
+                            float(rng.uniform(gland.verumontanum + 0.1, 0.75)))
+        radius = float(rng.uniform(2.5, 4.0 + 7.0 * (gland.tz_scale - 0.6)))
+        shape = (radius, radius * float(rng.uniform(0.75, 1.2)), radius * float(rng.uniform(0.8, 1.3)))
+        nodule = _Blob(tuple(where), shape, angle_deg=float(rng.uniform(0, 180)), waves=_waves(rng, (0.05, 0.08, 0.05)))
+        kind = "glandular nodule" if rng.random() < 0.45 else "stromal nodule"
+        parts += _walled(nodule, "capsule", kind, 0.8, zones=(_TZ,))
+    for side in (-1.0, 1.0):
+        base, verumontanum = gland.point(side * 0.1, -0.55, 0.9), gland.point(side * 0.02, 0.0, gland.verumontanum)
+        parts.append((_Rod(tuple(base), tuple(verumontanum), 1.0), "duct", {"zones": (_CZ, _PZ)}))
+    apex, base = gland.point(0.0, 0.05, -1.05), gland.point(0.0, 0.25, 1.05)
+    parts.append((_Rod(tuple(apex), tuple(base), float(rng.uniform(2.0, 3.0))), "urethra",
+                  {"zones": (_PZ, _TZ, _CZ, _AFS)}))
+    return parts
+
+
 def _draw_patient(rng: np.random.Generator, coil: bool) -> _Patient:
     """Draw a patient without lesions; the same draws whether or not there is a ``coil``."""
     s = float(rng.uniform(0.9, 1.12))  # size of the bony pelvis
     fat = float(rng.uniform(8.0, 50.0))  # subcutaneous fat (mm)
     gland = _draw_gland(rng, coil)
-    a, b, c = gland.semi
-    back = gland.outline.back
-    structures = []
-
-    def add(shape, tissue, **options):
-        structures.append((shape, tissue, options))
-
-    def wall(shape, wall_tissue, inner_tissue, thickness, **options):
-        add(shape, wall_tissue, **options)
-        add(shape.shrunk(thickness), inner_tissue, **options)
-
-    # Body outline: wide and flat, fuller behind (buttocks).
-    add(_Blob((0.0, -8 * s, 0.0), (150 * s + fat, 78 * s + fat, 400.0), back=95 * s + fat,
-              waves=((0.0, 0.0), (0.03, 0.0), (0.0, 0.0), (-0.07, 0.0)), column=True), "fat")
-    for side in (-1.0, 1.0):
-        # Hip abductors lateral, gluteus maximus behind, iliopsoas in front of the hip.
-        add(_Blob((side * 128 * s, -8 * s, 0.0), (42 * s, 66 * s, 400.0), angle_deg=side * 10,
-                  waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle")
-        add(_Blob((side * 78 * s, -96 * s, 0.0), (70 * s, 26 * s, 400.0), angle_deg=side * 22,
-                  waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle")
-        add(_Blob((side * 86 * s, 50 * s, 0.0), (24 * s, 16 * s, 400.0), angle_deg=side * 15,
-                  waves=_waves(rng, (0.03, 0.05)), column=True), "muscle")
-        # Pectineus and obturator externus, in front of the lower pubic rami.
-        add(_Blob((side * 50 * s, 44 * s, -20.0), (18 * s, 10 * s, 30.0), angle_deg=-side * 25,
-                  waves=_waves(rng, (0.03, 0.05)), column=True), "muscle")
-        # Rectus abdominis above the symphysis.
-        add(_Blob((side * 21 * s, 66 * s, c + 60.0), (18 * s, 7 * s, 60.0), angle_deg=side * 5,
-                  waves=_waves(rng, (0.02, 0.04)), column=True), "muscle")
-
-    # Bladder above the base and the symphysis; the gland, painted later, indents it.
-    symphysis_y = b + float(rng.uniform(10, 18)) + 9.0 * s
-    symphysis_top = 0.25 * c + float(rng.uniform(2, 8))  # the base and bladder lie above it
-    symphysis_mid, symphysis_half = (symphysis_top - c - 30.0) / 2, (symphysis_top + c + 30.0) / 2
-    fullness = float(rng.uniform(0.65, 1.35))
-    bladder_semi = np.array([rng.uniform(36, 50), rng.uniform(28, 38), rng.uniform(22, 32)]) * fullness ** (1 / 3)
-    bladder_y = 0.3 * b + float(rng.uniform(0, 8))
-    bladder = _Blob((float(rng.uniform(-4, 4)), bladder_y,
-                     0.55 * c + 0.85 * bladder_semi[2]), tuple(bladder_semi), back=bladder_semi[1] * 0.9,
-                    waves=_waves(rng, (0.03, 0.05, 0.03, 0.02)))
-    wall(bladder, "bladder wall", "urine", float(rng.uniform(2.5, 4.5)) + (1.5 if a * b * c > 20000 else 0.0))
-
-    # Seminal vesicles behind the bladder, above the base; the vasa deferentia medial to them.
-    vesicle_y = -0.55 * back - float(rng.uniform(3, 8))
-    for side in (-1.0, 1.0):
-        vesicle = _Blob((side * float(rng.uniform(14, 21)), vesicle_y, c * float(rng.uniform(0.75, 0.95)) + 6.0),
-                        (float(rng.uniform(17, 25)), float(rng.uniform(7, 10)), float(rng.uniform(8, 12))),
-                        angle_deg=side * float(rng.uniform(-5, 25)), waves=_waves(rng, (0.04, 0.07, 0.08, 0.07, 0.05)))
-        wall(vesicle, "vas", "vesicle", 1.2)
-        add(_Rod((side * 6.0, vesicle_y + 3.0, 0.55 * c), (side * 11.0, vesicle_y - 1.0, c + 28.0),
-                 float(rng.uniform(2.4, 3.2))), "vas")
-
-    # Rectum behind the gland, drifting backwards as it rises; collapsed round faeces,
-    # air and fluid, or distended by the balloon of an endorectal coil.
-    rectum_semi = np.array([rng.uniform(15, 21), rng.uniform(10, 15)])
-    rectum_wall = float(rng.uniform(3.0, 4.5))
-    rectum_x = float(rng.uniform(-6, 6))
-    rectum_y = -(back + rectum_semi[1] + float(rng.uniform(1.0, 4.0)))
-    rectum = _Blob((rectum_x, rectum_y, 0.0), (*rectum_semi, 90.0),
-                   lean=(float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.9, -0.4))), taper=0.05,
-                   waves=_waves(rng, (0.04, 0.07, 0.04, 0.03)), column=True)
-    lumen = rectum.shrunk(rectum_wall)
-    wall(rectum, "rectal wall", "faeces", rectum_wall)
-    gas = _Blob((rectum_x, rectum_y + 0.45 * rectum_semi[1], float(rng.uniform(-15, 15))),
-                (0.55 * rectum_semi[0], 0.4 * rectum_semi[1], float(rng.uniform(8, 30))),
-                lean=rectum.lean, waves=_waves(rng, (0.05, 0.08)))
-    fluid = _Blob((rectum_x, rectum_y - 0.4 * rectum_semi[1], float(rng.uniform(-15, 15))),
-                  (0.6 * rectum_semi[0], 0.35 * rectum_semi[1], float(rng.uniform(8, 25))),
-                  lean=rectum.lean, waves=_waves(rng, (0.05, 0.08)))
-    has_gas, has_fluid = rng.random(2) < (0.6, 0.35)
-    if has_gas:
-        add(gas, "air", over=("faeces",))
-    if has_fluid:
-        add(fluid, "bowel fluid", over=("faeces",))
-    balloon_semi = np.array([rng.uniform(20, 25), rng.uniform(14, 18), c + rng.uniform(8, 14)])
-    balloon_y = -(back + balloon_semi[1] + 2.0)
-    balloon = _Blob((rectum_x, balloon_y, -0.15 * c), tuple(balloon_semi), waves=_waves(rng, (0.02, 0.03)))
-    coil_element = None
-    if coil:
-        wall(balloon, "rectal wall", "balloon", 2.2)
-        element_y = balloon_y + 0.35 * balloon_semi[1]
-        coil_element = _Rod((rectum_x, element_y, -0.15 * c - 0.6 * balloon_semi[2]),
-                            (rectum_x, element_y, -0.15 * c + 0.6 * balloon_semi[2]), 1.0)
-
-    # Levator ani: a thin sling round the gland and rectum, open in front, widening upwards.
-    rectum_back = rectum_y - rectum_semi[1] - 2.0 * rectum_wall
-    rectum_side = rectum_semi[0]
-    if coil:
-        rectum_back = min(rectum_back, balloon_y - balloon_semi[1] - 4.0)
-        rectum_side = max(rectum_side, balloon_semi[0] + 3.0)
-    sling_y = 0.5 * (b + rectum_back)
-    sling = _Blob((0.0, sling_y, 0.0),
-                  (max(a, rectum_side) + float(rng.uniform(5, 10)), b - sling_y + 10.0, 90.0),
-                  back=sling_y - rectum_back + float(rng.uniform(3, 7)), taper=0.35,
-                  waves=_waves(rng, (0.02, 0.04, 0.03)), column=True)
-    add(sling, "muscle", outside=sling.shrunk(float(rng.uniform(2.5, 4.5))), over=("fat",),
-        bounds=((-np.inf, np.inf), (-np.inf, 0.3 * b), (-np.inf, c + 8.0)))
-
-    # Pelvic side walls: obturator internus muscles inside the ischia and acetabula.
-    head_z = 0.3 * c + 10.0 * s
-    head_radius = float(rng.uniform(22.0, 26.0)) * s
-    obturator_x = max(56.0 * s, a + 26.0)
-    for side in (-1.0, 1.0):
-        add(_Blob((side * obturator_x, -10 * s, 0.0), (11 * s, 40 * s, 120.0), angle_deg=-side * 14,
-                  lean=(side * 0.1, 0.0), waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle")
-        # Acetabulum (bone medial to the femoral head), ischium behind it.
-        head_x = side * 90.0 * s
-        acetabulum = _Blob((head_x - side * 0.6 * head_radius, 4 * s, head_z + 2.0),
-                           (0.75 * head_radius + 6 * s, head_radius + 8 * s, 1.3 * head_radius + 8.0),
-                           waves=_waves(rng, (0.03, 0.05, 0.03)))
-        wall(acetabulum, "cortex", "pelvic marrow", 1.3)
-        ischium = _Blob((side * (obturator_x + 17 * s), -28 * s, head_z - 30.0), (13 * s, 30 * s, 55.0),
-                        angle_deg=side * 12, lean=(side * 0.1, 0.45), waves=_waves(rng, (0.03, 0.05)), column=True)
-        wall(ischium, "cortex", "pelvic marrow", 1.3)
-        # Femoral head and neck.
-        head = _Blob((head_x, 6 * s, head_z), (head_radius,) * 3, waves=_waves(rng, (0.0, 0.02)))
-        neck = _Rod((head_x, 6 * s, head_z), (side * 128 * s, 0.0, head_z - 40 * s), 15 * s)
-        wall(neck, "cortex", "marrow", 2.0)
-        wall(head, "cortex", "marrow", 1.5)
-        # Pubic bones: the symphysis in front of the gland, rami running back to the
-        # acetabulum (upper slices) and the ischium (lower slices).
-        upper = np.array([side * 70 * s, 14 * s])
-        lower = np.array([side * (obturator_x + 12 * s), -18 * s])
-        for end, (bottom, top) in ((upper, (-6.0, symphysis_top + 4.0)), (lower, (-c - 50.0, -0.2 * c))):
-            start = np.array([side * 12 * s, symphysis_y])
-            middle, along = (start + end) / 2, end - start
-            ramus = _Blob((*middle, (bottom + top) / 2), (float(np.hypot(*along)) / 2, 7 * s, (top - bottom) / 2),
-                          angle_deg=math.degrees(math.atan2(along[1], along[0])), waves=_waves(rng, (0.0, 0.03)))
-            wall(ramus, "cortex", "pelvic marrow", 1.3)
-        symphysis = _Blob((side * 11 * s, symphysis_y, symphysis_mid), (9 * s, 15 * s, symphysis_half),
-                          angle_deg=-side * 30, waves=_waves(rng, (0.02, 0.04)), column=True)
-        wall(symphysis, "cortex", "pelvic marrow", 1.3)
-        # Femoral artery and vein in front of the hip; vessels on the side wall.
-        add(_Rod((side * 66 * s, 56 * s, -200.0), (side * 68 * s, 54 * s, 200.0), 4.0 * s), "vessel")
-        add(_Rod((side * 77 * s, 52 * s, -200.0), (side * 79 * s, 50 * s, 200.0), 5.5 * s), "vessel")
-        for _ in range(3):
-            y0 = float(rng.uniform(-30, 15)) * s
-            add(_Rod((side * (obturator_x - 13 * s), y0, -60.0), (side * (obturator_x - 12 * s), y0 + 4, 60.0),
-                     float(rng.uniform(1.5, 3.0))), "vessel", over=("fat",))
-    add(_Blob((0.0, symphysis_y, symphysis_mid), (1.6, 12 * s, symphysis_half), column=True), "cartilage")
-
-    # Neurovascular bundles behind and beside the gland; venous plexus in front of it.
-    for side in (-1.0, 1.0):
-        for offset in (0.0, float(rng.uniform(2.5, 4.5))):
-            start = gland.point(side * 0.92, -0.72, -0.9) + np.array([side * (3.0 + offset), -2.0 - offset, 0.0])
-            end = gland.point(side * 0.95, -0.72, 0.9) + np.array([side * (3.0 + offset), -2.0 - offset, 0.0])
-            add(_Rod(tuple(start), tuple(end), float(rng.uniform(1.2, 2.2))), "vessel", over=("fat",))
-    for _ in range(int(rng.integers(5, 10))):
-        angle = float(rng.uniform(0.15, 0.85)) * math.pi
-        gap = float(rng.uniform(2.5, 7.0))
-        ends = [gland.point(1.05 * math.cos(angle), 1.05 * math.sin(angle), w) for w in rng.uniform(-0.8, 0.7, 2)]
-        push = np.array([math.cos(angle), math.sin(angle), 0.0]) * gap
-        add(_Rod(tuple(ends[0] + push), tuple(ends[1] + push), float(rng.uniform(1.2, 3.0))), "vein", over=("fat",))
-
-    # Small vessels running up through the pelvic fat round the gland and the rectum.
-    for _ in range(18):
-        x0, y0 = rng.uniform(-1.0, 1.0) * (a + 22.0), rng.uniform(rectum_back - 10.0, b + 15.0)
-        drift = rng.uniform(-8.0, 8.0, size=2)
-        add(_Rod((x0, y0, -60.0), (x0 + drift[0], y0 + drift[1], 60.0), float(rng.uniform(0.6, 1.5))), "vessel",
-            over=("fat",))
-
-    # Inside the gland: BPH nodules in the transition zone, ejaculatory ducts, urethra.
-    details = []
-    n_nodules = int(rng.integers(2, 5) + round(gland.tz_scale * 8 * rng.uniform(0.4, 1.0)))
-    for _ in range(n_nodules):
-        where = gland.point(float(rng.uniform(-0.55, 0.55)), float(rng.uniform(-0.15, 0.45)),
-                            float(rng.uniform(gland.verumontanum + 0.1, 0.75)))
-        radius = float(rng.uniform(2.5, 4.0 + 7.0 * (gland.tz_scale - 0.6)))
-        nodule = _Blob(tuple(where), (radius, radius * float(rng.uniform(0.75, 1.2)), radius * float(rng.uniform(0.8, 1.3))),
-                       angle_deg=float(rng.uniform(0, 180)), waves=_waves(rng, (0.05, 0.08, 0.05)))
-        kind = "glandular nodule" if rng.random() < 0.45 else "stromal nodule"
-        details.append((nodule, "capsule", {"zones": (_TZ,)}))
-        details.append((nodule.shrunk(0.8), kind, {"zones": (_TZ,)}))
-    for side in (-1.0, 1.0):
-        details.append((_Rod(tuple(gland.point(side * 0.1, -0.55, 0.9)),
-                             tuple(gland.point(side * 0.02, 0.0, gland.verumontanum)), 1.0), "duct",
-                        {"zones": (_CZ, _PZ)}))
-    details.append((_Rod(tuple(gland.point(0.0, 0.05, -1.05)), tuple(gland.point(0.0, 0.25, 1.05)),
-                         float(rng.uniform(2.0, 3.0))), "urethra", {"zones": (1, 2, 3, 4)}))
-
+    body = _draw_body(rng, s, fat, gland.semi[2])
+    organs = _draw_bladder_and_vesicles(rng, gland)
+    rectum = _draw_rectum(rng, gland, coil)
+    walls = _draw_pelvic_walls(rng, s, gland, rectum)
+    vessels = _draw_periprostatic_vessels(rng, gland, rectum)
     return _Patient(
         gland=gland,
-        structures=tuple(structures),
-        gland_details=tuple(details),
+        structures=(*body, *organs, *rectum.parts, *walls, *vessels),
+        gland_details=tuple(_draw_gland_details(rng, gland)),
         lesions=(),
-        coil=coil_element,
+        coil=rectum.coil,
         pose_deg=(float(rng.uniform(-6, 6)), float(rng.uniform(-6, 6))),
         offset_mm=rng.uniform([-5.0, -4.0], [5.0, 6.0]),
         scan_level_mm=float(rng.uniform(0.0, 10.0)),
