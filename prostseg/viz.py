@@ -45,6 +45,7 @@ __all__ = [
     "plot_colour_overlay",
     "plot_contour_overlay",
     "plot_history",
+    "plot_intensity_histograms",
     "plot_joint_histograms",
     "plot_modalities",
     "plot_slice_grid",
@@ -702,6 +703,65 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
         ax.set_xlabel("x (mm), patient's right on the left", fontsize=size)
         ax.tick_params(labelsize=size)
     axes[0].set_ylabel("y (mm), anterior up", fontsize=size)
+    return figure
+
+
+def plot_intensity_histograms(volumes: Mapping[str, object], *, slices: Mapping[str, int] | None = None,
+                              percentiles: Sequence[float] = (1.0, 99.0), bins: int = 64) -> Figure:
+    """One slice of each volume above the intensity histograms of all of them.
+
+    Every volume is normalised the same way before its histogram is taken: clipped to
+    its own ``percentiles`` and scaled to [0, 1]. MRI intensities have no unit, so this
+    compares the *shape* of the distributions (how much of a scan is dark, bright or in
+    between), not scanner numbers.
+
+    Parameters
+    ----------
+    volumes : mapping of str to Volume or array_like
+        Name of each volume (panel title and legend entry) to a :class:`prostseg.io.Volume`
+        or an array ``(X, Y, Z)``.
+    slices : mapping of str to int, optional
+        Axial slice to show per name; by default the middle slice.
+    percentiles : (float, float), optional
+        Clipping percentiles of the normalisation.
+    bins : int, optional
+        Histogram bins over [0, 1].
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> figure = plot_intensity_histograms({"a": rng.random((8, 8, 3)), "b": rng.normal(size=(6, 6, 2))})
+    >>> histograms, *slices = figure.axes
+    >>> [ax.get_title() for ax in slices], len(histograms.get_lines())
+    (['a', 'b'], 2)
+    """
+    if not volumes:
+        raise ValueError("no volume given")
+    columns = len(volumes)
+    figure = Figure(figsize=(max(2.6 * columns, 6.0), 6.4), layout="constrained")
+    size = text_size(figure)
+    grid = figure.add_gridspec(2, columns, height_ratios=(1.3, 1.0))
+    plot = figure.add_subplot(grid[1, :])
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for column, (name, volume) in enumerate(volumes.items()):
+        data = np.asarray(getattr(volume, "data", volume), dtype=np.float32)
+        spacing = getattr(volume, "spacing", None)
+        k = data.shape[2] // 2 if slices is None or name not in slices else int(slices[name])
+        ax = figure.add_subplot(grid[0, column])
+        show_slice(data[:, :, k], ax=ax, spacing=None if spacing is None else spacing[:2])
+        ax.set_title(name, fontsize=size)
+        counts, _ = np.histogram(_unit_range(data, percentiles), bins=edges)
+        plot.plot((edges[:-1] + edges[1:]) / 2, counts / counts.sum(), label=name,
+                  linewidth=2.0 if column == 0 else 1.2, color="black" if column == 0 else None)
+    plot.set_xlabel(f"intensity, clipped to the {percentiles[0]:g}-{percentiles[1]:g}th percentile and scaled to [0, 1]",
+                    fontsize=size)
+    plot.set_ylabel("fraction of voxels", fontsize=size)
+    plot.tick_params(labelsize=size)
+    plot.legend(fontsize=size, ncols=min(columns, 4))
     return figure
 
 

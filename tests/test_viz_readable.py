@@ -76,6 +76,9 @@ BOOK_FIGURES = {
         title="phantom-000: zones and lesion on T2W"),
     "slice_montage, 3 levels": lambda: slice_montage(
         _volume(), zones=_disc_labels((160, 160, 16), 30), slices=[3, 8, 13], title="apex, mid-gland and base"),
+    # chapter 2: the real scan beside four phantoms, and their histograms
+    "plot_intensity_histograms, 5 volumes": lambda: viz.plot_intensity_histograms(
+        {name: _volume() for name in ("ProstateX-0000", "phantom-000", "phantom-001", "phantom-002", "phantom-003")}),
     # chapter 4
     "plot_modalities": lambda: viz.plot_modalities(
         {"T2W": _volume(), "high-b DWI": _volume((64, 64, 16), (2, 2, 3)), "ADC": _volume((64, 64, 16), (2, 2, 3))}),
