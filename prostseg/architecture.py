@@ -35,6 +35,7 @@ import tensorflow as tf
 from keras import layers
 
 __all__ = [
+    "LAYER_ABBREVIATIONS",
     "Block",
     "UNetLevel",
     "activation_bytes",
@@ -119,7 +120,7 @@ def block_table(model: keras.Model) -> list[Block]:
 
 
 def _compact(names: Sequence[str]) -> str:
-    """``a > b > a > b > c`` as ``2 x (a > b) > c``: repeated runs of layer types folded."""
+    """``a, b, a, b, c`` as ``2 x (a, b), c``: repeated runs of layer types folded."""
     parts, start = [], 0
     while start < len(names):
         for period in range((len(names) - start) // 2, 0, -1):
@@ -128,34 +129,48 @@ def _compact(names: Sequence[str]) -> str:
             while list(names[start + repeats * period:start + (repeats + 1) * period]) == unit:
                 repeats += 1
             if repeats > 1:
-                text = " > ".join(unit)
+                text = ", ".join(unit)
                 parts.append(f"{repeats} x ({text})" if period > 1 else f"{repeats} x {text}")
                 start += repeats * period
                 break
         else:
             parts.append(names[start])
             start += 1
-    return " > ".join(parts)
+    return ", ".join(parts)
+
+
+#: Short names of Keras layer types in :func:`format_blocks` tables.
+LAYER_ABBREVIATIONS = {
+    "BatchNormalization": "BN",
+    "Concatenate": "Concat",
+    "Conv2D": "Conv",
+    "Conv2DTranspose": "ConvT",
+    "MaxPooling2D": "MaxPool",
+    "ZeroPadding2D": "ZeroPad",
+}
 
 
 def format_blocks(blocks: Sequence[Block]) -> str:
     """A plain-text table of :func:`block_table` rows with a total line.
 
-    Repeated runs of layer types are folded (``2 x (Conv2D > BatchNorm > ReLU)``) and
-    ``BatchNormalization`` is shortened to ``BatchNorm``.
+    Short enough for a terminal or a notebook cell (the book's networks take at most 75
+    characters a line): layer types are abbreviated (:data:`LAYER_ABBREVIATIONS`:
+    ``BN`` for ``BatchNormalization``, ``ConvT`` for ``Conv2DTranspose``, ...) and
+    listed in order, repeated runs folded (``2 x (Conv, BN, ReLU)``); output shapes are
+    written ``HxWxC``.
 
     Examples
     --------
     >>> conv_block = ("Conv2D", "BatchNormalization", "ReLU") * 2 + ("MaxPooling2D",)
     >>> print(format_blocks([Block("enc0", conv_block, (8, 8, 4), 216)]))
-    block  layers                                          output shape  parameters
-    enc0   2 x (Conv2D > BatchNorm > ReLU) > MaxPooling2D  8 x 8 x 4            216
-    total                                                                       216
+    block  layers                         output  parameters
+    enc0   2 x (Conv, BN, ReLU), MaxPool  8x8x4          216
+    total                                                216
     """
-    rows = [("block", "layers", "output shape", "parameters")]
+    rows = [("block", "layers", "output", "parameters")]
     for block in blocks:
-        shape = " x ".join("?" if n is None else str(n) for n in block.output_shape)
-        types = [name.replace("Normalization", "Norm") for name in block.layer_types]
+        shape = "x".join("?" if n is None else str(n) for n in block.output_shape)
+        types = [LAYER_ABBREVIATIONS.get(name, name) for name in block.layer_types]
         rows.append((block.name, _compact(types), shape, f"{block.parameters:,}"))
     rows.append(("total", "", "", f"{sum(block.parameters for block in blocks):,}"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -544,7 +559,8 @@ def plot_unet(model: keras.Model, ax=None):
 
     Each box is a convolution block (two 3x3 convolution, batch normalisation, ReLU
     units), labelled with its feature map size and channels as read from the model by
-    :func:`unet_levels`; its width grows with the logarithm of the channels.
+    :func:`unet_levels`; its width grows with the logarithm of the channels. All text is
+    sized by :func:`prostseg.viz.text_size`, so it stays readable on the book's page.
 
     Parameters
     ----------
@@ -568,19 +584,27 @@ def plot_unet(model: keras.Model, ax=None):
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
+    from prostseg.viz import text_size
+
     levels = unet_levels(model)
     depth = len(levels) - 1
+    step, height = 1.8, 0.62  # data units: between levels, and of a box
+    x_range = (-1.1, 2 * depth * step + 1.1)
+    y_range = (-depth - 0.7, 1.3)
     if ax is None:
-        _, ax = plt.subplots(figsize=(2.4 * depth + 1.8, 1.1 * depth + 2.0))
+        inches = 0.72  # per data unit
+        width, tall = (x_range[1] - x_range[0]) * inches, (y_range[1] - y_range[0]) * inches
+        figure = plt.figure(figsize=(width, tall + 0.9))  # + title and legend
+        ax = figure.add_axes((0.0, 0.55 / (tall + 0.9), 1.0, tall / (tall + 0.9)))
+    size = text_size(ax.figure)
     colours = {"conv": "#4c72b0", "pool": "#c44e52", "up": "#55a868", "skip": "0.45", "out": "#8172b2"}
     max_log = np.log2(levels[-1].encoder_channels)
-    height = 0.5
 
     def box(x, y, channels, text):
-        width = 0.8 + 0.4 * np.log2(channels) / max_log
+        width = 1.25 + 0.45 * np.log2(channels) / max_log
         ax.add_patch(Rectangle((x - width / 2, y - height / 2), width, height,
                                facecolor=colours["conv"], alpha=0.85, edgecolor="black"))
-        ax.text(x, y, text, ha="center", va="center", color="white", fontsize=8, fontweight="bold")
+        ax.text(x, y, text, ha="center", va="center", color="white", fontsize=size, fontweight="bold")
         return width
 
     def arrow(start, end, colour, style="-|>", linestyle="-"):
@@ -590,20 +614,21 @@ def plot_unet(model: keras.Model, ax=None):
     def size_text(size):
         return " x ".join("?" if n is None else str(n) for n in size)
 
-    step = 1.5
     for level in levels:
         y = -level.level
         label = f"{size_text(level.size)}\n{level.encoder_channels} ch"
         if level.level == depth:
             box(depth * step, y, level.encoder_channels, label)
-            ax.text(depth * step, y - 0.45, "bridge", ha="center", va="top", fontsize=8)
+            ax.text(depth * step, y - height / 2 - 0.05, "bridge", ha="center", va="top", fontsize=size)
             continue
         left, right = level.level * step, (2 * depth - level.level) * step
-        box(left, y, level.encoder_channels, label)
-        box(right, y, level.decoder_channels, f"{size_text(level.size)}\n{level.decoder_channels} ch")
-        arrow((left + 0.65, y), (right - 0.65, y), colours["skip"], linestyle="--")
+        left_width = box(left, y, level.encoder_channels, label)
+        right_width = box(right, y, level.decoder_channels,
+                          f"{size_text(level.size)}\n{level.decoder_channels} ch")
+        arrow((left + left_width / 2 + 0.05, y), (right - right_width / 2 - 0.05, y), colours["skip"],
+              linestyle="--")
         ax.text((left + right) / 2, y + 0.06, f"concat {level.encoder_channels} ch",
-                ha="center", va="bottom", fontsize=7, color=colours["skip"])
+                ha="center", va="bottom", fontsize=size, color=colours["skip"])
         below_left = (level.level + 1) * step
         below_right = (2 * depth - level.level - 1) * step
         arrow((left, y - height / 2), (below_left - 0.15, y - 1 + height / 2), colours["pool"])
@@ -611,11 +636,12 @@ def plot_unet(model: keras.Model, ax=None):
 
     top = levels[0]
     in_channels, out_channels = model.input.shape[-1], model.output.shape[-1]
-    ax.text(-0.2, 0.55, f"input {size_text(top.size)} x {in_channels}", ha="left", va="bottom", fontsize=8)
+    ax.text(x_range[0], height / 2 + 0.1, f"input {size_text(top.size)} x {in_channels}",
+            ha="left", va="bottom", fontsize=size)
     activation = "sigmoid" if out_channels == 1 else "softmax"
-    ax.text(2 * depth * step + 0.2, 0.55,
+    ax.text(x_range[1], height / 2 + 0.1,
             f"1x1 conv, {activation}\noutput {size_text(top.size)} x {out_channels}",
-            ha="right", va="bottom", fontsize=8, color=colours["out"])
+            ha="right", va="bottom", fontsize=size, color=colours["out"])
     handles = [
         Rectangle((0, 0), 1, 1, facecolor=colours["conv"], alpha=0.85,
                   label="block: 2 x (3x3 conv, BatchNorm, ReLU)"),
@@ -623,10 +649,11 @@ def plot_unet(model: keras.Model, ax=None):
         Line2D([], [], color=colours["up"], marker="^", label="2x2 transposed conv, stride 2"),
         Line2D([], [], color=colours["skip"], linestyle="--", label="skip connection"),
     ]
-    ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False)
-    ax.set_xlim(-0.9, 2 * depth * step + 0.9)
-    ax.set_ylim(-depth - 0.9, 1.2)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+              fontsize=size, frameon=False)
+    ax.set_xlim(*x_range)
+    ax.set_ylim(*y_range)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(f"{model.name}: {model.count_params():,} parameters", fontsize=10)
+    ax.set_title(f"{model.name}: {model.count_params():,} parameters", fontsize=1.2 * size)
     return ax.figure

@@ -15,6 +15,7 @@ Write four phantom cases, then list the public dataset manifests::
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -80,10 +81,10 @@ def _add_data_commands(subparsers) -> None:
 
 
 def _run_data_list(args) -> int:
-    from prostseg.manifests import list_manifests
+    from prostseg.manifests import describe_list, list_manifests
 
-    for manifest in list_manifests():
-        print(f"{manifest.name:<20} {manifest.title}  [{'; '.join(manifest.licence_names)}]")
+    # as wide as the terminal, like argparse's help ($COLUMNS, else the terminal, else 80)
+    print(describe_list(list_manifests(), width=shutil.get_terminal_size().columns))
     return 0
 
 

@@ -34,7 +34,9 @@ import site
 import sys
 import tarfile
 import tempfile
+import textwrap
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -518,6 +520,30 @@ def verify(
     return report
 
 
+def describe_list(manifests: Sequence[Manifest], *, width: int = 79) -> str:
+    """Name, title and licence of each manifest (``prostseg data list``), ``width`` columns wide.
+
+    Titles and licences are wrapped, indented past the column of names; ``width`` is
+    raised to at least the name column plus 20 characters.
+
+    Examples
+    --------
+    >>> print(describe_list([load_manifest("msd-prostate")], width=48))
+    msd-prostate  Medical Segmentation Decathlon,
+                  Task05 Prostate
+                  licence: CC BY-SA 4.0
+    """
+    column = max((len(manifest.name) for manifest in manifests), default=0) + 2
+    wrap = textwrap.TextWrapper(
+        width=max(width, column + 20), subsequent_indent=" " * column, break_on_hyphens=False
+    )
+    entries = []
+    for manifest in manifests:
+        entries += wrap.wrap(f"{manifest.name:<{column}}{manifest.title}")
+        entries += wrap.wrap(f"{'':<{column}}licence: {'; '.join(manifest.licence_names)}")
+    return "\n".join(entries)
+
+
 def describe(manifest: Manifest) -> str:
     """Return a human-readable summary of a manifest (used by ``prostseg data show``)."""
     raw = manifest.raw
@@ -814,6 +840,7 @@ __all__ = [
     "check_file",
     "default_cache_dir",
     "describe",
+    "describe_list",
     "fetch",
     "file_digest",
     "import_local",

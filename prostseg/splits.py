@@ -360,8 +360,29 @@ class SliceLeakage:
     nearest_correlation: float | None = None
 
     def to_dict(self) -> dict:
-        """The attributes as a dict (one row of a table)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """The attributes as one row of a table, under short column names.
+
+        Examples
+        --------
+        >>> for column, value in SliceLeakage(12, 1.0, 0.75).to_dict().items():
+        ...     print(f"{column}: {value}")
+        test slices: 12
+        patient in train: 1.0
+        neighbour in train: 0.75
+        nearest: same patient: None
+        nearest: correlation: None
+        """
+        return {column: getattr(self, name) for name, column in _LEAKAGE_COLUMNS.items()}
+
+
+#: Column name of each attribute in :meth:`SliceLeakage.to_dict`.
+_LEAKAGE_COLUMNS = {
+    "test_slices": "test slices",
+    "patient_in_train": "patient in train",
+    "neighbour_in_train": "neighbour in train",
+    "nearest_same_patient": "nearest: same patient",
+    "nearest_correlation": "nearest: correlation",
+}
 
 
 def _slice_features(volumes: Mapping[str, np.ndarray], slices: list[SliceId], size: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from functools import partial
 
 import keras
@@ -9,6 +10,7 @@ import matplotlib
 import numpy as np
 import pytest
 from keras import layers
+from PIL import Image
 
 from prostseg.architecture import (
     activation_bytes,
@@ -21,14 +23,18 @@ from prostseg.architecture import (
     receptive_field_widths,
     unet_levels,
 )
+from prostseg.figure_png import BACKEND, read_text_record
 from prostseg.models import (
     build_pix2pix_discriminator,
     build_pix2pix_generator,
     build_unet,
     unet_receptive_field,
 )
+from prostseg.viz import PAGE_COLUMN_PX
 
 matplotlib.use("Agg")
+
+SHOWN_MIN_PX = 9.0  # smallest readable text on the book's page (tests/test_book_site.py)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +60,22 @@ def test_blocks_account_for_every_parameter_and_layer(build):
 def test_format_blocks_folds_repeated_layer_types():
     model = build_unet((32, 32, 1), base_filters=2, depth=1)
     first_row = format_blocks(block_table(model)).splitlines()[1]
-    assert "2 x (Conv2D > BatchNorm > ReLU) > MaxPooling2D" in first_row
+    assert "2 x (Conv, BN, ReLU), MaxPool" in first_row
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        partial(build_unet, (384, 384, 1), base_filters=32, depth=4),
+        partial(build_pix2pix_generator, (256, 256, 3), base_filters=64),
+        partial(build_pix2pix_discriminator, (256, 256, 3), base_filters=64),
+    ],
+    ids=["unet", "generator", "discriminator"],
+)
+def test_tables_of_the_book_networks_fit_a_cell_line(build):
+    # chapters 6 and 9 print these; one line of a cell output shows 76 characters
+    lines = format_blocks(block_table(build())).splitlines()
+    assert max(map(len, lines)) <= 75, "\n".join(lines)
 
 
 @pytest.mark.parametrize("base_filters, depth", [(2, 1), (3, 3)])
@@ -160,4 +181,25 @@ def test_plot_unet_draws_one_box_per_block_with_sizes_from_the_model():
     texts = [text.get_text() for text in ax.texts]
     assert "16 x 8\n12 ch" in texts  # the bridge
     assert texts.count("64 x 32\n3 ch") == 2  # encoder and decoder of level 0
+    matplotlib.pyplot.close(figure)
+
+
+def test_plot_unet_text_is_readable_on_the_page_and_inside_the_boxes():
+    figure = plot_unet(build_unet((384, 384, 1), base_filters=32, depth=4))  # chapter 6's
+    png = io.BytesIO()
+    figure.savefig(png, format="png", bbox_inches="tight", backend=BACKEND)  # as inline
+    record = read_text_record(png.getvalue())
+    shown = record.px * min(1.0, PAGE_COLUMN_PX / Image.open(png).width)
+    assert shown >= SHOWN_MIN_PX, f"{record.text!r} is {shown:.1f} px tall on the page"
+    renderer = figure.canvas.get_renderer()
+    ax = figure.axes[0]
+    boxes = [patch.get_window_extent(renderer) for patch in ax.patches if type(patch).__name__ == "Rectangle"]
+    labels = [text for text in ax.texts if text.get_text().endswith(" ch") and "\n" in text.get_text()]
+    assert len(labels) == len(boxes) == 9
+    for label in labels:
+        extent = label.get_window_extent(renderer)
+        assert any(
+            box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1
+            for box in boxes
+        ), f"{label.get_text()!r} sticks out of its box"
     matplotlib.pyplot.close(figure)

@@ -302,12 +302,22 @@ def test_fetch_rejects_download_with_wrong_hash(tmp_path):
 # --- command line --------------------------------------------------------------------
 
 
-def test_cli_data_list(capsys):
+@pytest.mark.parametrize("columns", [60, 75, 120])
+def test_cli_data_list_fits_the_terminal(capsys, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
     assert main(["data", "list"]) == 0
-    out = capsys.readouterr().out
-    for manifest in list_manifests():
-        line = next(line for line in out.splitlines() if line.startswith(manifest.name))
-        assert manifest.licence_names[0] in line
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= columns
+    entries = {}  # name -> its lines joined; continuation lines are indented
+    for line in lines:
+        if not line.startswith(" "):
+            name = line.split()[0]
+        entries[name] = f"{entries.get(name, '')} {line.strip()}"
+    manifests = list_manifests()
+    assert list(entries) == [manifest.name for manifest in manifests]
+    for manifest in manifests:
+        assert " ".join(manifest.title.split()) in entries[manifest.name]
+        assert f"licence: {'; '.join(manifest.licence_names)}" in entries[manifest.name]
 
 
 def test_cli_data_show_and_unknown_name(capsys):

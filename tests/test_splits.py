@@ -295,7 +295,7 @@ def test_nearest_training_slice_reveals_a_slice_level_split():
     assert (honest.patient_in_train, honest.neighbour_in_train, honest.nearest_same_patient) == (0.0, 0.0, 0.0)
     assert honest.nearest_correlation < leaky.nearest_correlation
     row = honest.to_dict()
-    assert set(row) == {"test_slices", "patient_in_train", "neighbour_in_train", "nearest_same_patient",
-                        "nearest_correlation"}
+    assert row == {"test slices": honest.test_slices, "patient in train": 0.0, "neighbour in train": 0.0,
+                   "nearest: same patient": 0.0, "nearest: correlation": honest.nearest_correlation}
     with pytest.raises(ValueError, match="no volume for cases p5"):
         slice_leakage(by_patient["train"], by_patient["test"], {k: v for k, v in volumes.items() if k != "p5"})
