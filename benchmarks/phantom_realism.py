@@ -301,7 +301,8 @@ def figure(kept: list, real: dict | None, path: Path) -> None:
             ax_plot.plot(centres, histogram(values[region], HISTOGRAM_BINS), **style)
         for ax_plot, (name, profile) in zip(plot_axes[3:], profiles(image, gland, spacing).items()):
             ax_plot.plot(np.arange(PROFILE_MM + 1), profile, **style)
-    for ax_plot, title in zip(plot_axes, ("slices through the gland", "gland", f"within {SURROUNDINGS_MM:.0f} mm of it")):
+    titles = ("slices through the gland", "gland", f"within {SURROUNDINGS_MM:.0f} mm of it")
+    for ax_plot, title in zip(plot_axes, titles):
         ax_plot.set_title(f"normalised T2W, {title}", fontsize=10)
         ax_plot.set_xlabel("intensity (1st-99th percentile -> [0, 1])")
     plot_axes[0].set_ylabel("fraction of voxels")

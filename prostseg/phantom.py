@@ -19,18 +19,27 @@ patient drawn from a seed, imaged the way a multiparametric prostate MRI study i
   :data:`TISSUE_NAMES` per voxel; ground truth that is not written to disk).
 
 The anatomy is an axial pelvis at the level of the prostate, in real millimetres
-whatever the grid: skin and subcutaneous fat; gluteal, hip and iliopsoas muscles;
-femoral heads (fatty marrow in a dark cortex) in their acetabula, the ischia and the
-pubic bones meeting at the symphysis in front; the obturator internus muscles on the
-pelvic side walls and the levator ani as a thin dark sling around the gland and the
-rectum; fat with dark vessels, neurovascular bundles and the periprostatic venous
-plexus; the rectum behind the gland (dark muscular wall, content of faeces, air and
-fluid); the bladder (bright urine in a dark wall), seminal vesicles and vasa deferentia
-above the base. The gland has a thin dark capsule and four zones: a bright peripheral
-zone wrapping round the back and the apex; a darker, heterogeneous transition zone of
-two lobes holding benign (BPH) nodules, larger in larger glands; a dark central zone,
-a cone round the ejaculatory ducts at the base; and a very dark anterior fibromuscular
-stroma in front. Every boundary is a smooth random deformation of its basic shape.
+whatever the grid: a body rounded in front and at the sides, with subcutaneous fat and,
+behind, the two buttocks and the natal cleft between them; gluteal, hip and iliopsoas
+muscles, with streaks of fat; femoral heads (bright fatty marrow in a thin dark cortex)
+in their acetabula beside the mid-gland and the base, the ischial tuberosities and the
+lower pubic rami in their place near the apex, and the pubic bones meeting at the
+symphysis (intermediate fibrocartilage) in front of the gland. On each pelvic side wall
+the thick dark obturator internus; between it and the gland, bright ischioanal fat and
+the levator ani, a dark band on each side of the gland and the rectum, slung behind the
+rectum (thickest at the anorectal junction, near the apex), open in front towards the
+pubis and widening upwards. Periprostatic fat with the venous plexus in front of and
+beside the gland (bright blood in dark walls) and the neurovascular bundles behind it at
+5 and 7 o'clock; the rectum behind the gland, 25-40 mm across (dark muscular wall,
+intermediate mucosa, mixed content of faeces, pockets of gas in front and of fluid
+behind); the bladder (bright urine in a dark wall), seminal vesicles and vasa deferentia
+above the base. The gland is a rounded triangle pointing forwards in axial sections (an
+inverted heart, its back indented by the rectum), with a thin dark capsule and four
+zones: a bright peripheral zone wrapping round the back and the apex; a darker,
+heterogeneous transition zone of two lobes holding benign (BPH) nodules, larger in
+larger glands; a dark central zone, a cone round the ejaculatory ducts at the base; and
+a very dark anterior fibromuscular stroma in front. Every boundary is a smooth random
+deformation of its basic shape.
 Lesions are irregular blobs, mostly in the peripheral zone, dark on T2W and ADC and
 bright on high-b DWI.
 
@@ -163,7 +172,7 @@ _TISSUES = {
     "vessel":          (0.06, 2400.0, 0.05, 0.0, 0.0),
     "vein":            (0.8, 2000.0, 0.4, 0.08, 0.05),
     "rectal wall":     (0.17, 1300.0, 0.6, 0.1, 0.08),
-    "faeces":          (0.35, 800.0, 0.55, 0.2, 0.35),
+    "faeces":          (0.35, 800.0, 0.35, 0.2, 0.35),
     "bowel fluid":     (1.1, 2600.0, 1.2, 0.03, 0.05),
     "balloon":         (0.02, 0.0, 0.0, 0.0, 0.0),
     "bladder wall":    (0.28, 1500.0, 0.5, 0.06, 0.04),
@@ -473,12 +482,12 @@ class _Sling:
     At height ``z`` its mid-line is the back half of an ellipse centred at
     ``(centre_x, centre_y + lean * z)`` with semi-axes ``half_width + widen * max(z, 0)``
     (lateral) and ``depth + widen * max(z, 0) / 2`` (backwards; the funnel widens above
-    the centre's height), continued in front by two straight arms that
-    run ``reach`` mm forwards and turn ``splay`` mm outwards per mm. At the top the band
-    is ``side_mm`` thick all round; downwards it thickens linearly, to ``2.5 * side_mm``
-    along the arms and ``back_mm`` behind at the bottom; the arms thin out towards their
-    front ends. The level is the squared distance from the mid-line over the squared
-    half-thickness.
+    the centre's height), continued in front by two straight arms that turn ``splay`` mm
+    outwards per mm forwards and end ``reach`` mm in front of ``centre_y`` at every
+    height (towards the pubis, which does not lean). At the top the band is ``side_mm``
+    thick all round; downwards it thickens linearly, to ``2.5 * side_mm`` along the arms
+    and ``back_mm`` behind at the bottom; the arms thin out towards their front ends. The
+    level is the squared distance from the mid-line over the squared half-thickness.
     """
 
     centre: tuple[float, float]
@@ -499,11 +508,12 @@ class _Sling:
     def bbox(self) -> tuple[np.ndarray, np.ndarray]:
         bottom, top = self.z_range
         widest, deepest = np.max([self._size(z) for z in self.z_range], axis=0)
-        lateral = widest + max(self.splay, 0.0) * self.reach + max(self.back_mm, 2.5 * self.side_mm)
         shifts = [self.lean * z for z in self.z_range]
+        longest = self.reach - min(shifts)
+        lateral = widest + max(self.splay, 0.0) * longest + max(self.back_mm, 2.5 * self.side_mm)
         cx, cy = self.centre
         return (np.array([cx - lateral, cy + min(shifts) - deepest - self.back_mm, bottom]),
-                np.array([cx + lateral, cy + max(shifts) + self.reach, top]))
+                np.array([cx + lateral, cy + self.reach, top]))
 
     def level(self, x, y, z):
         bottom, top = self.z_range
@@ -525,10 +535,11 @@ class _Sling:
         # In front: distance from the arm.
         arm = (ax - a - np.float32(self.splay) * dy) * np.float32(1.0 / math.hypot(1.0, self.splay))
         distance = np.where(dy < 0, behind, arm)
-        fading = np.sqrt(np.maximum(1.0 - (dy * np.float32(1.0 / self.reach)) ** 2, 0.05))
-        half = np.where(dy < 0, half, side_half * fading)
+        length = np.maximum(np.float32(self.reach) - np.float32(self.lean) * z, np.float32(1.0))
+        along = dy / length  # 0 to 1 from the back of the arm to its front end
+        half = np.where(dy < 0, half, side_half * np.sqrt(np.maximum(1.0 - along * along, np.float32(0.05))))
         level = (distance / half) ** 2
-        return np.where((dy > self.reach) | (z < bottom) | (z > top), np.float32(np.inf), level)
+        return np.where((along > 1.0) | (z < bottom) | (z > top), np.float32(np.inf), level)
 
 
 class _Canvas:
@@ -635,8 +646,8 @@ class _Gland:
 
     The outline is a :class:`_Blob` (base wider than apex, flatter behind, deformed),
     narrowed in front and indented behind by the rectum: in axial sections a rounded
-    triangle pointing forwards, an inverted heart. Zones are drawn in the normalised coordinates
-    ``(u, v, w)`` of the outline (lateral, anterior, superior; 1 at the outline):
+    triangle pointing forwards, an inverted heart. Zones are drawn in the normalised
+    coordinates ``(u, v, w)`` of the outline (lateral, anterior, superior; 1 at the outline):
     transition zone two lobes above the verumontanum, central zone a cone round the
     ejaculatory ducts from the base down to the verumontanum, anterior fibromuscular
     stroma a band in front; the peripheral zone is the rest.
@@ -798,13 +809,15 @@ def _draw_body(rng: np.random.Generator, s: float, fat: float, c: float) -> list
     buttock_x, buttock_y = 58 * s, -55 * s
     buttock = np.array([92 * s + fat, 50 * s + fat]) * rng.uniform(0.95, 1.05, size=2)
     for side in (-1.0, 1.0):
-        parts.append((_Blob((side * buttock_x, buttock_y, 0.0), (*buttock, 400.0), angle_deg=side * float(rng.uniform(0, 8)),
-                            waves=_waves(rng, (0.02, 0.02, 0.02)), column=True), "fat", {}))
+        parts.append((_Blob((side * buttock_x, buttock_y, 0.0), (*buttock, 400.0),
+                            angle_deg=side * float(rng.uniform(0, 8)), waves=_waves(rng, (0.02, 0.02, 0.02)),
+                            column=True), "fat", {}))
     # The natal cleft: the skin between the buttocks, a dark slit in the midline behind.
     midline_back = buttock_y - buttock[1] * math.sqrt(max(1.0 - (buttock_x / buttock[0]) ** 2, 0.0))
     cleft_depth = float(rng.uniform(0.3, 0.6)) * fat + float(rng.uniform(15, 30))
-    parts.append((_Blob((float(rng.uniform(-3, 3)), midline_back, 0.0), (float(rng.uniform(1.0, 2.0)), cleft_depth, 400.0),
-                        angle_deg=float(rng.uniform(-6, 6)), column=True), "air", {"over": ("fat",)}))
+    cleft = _Blob((float(rng.uniform(-3, 3)), midline_back, 0.0), (float(rng.uniform(1.0, 2.0)), cleft_depth, 400.0),
+                  angle_deg=float(rng.uniform(-6, 6)), column=True)
+    parts.append((cleft, "air", {"over": ("fat",)}))
     in_body = {"over": ("fat",)}
     for side in (-1.0, 1.0):
         muscles = [
@@ -895,8 +908,8 @@ def _draw_rectum(rng: np.random.Generator, gland: _Gland, coil: bool) -> _Rectum
     element = _Rod((x, element_y, -0.15 * c - 0.6 * balloon_semi[2]), (x, element_y, -0.15 * c + 0.6 * balloon_semi[2]),
                    1.0)
     return _Rectum(parts + _walled(balloon, "rectal wall", "balloon", 2.2), (x, balloon_y),
-                   max(float(semi[0]), float(balloon_semi[0]) + 2.2), min(y - float(semi[1]), balloon_y - balloon_semi[1] - 2.2),
-                   lean, element)
+                   max(float(semi[0]), float(balloon_semi[0]) + 2.2),
+                   min(y - float(semi[1]), float(balloon_y - balloon_semi[1]) - 2.2), lean, element)
 
 
 def _draw_pelvic_walls(rng: np.random.Generator, s: float, gland: _Gland, rectum: _Rectum) -> list:
@@ -907,14 +920,16 @@ def _draw_pelvic_walls(rng: np.random.Generator, s: float, gland: _Gland, rectum
     # (a thin layer of fat and veins between), a sling behind the rectum (thick at the
     # anorectal junction), open in front towards the pubis; the funnel widens upwards.
     side_mm, gland_gap = float(rng.uniform(3.0, 5.0)), float(rng.uniform(0.5, 3.5))
-    cx, cy = rectum.centre
-    half_width = rectum.half_width + float(rng.uniform(1.0, 3.5)) + side_mm / 2
-    arm_at_gland = a + gland_gap + side_mm / 2  # half-width of the sling at the level of the gland centre
+    cx, cy = rectum.centre  # the sling is centred on the midline, round a rectum that may lie off it
+    half_width = rectum.half_width + abs(cx) + float(rng.uniform(1.0, 3.5)) + side_mm / 2
+    # Half-width of the sling beside the gland centre: close to the gland, unless the
+    # rectum is wider (the arms do not turn inwards).
+    splay = float(np.clip((a + gland_gap + side_mm / 2 - half_width) / -cy, 0.0, 0.8))
+    arm_at_gland = half_width - splay * cy
     back_mm = float(rng.uniform(7.0, 12.0))
-    sling = _Sling(centre=(cx, cy), half_width=half_width,
+    sling = _Sling(centre=(0.0, cy), half_width=half_width,
                    depth=cy - rectum.back_y + float(rng.uniform(1.0, 3.5)) + back_mm / 2,
-                   reach=float(rng.uniform(0.2, 0.8)) * b - cy,
-                   splay=float(np.clip((arm_at_gland - half_width) / -cy, 0.0, 0.8)),
+                   reach=float(rng.uniform(0.2, 0.8)) * b - cy, splay=splay,
                    side_mm=side_mm, back_mm=back_mm, z_range=(-c - 18.0, c + 12.0),
                    widen=float(rng.uniform(0.15, 0.45)) * a / 25.0, lean=0.8 * rectum.lean)
     parts = [(sling, "muscle", {"over": ("fat",)})]
