@@ -1,6 +1,6 @@
 """Phantom realism: how much the generated patients vary, and how their T2W compares with real MRI.
 
-Three measurements of :mod:`prostseg.phantom` at its drawn defaults
+Measurements of :mod:`prostseg.phantom` at its drawn defaults
 (``make_phantom_case(seed)`` for seeds ``0 .. n-1``):
 
 * **Variation across patients** -- gland and zone volumes (ml, from the zone map and
@@ -34,8 +34,8 @@ recorded in :data:`REFERENCES`: version 1 (the ellipse phantom of prostseg befor
 
 **Figure** ``phantom_realism.png``: the real mid-gland slice beside phantom slices of
 several patients (one with an endorectal coil when the set has one); the normalised
-intensity histograms of all of them (whole slice and gland) and their lateral and
-posterior profiles.
+intensity histograms of all of them (slices through the gland, gland, surroundings) and
+their lateral and posterior profiles.
 
 Run::
 
@@ -49,10 +49,10 @@ Run::
 from __future__ import annotations
 
 import importlib.util
+import math
 import statistics
 import sys
 import time
-import math
 from pathlib import Path
 
 import numpy as np
@@ -74,14 +74,27 @@ RAY_SPREAD_DEG = (-10.0, 0.0, 10.0)
 
 #: Distances of earlier generator versions, measured with this script: ``--generator``
 #: on a copy of that module, 50 cases, ProstateX-0000 as the real case. Version 1 is
-#: prostseg commit d582c27 (160x160x16 at 0.8x0.8x3 mm, ellipses); its context numbers
-#: (surroundings, profiles) were measured later than the others, with the same module.
+#: prostseg commit d582c27 (160x160x16 at 0.8x0.8x3 mm, ellipses), whose slice and gland
+#: numbers were recorded first and its context numbers (surroundings, profiles) later,
+#: with the same module; version 2 is prostseg commit e012cb8 (grids drawn per patient).
 REFERENCES = {
     "v1": {
         "measured": "2026-12-01, prostseg d582c27 (generator version 1), 50 cases",
         "slice": {"wasserstein": {"mean": 0.1394, "sd": 0.0423}, "intersection": {"mean": 0.5625, "sd": 0.0430}},
         "gland": {"wasserstein": {"mean": 0.1044, "sd": 0.0493}, "intersection": {"mean": 0.6389, "sd": 0.0325}},
+        "surroundings": {"wasserstein": {"mean": 0.1506, "sd": 0.0548},
+                         "intersection": {"mean": 0.5470, "sd": 0.0367}},
+        "profiles": {"lateral": {"mean": 0.1943, "sd": 0.0412}, "posterior": {"mean": 0.1628, "sd": 0.0499}},
         "gland_ml": {"mean": 27.65, "sd": 4.15, "cv": 0.150, "min": 19.62, "max": 36.04},
+    },
+    "v2": {
+        "measured": "2026-12-01, prostseg e012cb8 (generator version 2), 50 cases",
+        "slice": {"wasserstein": {"mean": 0.1085, "sd": 0.0436}, "intersection": {"mean": 0.7316, "sd": 0.0560}},
+        "gland": {"wasserstein": {"mean": 0.0636, "sd": 0.0318}, "intersection": {"mean": 0.7632, "sd": 0.0569}},
+        "surroundings": {"wasserstein": {"mean": 0.1565, "sd": 0.0504},
+                         "intersection": {"mean": 0.6523, "sd": 0.0506}},
+        "profiles": {"lateral": {"mean": 0.2385, "sd": 0.0378}, "posterior": {"mean": 0.1673, "sd": 0.0395}},
+        "gland_ml": {"mean": 43.16, "sd": 15.49, "cv": 0.359, "min": 17.92, "max": 95.16},
     },
 }
 
