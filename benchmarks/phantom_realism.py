@@ -1,6 +1,6 @@
 """Phantom realism: how much the generated patients vary, and how their T2W compares with real MRI.
 
-Three measurements of :mod:`prostseg.phantom` at its drawn defaults
+Measurements of :mod:`prostseg.phantom` at its drawn defaults
 (``make_phantom_case(seed)`` for seeds ``0 .. n-1``):
 
 * **Variation across patients** -- gland and zone volumes (ml, from the zone map and
@@ -15,13 +15,27 @@ Three measurements of :mod:`prostseg.phantom` at its drawn defaults
   distances per case and region: the Wasserstein-1 (earth mover's) distance between
   the two intensity distributions, in units of the normalised range (0 = identical,
   lower is closer), and the histogram intersection over 64 bins (1 = identical, higher
-  is closer). Reported as mean and SD over the cases, for this generator and, for
-  reference, for generator version 1 (the ellipse phantom of prostseg before issue 9),
-  whose numbers were measured once with this same script (``--generator`` pointing at
-  a copy of the version 1 module, 50 cases) and are recorded in :data:`V1_REFERENCE`.
-* **Figure** ``phantom_realism.png``: the real mid-gland slice beside phantom slices
-  of several patients (one with an endorectal coil when the set has one), and the
-  normalised intensity histograms of all of them, whole slice and gland.
+  is closer).
+* **Anatomical context against the same real T2W**: what lies round the gland. The
+  histogram distances above for the "surroundings" (voxels outside the gland within
+  30 mm of it, in-plane, on the slices through it); and two intensity profiles: the
+  mean normalised intensity 0-40 mm beyond the gland's edge, along rays from the centre
+  of its section going right and left ("lateral": periprostatic fat, levator ani,
+  ischioanal fat, obturator internus) and backwards ("posterior": rectum and the fat
+  behind it), over the slices whose gland section is at least a third of the largest.
+  The profile distance is the mean absolute difference from the real profile, in units
+  of the normalised range (lower is closer).
+
+Everything is reported as mean and SD over the cases, for this generator and, for
+reference, for earlier generator versions, whose numbers were measured once with this
+same script (``--generator`` pointing at a copy of the older module, 50 cases) and are
+recorded in :data:`REFERENCES`: version 1 (the ellipse phantom of prostseg before issue
+9) and version 2 (the first patient-like phantom, whose anatomy still read as a cartoon).
+
+**Figure** ``phantom_realism.png``: the real mid-gland slice beside phantom slices of
+several patients (one with an endorectal coil when the set has one); the normalised
+intensity histograms of all of them (slices through the gland, gland, surroundings) and
+their lateral and posterior profiles.
 
 Run::
 
@@ -35,12 +49,14 @@ Run::
 from __future__ import annotations
 
 import importlib.util
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 import common
 
@@ -49,15 +65,37 @@ REAL_CASE = ("prostatex-mpmri/ProstateX-0000/t2w.mha", "prostatex-mpmri-zones/Pr
 HISTOGRAM_BINS = 64
 PERCENTILES = (1.0, 99.0)
 ZONE_KEYS = ("pz", "tz", "cz", "afs")
+REGIONS = ("slice", "gland", "surroundings")
+SURROUNDINGS_MM = 30.0
+PROFILE_MM = 40
+#: Directions (x, y) in RAS of the profile rays, each spread over a few angles.
+PROFILE_DIRECTIONS = {"lateral": ((1.0, 0.0), (-1.0, 0.0)), "posterior": ((0.0, -1.0),)}
+RAY_SPREAD_DEG = (-10.0, 0.0, 10.0)
 
-#: Histogram distances of generator version 1 (prostseg commit d582c27, 160x160x16 at
-#: 0.8x0.8x3 mm, ellipses), measured with this script: ``--generator`` on a copy of
-#: that module, 50 cases, ProstateX-0000 as the real case.
-V1_REFERENCE = {
-    "measured": "2026-12-01, prostseg d582c27 (generator version 1), 50 cases",
-    "slice": {"wasserstein": {"mean": 0.1394, "sd": 0.0423}, "intersection": {"mean": 0.5625, "sd": 0.0430}},
-    "gland": {"wasserstein": {"mean": 0.1044, "sd": 0.0493}, "intersection": {"mean": 0.6389, "sd": 0.0325}},
-    "gland_ml": {"mean": 27.65, "sd": 4.15, "cv": 0.150, "min": 19.62, "max": 36.04},
+#: Distances of earlier generator versions, measured with this script: ``--generator``
+#: on a copy of that module, 50 cases, ProstateX-0000 as the real case. Version 1 is
+#: prostseg commit d582c27 (160x160x16 at 0.8x0.8x3 mm, ellipses), whose slice and gland
+#: numbers were recorded first and its context numbers (surroundings, profiles) later,
+#: with the same module; version 2 is prostseg commit e012cb8 (grids drawn per patient).
+REFERENCES = {
+    "v1": {
+        "measured": "2026-12-01, prostseg d582c27 (generator version 1), 50 cases",
+        "slice": {"wasserstein": {"mean": 0.1394, "sd": 0.0423}, "intersection": {"mean": 0.5625, "sd": 0.0430}},
+        "gland": {"wasserstein": {"mean": 0.1044, "sd": 0.0493}, "intersection": {"mean": 0.6389, "sd": 0.0325}},
+        "surroundings": {"wasserstein": {"mean": 0.1506, "sd": 0.0548},
+                         "intersection": {"mean": 0.5470, "sd": 0.0367}},
+        "profiles": {"lateral": {"mean": 0.1943, "sd": 0.0412}, "posterior": {"mean": 0.1628, "sd": 0.0499}},
+        "gland_ml": {"mean": 27.65, "sd": 4.15, "cv": 0.150, "min": 19.62, "max": 36.04},
+    },
+    "v2": {
+        "measured": "2026-12-01, prostseg e012cb8 (generator version 2), 50 cases",
+        "slice": {"wasserstein": {"mean": 0.1085, "sd": 0.0436}, "intersection": {"mean": 0.7316, "sd": 0.0560}},
+        "gland": {"wasserstein": {"mean": 0.0636, "sd": 0.0318}, "intersection": {"mean": 0.7632, "sd": 0.0569}},
+        "surroundings": {"wasserstein": {"mean": 0.1565, "sd": 0.0504},
+                         "intersection": {"mean": 0.6523, "sd": 0.0506}},
+        "profiles": {"lateral": {"mean": 0.2385, "sd": 0.0378}, "posterior": {"mean": 0.1673, "sd": 0.0395}},
+        "gland_ml": {"mean": 43.16, "sd": 15.49, "cv": 0.359, "min": 17.92, "max": 95.16},
+    },
 }
 
 
@@ -81,10 +119,60 @@ def normalised(volume: np.ndarray) -> np.ndarray:
     return minmax_normalize(clip_percentiles(volume, *PERCENTILES))
 
 
-def regions(image: np.ndarray, gland: np.ndarray) -> dict[str, np.ndarray]:
-    """Normalised intensities of the slices crossing the gland, and of the gland."""
+def surroundings(gland: np.ndarray, spacing) -> np.ndarray:
+    """Voxels outside the gland within SURROUNDINGS_MM of it (in-plane), on the slices through it."""
+    near = np.zeros_like(gland)
+    for k in np.flatnonzero(gland.any(axis=(0, 1))):
+        distance = ndimage.distance_transform_edt(~gland[:, :, k], sampling=spacing[:2])
+        near[:, :, k] = (distance > 0) & (distance <= SURROUNDINGS_MM)
+    return near
+
+
+def regions(image: np.ndarray, gland: np.ndarray, spacing) -> dict[str, np.ndarray]:
+    """Normalised intensities of the slices crossing the gland, of the gland, and round it."""
     slices = np.flatnonzero(gland.any(axis=(0, 1)))
-    return {"slice": image[:, :, slices].ravel(), "gland": image[gland]}
+    return {"slice": image[:, :, slices].ravel(), "gland": image[gland],
+            "surroundings": image[surroundings(gland, spacing)]}
+
+
+def profiles(image: np.ndarray, gland: np.ndarray, spacing) -> dict[str, np.ndarray]:
+    """Mean normalised intensity 0..PROFILE_MM mm (1 mm steps) beyond the gland's edge.
+
+    Rays leave the centre of the gland's section in each of PROFILE_DIRECTIONS (spread
+    by RAY_SPREAD_DEG) on every slice whose section is at least a third of the largest;
+    each is sampled (bilinear) from the first point outside the gland. Points outside
+    the field of view do not count.
+    """
+    area = gland.sum(axis=(0, 1))
+    steps = np.arange(PROFILE_MM + 1, dtype=float)
+    along = np.arange(0.0, 150.0, 0.5)
+    result = {}
+    for name, directions in PROFILE_DIRECTIONS.items():
+        rays = []
+        for k in np.flatnonzero(area >= area.max() / 3):
+            section = gland[:, :, k]
+            centre = np.argwhere(section).mean(axis=0)
+            for (dx, dy), spread in ((d, s) for d in directions for s in RAY_SPREAD_DEG):
+                angle = math.atan2(dy, dx) + math.radians(spread)
+                unit = np.array([math.cos(angle), math.sin(angle)]) / np.asarray(spacing[:2])  # voxels per mm
+                index = np.rint(centre[:, None] + unit[:, None] * along).astype(int)
+                on_grid = ((index >= 0) & (index < np.array(section.shape)[:, None])).all(axis=0)
+                in_gland = np.zeros(along.shape, dtype=bool)
+                in_gland[on_grid] = section[index[0, on_grid], index[1, on_grid]]
+                leaving = np.flatnonzero(~in_gland)
+                if leaving.size:
+                    points = centre[:, None] + unit[:, None] * (along[leaving[0]] + steps)
+                    rays.append(ndimage.map_coordinates(image[:, :, k].astype(float), points, order=1,
+                                                        mode="constant", cval=np.nan))
+        with np.errstate(all="ignore"):
+            result[name] = np.nanmean(rays, axis=0) if rays else np.full(steps.shape, np.nan)
+    return result
+
+
+def profile_distance(values: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute difference of two profiles where both are defined."""
+    both = np.isfinite(values) & np.isfinite(reference)
+    return float(np.abs(values[both] - reference[both]).mean()) if both.any() else float("nan")
 
 
 def histogram(values: np.ndarray, bins: int) -> np.ndarray:
@@ -107,11 +195,18 @@ def mean_sd(values) -> dict:
             "min": min(values), "max": max(values)}
 
 
+def case_spacing(case) -> np.ndarray:
+    """T2W voxel size (mm) of a phantom case."""
+    import nibabel as nib
+
+    return nib.affines.voxel_sizes(case.t2w_affine)
+
+
 def case_measures(case) -> dict:
     """Grid, coil and volumes (ml) of one phantom case."""
     import nibabel as nib
 
-    spacing = nib.affines.voxel_sizes(case.t2w_affine)
+    spacing = case_spacing(case)
     dwi_spacing = nib.affines.voxel_sizes(case.dwi_affine)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     counts = np.bincount(case.zones.ravel(), minlength=5)
@@ -137,8 +232,9 @@ def load_real(real: Path) -> dict:
     t2w = load_volume(real / REAL_CASE[0])
     zones = load_volume(real / REAL_CASE[1], label=True)
     gland = zones.data > 0
-    return {"image": normalised(t2w.data), "gland": gland, "spacing": t2w.spacing,
-            "regions": regions(normalised(t2w.data), gland)}
+    image = normalised(t2w.data)
+    return {"image": image, "gland": gland, "spacing": t2w.spacing, "regions": regions(image, gland, t2w.spacing),
+            "profiles": profiles(image, gland, t2w.spacing)}
 
 
 def measure(generator, n_cases: int, real: dict | None) -> tuple[dict, list]:
@@ -150,9 +246,11 @@ def measure(generator, n_cases: int, real: dict | None) -> tuple[dict, list]:
         seconds.append(time.perf_counter() - started)
         row = case_measures(case)
         if real is not None:
-            image = normalised(case.t2w)
-            values = regions(image, case.zones > 0)
+            image, spacing = normalised(case.t2w), case_spacing(case)
+            values = regions(image, case.zones > 0, spacing)
             row["distances"] = {name: distances(values[name], real["regions"][name]) for name in values}
+            rays = profiles(image, case.zones > 0, spacing)
+            row["profile_distances"] = {name: profile_distance(rays[name], real["profiles"][name]) for name in rays}
         rows.append(row)
         coil_shown = any(getattr(shown, "endorectal_coil", False) for shown in kept)
         if len(kept) < 3 or (len(kept) == 3 and row["endorectal_coil"] and not coil_shown):
@@ -176,12 +274,14 @@ def summarise(rows: list[dict]) -> dict:
         result["distances"] = {
             region: {metric: mean_sd(row["distances"][region][metric] for row in rows)
                      for metric in ("wasserstein", "intersection")}
-            for region in ("slice", "gland")}
+            for region in REGIONS}
+        result["profile_distances"] = {name: mean_sd(row["profile_distances"][name] for row in rows)
+                                       for name in PROFILE_DIRECTIONS}
     return result
 
 
 def figure(kept: list, real: dict | None, path: Path) -> None:
-    """Real mid-gland slice beside phantom slices, and their normalised histograms."""
+    """Real mid-gland slice beside phantom slices; their normalised histograms and profiles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,36 +289,42 @@ def figure(kept: list, real: dict | None, path: Path) -> None:
 
     from prostseg.viz import show_slice
 
-    import nibabel as nib
-
     panels = ([("real: ProstateX-0000", real["image"], real["gland"], real["spacing"])] if real else [])
     for case in kept:
         coil = ", endorectal coil" if getattr(case, "endorectal_coil", False) else ""
-        spacing = nib.affines.voxel_sizes(case.t2w_affine)
+        spacing = case_spacing(case)
         title = (f"phantom seed {case.seed}: {case.t2w.shape[0]}x{case.t2w.shape[1]}x{case.t2w.shape[2]}, "
                  f"{spacing[0]:.2f} mm{coil}")
         panels.append((title, normalised(case.t2w), case.zones > 0, spacing))
     columns = len(panels)
-    fig = Figure(figsize=(4.2 * columns, 8.4))
+    fig = Figure(figsize=(4.2 * max(columns, 5), 8.4), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)
     colours = ["black", "tab:blue", "tab:orange", "tab:green", "tab:red"]
-    hist_axes = [fig.add_subplot(2, 2, 3), fig.add_subplot(2, 2, 4)]
+    plot_axes = bottom.subplots(1, 5)
+    centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
     for index, (title, image, gland, spacing) in enumerate(panels):
         k = int(np.argmax(gland.sum(axis=(0, 1))))
-        ax = fig.add_subplot(2, columns, index + 1)
+        ax = top.add_subplot(1, columns, index + 1)
         show_slice(image[:, :, k], ax=ax, spacing=spacing[:2])
         ax.contour(np.flip(gland[:, :, k], (0, 1)).T, levels=[0.5], colors=colours[index], linewidths=0.8)
         ax.set_title(title, fontsize=9)
-        for ax_hist, (region, values) in zip(hist_axes, regions(image, gland).items()):
-            counts = histogram(values, HISTOGRAM_BINS)
-            centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
-            ax_hist.plot(centres, counts, color=colours[index], lw=2.2 if index == 0 and real else 1.2,
-                         label=title.split(":")[0])
-            ax_hist.set_title(f"normalised T2W, {'slices through the gland' if region == 'slice' else 'gland'}",
-                              fontsize=10)
-            ax_hist.set_xlabel("intensity (1st-99th percentile -> [0, 1])")
-    hist_axes[0].set_ylabel("fraction of voxels")
-    hist_axes[0].legend(fontsize=8)
-    fig.tight_layout()
+        style = {"color": colours[index], "lw": 2.2 if index == 0 and real else 1.2, "label": title.split(":")[0]}
+        values = regions(image, gland, spacing)
+        for ax_plot, region in zip(plot_axes, REGIONS):
+            ax_plot.plot(centres, histogram(values[region], HISTOGRAM_BINS), **style)
+        for ax_plot, (name, profile) in zip(plot_axes[3:], profiles(image, gland, spacing).items()):
+            ax_plot.plot(np.arange(PROFILE_MM + 1), profile, **style)
+    titles = ("slices through the gland", "gland", f"within {SURROUNDINGS_MM:.0f} mm of it")
+    for ax_plot, title in zip(plot_axes, titles):
+        ax_plot.set_title(f"normalised T2W, {title}", fontsize=10)
+        ax_plot.set_xlabel("intensity (1st-99th percentile -> [0, 1])")
+    plot_axes[0].set_ylabel("fraction of voxels")
+    for ax_plot, name in zip(plot_axes[3:], PROFILE_DIRECTIONS):
+        ax_plot.set_title(f"{name} profile from the gland's edge", fontsize=10)
+        ax_plot.set_xlabel("mm beyond the gland")
+        ax_plot.set_ylim(0, 1)
+    plot_axes[3].set_ylabel("mean normalised T2W")
+    plot_axes[0].legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=64)
 
@@ -244,16 +350,26 @@ def markdown(info: dict, quick: bool, summary: dict, seconds: dict, n_cases: int
               f"{summary['coil_fraction']:.0%} of the cases. Generation: median {seconds['median_s']:.3g} s per "
               f"case (min {seconds['min_s']:.3g}, max {seconds['max_s']:.3g}).\n")
     if "distances" in summary:
+        def cell(measured: dict | None) -> str:
+            return f"{measured['mean']:.3f} +- {measured['sd']:.3f}" if measured else "-"
+
         rows = []
-        for region in ("slice", "gland"):
+        for region in REGIONS:
             for metric, better in (("wasserstein", "lower"), ("intersection", "higher")):
-                new = summary["distances"][region][metric]
-                old = V1_REFERENCE[region][metric]
-                rows.append([region, f"{metric} ({better} is closer)", f"{new['mean']:.3f} +- {new['sd']:.3f}",
-                             f"{old['mean']:.3f} +- {old['sd']:.3f}"])
-        md.append("Normalised T2W intensity histograms against ProstateX-0000 (mean +- SD over the cases):\n")
-        md.append(common.table(["region", "distance", f"{generator_name}", "generator v1 (recorded)"], rows))
-        md.append(f"\nv1 reference: {V1_REFERENCE['measured']}.")
+                recorded = [reference.get(region, {}).get(metric) for reference in REFERENCES.values()]
+                rows.append([region, f"{metric} ({better} is closer)", cell(summary["distances"][region][metric]),
+                             *map(cell, recorded)])
+        for name in PROFILE_DIRECTIONS:
+            recorded = [reference.get("profiles", {}).get(name) for reference in REFERENCES.values()]
+            rows.append([f"{name} profile", "mean abs. difference (lower is closer)",
+                         cell(summary["profile_distances"][name]), *map(cell, recorded)])
+        md.append("Normalised T2W against ProstateX-0000 (mean +- SD over the cases): intensity histograms of "
+                  f"the slices through the gland, of the gland and of its surroundings (within {SURROUNDINGS_MM:.0f} "
+                  f"mm), and intensity profiles 0-{PROFILE_MM} mm beyond the gland's edge:\n")
+        md.append(common.table(["region", "distance", f"{generator_name}",
+                                *(f"generator {version} (recorded)" for version in REFERENCES)], rows))
+        md.append("\n" + "\n".join(f"{version} reference: {reference['measured']}."
+                                     for version, reference in REFERENCES.items()))
     else:
         md.append(f"Histogram comparison skipped: {common.REAL_DATA_ENV} is not set.")
     return "\n".join(md)
@@ -279,7 +395,7 @@ def main(argv=None) -> int:
     results = {"benchmark": NAME, "quick": args.quick, "machine": info, "generator": generator_name,
                "generator_file": str(args.generator) if args.generator else "prostseg.phantom",
                "n_cases": n_cases, "real_case": REAL_CASE[0] if real else None, "summary": summary,
-               "seconds_per_case": measured["seconds_per_case"], "v1_reference": V1_REFERENCE,
+               "seconds_per_case": measured["seconds_per_case"], "references": REFERENCES,
                "cases": measured["cases"]}
     common.write_results(args.out, NAME, results,
                          markdown(info, args.quick, summary, measured["seconds_per_case"], n_cases, generator_name))

@@ -76,10 +76,22 @@ def _phantom(r: dict) -> list[str]:
              f"grids, endorectal coil in {s['coil_fraction']:.0%}; median {r['seconds_per_case']['median_s']:.3g} s "
              "per case."]
     if "distances" in s:
-        new, old = s["distances"], r["v1_reference"]
-        lines.append(f"Normalised T2W histograms against ProstateX-0000, Wasserstein distance (lower is closer): "
-                     f"slices {new['slice']['wasserstein']['mean']:.3f} (v1 {old['slice']['wasserstein']['mean']:.3f}), "
-                     f"gland {new['gland']['wasserstein']['mean']:.3f} (v1 {old['gland']['wasserstein']['mean']:.3f}).")
+        def recorded(*path: str) -> str:
+            """The same measure of the earlier generator versions, newest first."""
+            found = []
+            for version, reference in reversed(r["references"].items()):
+                for key in path:
+                    reference = reference.get(key, {})
+                if reference:
+                    found.append(f"{version} {reference['mean']:.3f}")
+            return f" ({', '.join(found)})" if found else ""
+
+        histograms = ", ".join(f"{region} {s['distances'][region]['wasserstein']['mean']:.3f}"
+                               f"{recorded(region, 'wasserstein')}" for region in ("slice", "gland", "surroundings"))
+        rays = ", ".join(f"{name} {value['mean']:.3f}{recorded('profiles', name)}"
+                         for name, value in s["profile_distances"].items())
+        lines.append(f"Normalised T2W against ProstateX-0000: histograms' Wasserstein distance (lower is closer) "
+                     f"{histograms}; profiles beyond the gland's edge, mean abs. difference {rays}.")
     return [" ".join(lines)]
 
 

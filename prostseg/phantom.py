@@ -19,18 +19,27 @@ patient drawn from a seed, imaged the way a multiparametric prostate MRI study i
   :data:`TISSUE_NAMES` per voxel; ground truth that is not written to disk).
 
 The anatomy is an axial pelvis at the level of the prostate, in real millimetres
-whatever the grid: skin and subcutaneous fat; gluteal, hip and iliopsoas muscles;
-femoral heads (fatty marrow in a dark cortex) in their acetabula, the ischia and the
-pubic bones meeting at the symphysis in front; the obturator internus muscles on the
-pelvic side walls and the levator ani as a thin dark sling around the gland and the
-rectum; fat with dark vessels, neurovascular bundles and the periprostatic venous
-plexus; the rectum behind the gland (dark muscular wall, content of faeces, air and
-fluid); the bladder (bright urine in a dark wall), seminal vesicles and vasa deferentia
-above the base. The gland has a thin dark capsule and four zones: a bright peripheral
-zone wrapping round the back and the apex; a darker, heterogeneous transition zone of
-two lobes holding benign (BPH) nodules, larger in larger glands; a dark central zone,
-a cone round the ejaculatory ducts at the base; and a very dark anterior fibromuscular
-stroma in front. Every boundary is a smooth random deformation of its basic shape.
+whatever the grid: a body rounded in front and at the sides, with subcutaneous fat and,
+behind, the two buttocks and the natal cleft between them; gluteal, hip and iliopsoas
+muscles, with streaks of fat; femoral heads (bright fatty marrow in a thin dark cortex)
+in their acetabula beside the mid-gland and the base, the ischial tuberosities and the
+lower pubic rami in their place near the apex, and the pubic bones meeting at the
+symphysis (intermediate fibrocartilage) in front of the gland. On each pelvic side wall
+the thick dark obturator internus; between it and the gland, bright ischioanal fat and
+the levator ani, a dark band on each side of the gland and the rectum, slung behind the
+rectum (thickest at the anorectal junction, near the apex), open in front towards the
+pubis and widening upwards. Periprostatic fat with the venous plexus in front of and
+beside the gland (bright blood in dark walls) and the neurovascular bundles behind it at
+5 and 7 o'clock; the rectum behind the gland, 25-40 mm across (dark muscular wall,
+intermediate mucosa, mixed content of faeces, pockets of gas in front and of fluid
+behind); the bladder (bright urine in a dark wall), seminal vesicles and vasa deferentia
+above the base. The gland is a rounded triangle pointing forwards in axial sections (an
+inverted heart, its back indented by the rectum), with a thin dark capsule and four
+zones: a bright peripheral zone wrapping round the back and the apex; a darker,
+heterogeneous transition zone of two lobes holding benign (BPH) nodules, larger in
+larger glands; a dark central zone, a cone round the ejaculatory ducts at the base; and
+a very dark anterior fibromuscular stroma in front. Every boundary is a smooth random
+deformation of its basic shape.
 Lesions are irregular blobs, mostly in the peripheral zone, dark on T2W and ADC and
 bright on high-b DWI.
 
@@ -92,7 +101,7 @@ Examples
 Without a grid, each patient gets one of its own:
 
 >>> [make_phantom_case(seed).t2w.shape for seed in (1, 2)]
-[(192, 192, 23), (320, 320, 19)]
+[(256, 256, 24), (288, 288, 20)]
 """
 
 from __future__ import annotations
@@ -122,7 +131,7 @@ __all__ = [
 
 #: Version of the generator, stored in every case's ``phantom.json``. It changes
 #: whenever the same seed would give different images.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 #: b-value (s/mm^2) of the phantom's diffusion-weighted volume.
 B_VALUE = 1400.0
@@ -154,16 +163,16 @@ _PZ, _TZ, _CZ, _AFS = (
 _TISSUES = {
     # name:            (T2W,  ADC,    S0,   grain, mottle)
     "air":             (0.0, 0.0, 0.0, 0.0, 0.0),
-    "fat":             (1.0, 120.0, 0.05, 0.05, 0.1),
+    "fat":             (1.0, 120.0, 0.03, 0.05, 0.1),
     "muscle":          (0.14, 1450.0, 0.35, 0.15, 0.1),
     "cortex":          (0.03, 0.0, 0.0, 0.0, 0.0),
-    "marrow":          (0.75, 350.0, 0.06, 0.08, 0.12),
-    "pelvic marrow":   (0.32, 450.0, 0.1, 0.12, 0.2),
+    "marrow":          (0.86, 350.0, 0.06, 0.08, 0.12),
+    "pelvic marrow":   (0.52, 450.0, 0.1, 0.12, 0.3),
     "cartilage":       (0.3, 1300.0, 0.35, 0.05, 0.0),
     "vessel":          (0.06, 2400.0, 0.05, 0.0, 0.0),
     "vein":            (0.8, 2000.0, 0.4, 0.08, 0.05),
-    "rectal wall":     (0.3, 1300.0, 0.6, 0.08, 0.05),
-    "faeces":          (0.45, 800.0, 0.55, 0.1, 0.4),
+    "rectal wall":     (0.17, 1300.0, 0.6, 0.1, 0.08),
+    "faeces":          (0.35, 800.0, 0.35, 0.2, 0.35),
     "bowel fluid":     (1.1, 2600.0, 1.2, 0.03, 0.05),
     "balloon":         (0.02, 0.0, 0.0, 0.0, 0.0),
     "bladder wall":    (0.28, 1500.0, 0.5, 0.06, 0.04),
@@ -171,8 +180,8 @@ _TISSUES = {
     "vesicle":         (1.05, 2000.0, 1.0, 0.08, 0.1),
     "vas":             (0.3, 1300.0, 0.5, 0.05, 0.03),
     "capsule":         (0.2, 1300.0, 0.5, 0.05, 0.0),
-    "pz":              (0.62, 1700.0, 1.0, 0.1, 0.15),
-    "tz":              (0.32, 1250.0, 0.8, 0.12, 0.22),
+    "pz":              (0.68, 1700.0, 1.0, 0.1, 0.15),
+    "tz":              (0.32, 1250.0, 0.8, 0.12, 0.3),
     "cz":              (0.2, 1050.0, 0.7, 0.05, 0.04),
     "afs":             (0.12, 950.0, 0.45, 0.05, 0.03),
     "stromal nodule":  (0.22, 1050.0, 0.7, 0.08, 0.1),
@@ -180,6 +189,7 @@ _TISSUES = {
     "urethra":         (0.22, 1300.0, 0.6, 0.05, 0.0),
     "duct":            (0.55, 1800.0, 0.9, 0.05, 0.0),
     "lesion":          (0.25, 800.0, 1.0, 0.06, 0.06),
+    "mucosa":          (0.4, 1500.0, 0.8, 0.1, 0.1),
 }
 #: Names of the values of :attr:`PhantomCase.tissues` (the value is the index).
 TISSUE_NAMES = tuple(_TISSUES)
@@ -465,6 +475,73 @@ class _Rod:
         return replace(self, radius=self.radius - mm)
 
 
+@dataclass(frozen=True)
+class _Sling:
+    """A U-shaped muscular band, open in front (the levator ani), between two heights.
+
+    At height ``z`` its mid-line is the back half of an ellipse centred at
+    ``(centre_x, centre_y + lean * z)`` with semi-axes ``half_width + widen * max(z, 0)``
+    (lateral) and ``depth + widen * max(z, 0) / 2`` (backwards; the funnel widens above
+    the centre's height), continued in front by two straight arms that turn ``splay`` mm
+    outwards per mm forwards and end ``reach`` mm in front of ``centre_y`` at every
+    height (towards the pubis, which does not lean). At the top the band is ``side_mm``
+    thick all round; downwards it thickens linearly, to ``2.5 * side_mm`` along the arms
+    and ``back_mm`` behind at the bottom; the arms thin out towards their front ends. The
+    level is the squared distance from the mid-line over the squared half-thickness.
+    """
+
+    centre: tuple[float, float]
+    half_width: float
+    depth: float
+    reach: float
+    splay: float
+    side_mm: float
+    back_mm: float
+    z_range: tuple[float, float]
+    widen: float = 0.0
+    lean: float = 0.0
+
+    def _size(self, z: float) -> tuple[float, float]:
+        grow = self.widen * max(z, 0.0)
+        return max(self.half_width + grow, 4.0), max(self.depth + grow / 2, 4.0)
+
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        bottom, top = self.z_range
+        widest, deepest = np.max([self._size(z) for z in self.z_range], axis=0)
+        shifts = [self.lean * z for z in self.z_range]
+        longest = self.reach - min(shifts)
+        lateral = widest + max(self.splay, 0.0) * longest + max(self.back_mm, 2.5 * self.side_mm)
+        cx, cy = self.centre
+        return (np.array([cx - lateral, cy + min(shifts) - deepest - self.back_mm, bottom]),
+                np.array([cx + lateral, cy + self.reach, top]))
+
+    def level(self, x, y, z):
+        bottom, top = self.z_range
+        cx, cy = self.centre
+        grow = np.float32(self.widen) * np.maximum(z, np.float32(0.0))
+        a = np.maximum(np.float32(self.half_width) + grow, np.float32(4.0))
+        b = np.maximum(np.float32(self.depth) + grow / 2, np.float32(4.0))
+        ax = np.abs(x - np.float32(cx))
+        dy = y - np.float32(cy) - np.float32(self.lean) * z
+        # Behind: distance from the ellipse, to first order (level over its gradient).
+        p, q = ax / a, dy / b
+        rho = np.sqrt(p * p + q * q) + np.float32(1e-6)
+        gradient = np.sqrt((p / a) ** 2 + (q / b) ** 2) / rho + np.float32(1e-6)
+        behind = (rho - 1.0) / gradient
+        depth = np.clip((np.float32(top) - z) * np.float32(1.0 / (top - bottom)), 0.0, 1.0)
+        side_half = np.float32(self.side_mm / 2) * (1.0 + np.float32(1.5) * depth)
+        back_half = np.float32(self.side_mm / 2) + np.float32((self.back_mm - self.side_mm) / 2) * depth
+        half = side_half + (back_half - side_half) * (q / rho) ** 2
+        # In front: distance from the arm.
+        arm = (ax - a - np.float32(self.splay) * dy) * np.float32(1.0 / math.hypot(1.0, self.splay))
+        distance = np.where(dy < 0, behind, arm)
+        length = np.maximum(np.float32(self.reach) - np.float32(self.lean) * z, np.float32(1.0))
+        along = dy / length  # 0 to 1 from the back of the arm to its front end
+        half = np.where(dy < 0, half, side_half * np.sqrt(np.maximum(1.0 - along * along, np.float32(0.05))))
+        level = (distance / half) ** 2
+        return np.where((along > 1.0) | (z < bottom) | (z > top), np.float32(np.inf), level)
+
+
 class _Canvas:
     """Tissue and zone maps of one voxel grid, painted shape by shape.
 
@@ -567,9 +644,10 @@ def _waves(rng: np.random.Generator, amplitudes: Sequence[float]) -> tuple[tuple
 class _Gland:
     """The prostate, centred on the origin of the patient frame, and its zones.
 
-    The outline is a :class:`_Blob` (base wider than apex, flatter behind, deformed);
-    the rectum indents the back of it. Zones are drawn in the normalised coordinates
-    ``(u, v, w)`` of the outline (lateral, anterior, superior; 1 at the outline):
+    The outline is a :class:`_Blob` (base wider than apex, flatter behind, deformed),
+    narrowed in front and indented behind by the rectum: in axial sections a rounded
+    triangle pointing forwards, an inverted heart. Zones are drawn in the normalised
+    coordinates ``(u, v, w)`` of the outline (lateral, anterior, superior; 1 at the outline):
     transition zone two lobes above the verumontanum, central zone a cone round the
     ejaculatory ducts from the base down to the verumontanum, anterior fibromuscular
     stroma a band in front; the peripheral zone is the rest.
@@ -577,6 +655,7 @@ class _Gland:
 
     outline: _Blob
     indent: float  # depth of the rectal indentation of the back (normalised)
+    narrowing: float  # the front half is narrower by 1 + narrowing * v
     tz_scale: float  # size of the transition-zone lobes (grows with BPH)
     tz_split: float  # lateral offset of the two lobes
     verumontanum: float  # height (w) below which there is no transition zone
@@ -592,6 +671,7 @@ class _Gland:
         """``(u, v, w, r2)``: normalised coordinates and squared level of patient points."""
         u, v, w = self.outline.normalised(x, y, z)
         v = np.where(v < 0, v + np.float32(self.indent) * np.exp(-((u * np.float32(1 / 0.4)) ** 2)), v)
+        u = u * (1.0 + np.float32(self.narrowing) * np.maximum(v, np.float32(0.0)))
         r2 = self.outline.outline(u, v, u * u + v * v) + w * w
         return u, v, w, r2
 
@@ -615,7 +695,7 @@ class _Gland:
         centre = np.float32(-0.38) + np.float32(0.12) * above
         cz = (w > self.cz_start) & ((u / half_width) ** 2 + ((v - centre) / half_depth) ** 2 < 1.0)
         zone[cz & gland] = _CZ
-        afs = (v > self.afs_front + 0.55 * u * u - 0.12 * w) & (np.abs(u) < 0.7)
+        afs = (v > self.afs_front + 0.9 * u * u - 0.12 * w) & (np.abs(u) < 0.55)
         zone[afs & gland] = _AFS
         return zone
 
@@ -629,7 +709,8 @@ class _Gland:
         a, b, c = self.outline.semi
         back = self.outline.back or b
         scale = max(1.0 + self.outline.taper * w, 0.2)
-        lx, ly = u * a * scale, v * (b if v >= 0 else back) * scale
+        lx = u * a * scale / (1.0 + self.narrowing * max(v, 0.0))
+        ly = v * (b if v >= 0 else back) * scale
         angle = math.radians(self.outline.angle_deg)
         dx, dy = math.cos(angle) * lx - math.sin(angle) * ly, math.sin(angle) * lx + math.cos(angle) * ly
         dz = w * c
@@ -656,8 +737,8 @@ class _Gland:
 def _draw_gland(rng: np.random.Generator, coil: bool) -> _Gland:
     """Random gland: volume (ml) from a log-normal, shape, pose and zone proportions."""
     volume_ml = float(np.clip(rng.lognormal(math.log(40.0), 0.38), 18.0, 95.0))
-    depth_ratio, height_ratio = rng.uniform(0.62, 0.8), rng.uniform(0.74, 0.98)
-    back_ratio = rng.uniform(0.8, 0.95) * (0.72 if coil else 1.0)  # a balloon flattens the back
+    depth_ratio, height_ratio = rng.uniform(0.68, 0.88), rng.uniform(0.74, 0.98)
+    back_ratio = rng.uniform(0.85, 1.0) * (0.72 if coil else 1.0)  # a balloon flattens the back
     outline = _Blob(
         centre=(0.0, 0.0, 0.0),
         semi=(1.0, depth_ratio, height_ratio),
@@ -670,6 +751,7 @@ def _draw_gland(rng: np.random.Generator, coil: bool) -> _Gland:
     gland = _Gland(
         outline=outline,
         indent=float(rng.uniform(0.04, 0.16)) + (0.06 if coil else 0.0),
+        narrowing=float(rng.uniform(0.2, 0.5)),
         # Larger glands are larger mostly by benign hyperplasia of the transition zone.
         tz_scale=float(np.clip(0.8 + 0.35 * (volume_ml - 40.0) / 40.0 + rng.normal(0.0, 0.05), 0.62, 1.15)),
         tz_split=float(rng.uniform(0.2, 0.3)),
@@ -720,15 +802,30 @@ def _walled(shape, wall_tissue: str, inner_tissue: str, thickness: float, **opti
 
 
 def _draw_body(rng: np.random.Generator, s: float, fat: float, c: float) -> list:
-    """Body outline (fat) and the big muscles round the pelvis."""
-    parts = [(_Blob((0.0, -8 * s, 0.0), (150 * s + fat, 78 * s + fat, 400.0), back=95 * s + fat,
-                    waves=((0.0, 0.0), (0.03, 0.0), (0.0, 0.0), (-0.07, 0.0)), column=True), "fat", {})]
+    """Body outline (subcutaneous fat), the natal cleft and the big muscles round the pelvis."""
+    # Rounded in front and at the sides; behind, the two buttocks.
+    parts = [(_Blob((0.0, -8 * s, 0.0), (150 * s + fat, 80 * s + fat, 400.0), back=70 * s + fat,
+                    waves=((0.0, 0.0), *_waves(rng, (0.03, 0.02, 0.02))), column=True), "fat", {})]
+    buttock_x, buttock_y = 58 * s, -55 * s
+    buttock = np.array([92 * s + fat, 50 * s + fat]) * rng.uniform(0.95, 1.05, size=2)
+    for side in (-1.0, 1.0):
+        parts.append((_Blob((side * buttock_x, buttock_y, 0.0), (*buttock, 400.0),
+                            angle_deg=side * float(rng.uniform(0, 8)), waves=_waves(rng, (0.02, 0.02, 0.02)),
+                            column=True), "fat", {}))
+    # The natal cleft: the skin between the buttocks, a dark slit in the midline behind.
+    midline_back = buttock_y - buttock[1] * math.sqrt(max(1.0 - (buttock_x / buttock[0]) ** 2, 0.0))
+    cleft_depth = float(rng.uniform(0.3, 0.6)) * fat + float(rng.uniform(15, 30))
+    cleft = _Blob((float(rng.uniform(-3, 3)), midline_back, 0.0), (float(rng.uniform(1.0, 2.0)), cleft_depth, 400.0),
+                  angle_deg=float(rng.uniform(-6, 6)), column=True)
+    parts.append((cleft, "air", {"over": ("fat",)}))
+    in_body = {"over": ("fat",)}
     for side in (-1.0, 1.0):
         muscles = [
-            # hip abductors lateral, gluteus maximus behind, iliopsoas in front of the hip
+            # hip abductors lateral, gluteus maximus behind (under the fat of the buttock),
+            # iliopsoas in front of the hip
             _Blob((side * 128 * s, -8 * s, 0.0), (42 * s, 66 * s, 400.0), angle_deg=side * 10,
                   waves=_waves(rng, (0.03, 0.05, 0.03)), column=True),
-            _Blob((side * 78 * s, -96 * s, 0.0), (70 * s, 26 * s, 400.0), angle_deg=side * 22,
+            _Blob((side * 62 * s, -78 * s, 0.0), (56 * s, 22 * s, 400.0), angle_deg=side * 25,
                   waves=_waves(rng, (0.03, 0.05, 0.03)), column=True),
             _Blob((side * 86 * s, 50 * s, 0.0), (24 * s, 16 * s, 400.0), angle_deg=side * 15,
                   waves=_waves(rng, (0.03, 0.05)), column=True),
@@ -739,7 +836,7 @@ def _draw_body(rng: np.random.Generator, s: float, fat: float, c: float) -> list
             _Blob((side * 21 * s, 66 * s, c + 60.0), (18 * s, 7 * s, 60.0), angle_deg=side * 5,
                   waves=_waves(rng, (0.02, 0.04)), column=True),
         ]
-        parts += [(muscle, "muscle", {}) for muscle in muscles]
+        parts += [(muscle, "muscle", in_body) for muscle in muscles]
     return parts
 
 
@@ -769,81 +866,103 @@ class _Rectum:
     """Paint entries of the rectum and what the structures round it need to know."""
 
     parts: list
-    back_y: float  # the back of the rectum (or of the balloon) at the level of the gland centre
-    half_width: float
+    centre: tuple[float, float]  # in-plane centre of the rectum (or of the balloon) at the gland centre's height
+    half_width: float  # outer half-width of the rectum (or of the wall round the balloon)
+    back_y: float  # its back at the height of the gland centre
+    lean: float  # backward drift (mm per mm of height)
     coil: _Rod | None  # the receive element of the endorectal coil, if any
 
 
 def _draw_rectum(rng: np.random.Generator, gland: _Gland, coil: bool) -> _Rectum:
-    """Rectum behind the gland, drifting backwards as it rises: a muscular wall round
-    faeces, air and fluid, or distended by the balloon of an endorectal coil."""
+    """Rectum behind the gland, drifting backwards as it rises: a dark muscular wall,
+    intermediate mucosa, and mixed content (faeces, pockets of gas in front and of fluid
+    behind); or distended by the balloon of an endorectal coil."""
     c, back = gland.semi[2], gland.outline.back
-    semi = np.array([rng.uniform(15, 21), rng.uniform(10, 15)])
-    wall = float(rng.uniform(3.0, 4.5))
+    semi = np.array([rng.uniform(12.5, 19.5), rng.uniform(11.0, 16.5)])  # 25-39 mm across
+    wall, mucosa = float(rng.uniform(2.2, 3.5)), float(rng.uniform(1.2, 2.2))
     x = float(rng.uniform(-6, 6))
-    y = -(back + semi[1] + float(rng.uniform(1.0, 4.0)))
-    rectum = _Blob((x, y, 0.0), (*semi, 90.0), lean=(float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.9, -0.4))),
+    y = -(back + semi[1] + float(rng.uniform(0.5, 2.5)))
+    lean = float(rng.uniform(-0.9, -0.4))
+    rectum = _Blob((x, y, 0.0), (*semi, 90.0), lean=(float(rng.uniform(-0.1, 0.1)), lean),
                    taper=0.05, waves=_waves(rng, (0.04, 0.07, 0.04, 0.03)), column=True)
-    parts = _walled(rectum, "rectal wall", "faeces", wall)
-    gas = _Blob((x, y + 0.45 * semi[1], float(rng.uniform(-15, 15))),
-                (0.55 * semi[0], 0.4 * semi[1], float(rng.uniform(8, 30))), lean=rectum.lean,
-                waves=_waves(rng, (0.05, 0.08)))
-    fluid = _Blob((x, y - 0.4 * semi[1], float(rng.uniform(-15, 15))),
-                  (0.6 * semi[0], 0.35 * semi[1], float(rng.uniform(8, 25))), lean=rectum.lean,
-                  waves=_waves(rng, (0.05, 0.08)))
-    has_gas, has_fluid = rng.random(2) < (0.6, 0.35)
-    parts += [(gas, "air", {"over": ("faeces",)})] * bool(has_gas)
-    parts += [(fluid, "bowel fluid", {"over": ("faeces",)})] * bool(has_fluid)
+    parts = _walled(rectum, "rectal wall", "mucosa", wall) + [(rectum.shrunk(wall + mucosa), "faeces", {})]
+    lumen = rectum.shrunk(wall + mucosa)
+    for _ in range(int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))):  # gas rises to the front (supine)
+        radius = float(rng.uniform(2.0, 0.45 * lumen.semi[1]))
+        gas = _Blob((x + float(rng.uniform(-0.5, 0.5)) * lumen.semi[0], y + lumen.semi[1] - radius,
+                     float(rng.uniform(-1.2, 1.0)) * c), (radius * float(rng.uniform(1.0, 1.8)), radius,
+                                                          float(rng.uniform(3.0, 10.0))),
+                    lean=rectum.lean, waves=_waves(rng, (0.05, 0.08)))
+        parts.append((gas, "air", {"over": ("faeces",)}))
+    if rng.random() < 0.3:  # fluid settles at the back
+        fluid = _Blob((x, y - 0.6 * lumen.semi[1], float(rng.uniform(-15, 15))),
+                      (0.6 * lumen.semi[0], 0.35 * lumen.semi[1], float(rng.uniform(6, 20))), lean=rectum.lean,
+                      waves=_waves(rng, (0.05, 0.08)))
+        parts.append((fluid, "bowel fluid", {"over": ("faeces",)}))
     balloon_semi = np.array([rng.uniform(20, 25), rng.uniform(14, 18), c + rng.uniform(8, 14)])
     balloon_y = -(back + balloon_semi[1] + 2.0)
     balloon = _Blob((x, balloon_y, -0.15 * c), tuple(balloon_semi), waves=_waves(rng, (0.02, 0.03)))
     if not coil:
-        return _Rectum(parts, y - semi[1] - 2.0 * wall, float(semi[0]), None)
+        return _Rectum(parts, (x, y), float(semi[0]), y - float(semi[1]), lean, None)
     element_y = balloon_y + 0.35 * balloon_semi[1]
     element = _Rod((x, element_y, -0.15 * c - 0.6 * balloon_semi[2]), (x, element_y, -0.15 * c + 0.6 * balloon_semi[2]),
                    1.0)
-    back_y = min(y - semi[1] - 2.0 * wall, balloon_y - balloon_semi[1] - 4.0)
-    return _Rectum(parts + _walled(balloon, "rectal wall", "balloon", 2.2), back_y,
-                   max(float(semi[0]), balloon_semi[0] + 3.0), element)
+    return _Rectum(parts + _walled(balloon, "rectal wall", "balloon", 2.2), (x, balloon_y),
+                   max(float(semi[0]), float(balloon_semi[0]) + 2.2),
+                   min(y - float(semi[1]), float(balloon_y - balloon_semi[1]) - 2.2), lean, element)
 
 
 def _draw_pelvic_walls(rng: np.random.Generator, s: float, gland: _Gland, rectum: _Rectum) -> list:
     """Levator ani, obturator internus, the bones of the hips and the pubis, and the
     vessels along them."""
     a, b, c = gland.semi
-    # Levator ani: a thin sling round the gland and rectum, open in front, widening upwards.
-    sling_y = 0.5 * (b + rectum.back_y)
-    sling_width = max(a, rectum.half_width) + float(rng.uniform(5, 10))
-    sling = _Blob((0.0, sling_y, 0.0), (sling_width, b - sling_y + 10.0, 90.0),
-                  back=sling_y - rectum.back_y + float(rng.uniform(3, 7)), taper=0.35,
-                  waves=_waves(rng, (0.02, 0.04, 0.03)), column=True)
-    parts = [(sling, "muscle", {"outside": sling.shrunk(float(rng.uniform(2.5, 4.5))), "over": ("fat",),
-                                "bounds": ((-np.inf, np.inf), (-np.inf, 0.3 * b), (-np.inf, c + 8.0))})]
+    # Levator ani: a band on each side of the gland and the rectum, close to the gland
+    # (a thin layer of fat and veins between), a sling behind the rectum (thick at the
+    # anorectal junction), open in front towards the pubis; the funnel widens upwards.
+    side_mm, gland_gap = float(rng.uniform(3.0, 5.0)), float(rng.uniform(0.5, 3.5))
+    cx, cy = rectum.centre  # the sling is centred on the midline, round a rectum that may lie off it
+    half_width = rectum.half_width + abs(cx) + float(rng.uniform(1.0, 3.5)) + side_mm / 2
+    # Half-width of the sling beside the gland centre: close to the gland, unless the
+    # rectum is wider (the arms do not turn inwards).
+    splay = float(np.clip((a + gland_gap + side_mm / 2 - half_width) / -cy, 0.0, 0.8))
+    arm_at_gland = half_width - splay * cy
+    back_mm = float(rng.uniform(7.0, 12.0))
+    sling = _Sling(centre=(0.0, cy), half_width=half_width,
+                   depth=cy - rectum.back_y + float(rng.uniform(1.0, 3.5)) + back_mm / 2,
+                   reach=float(rng.uniform(0.2, 0.8)) * b - cy, splay=splay,
+                   side_mm=side_mm, back_mm=back_mm, z_range=(-c - 18.0, c + 12.0),
+                   widen=float(rng.uniform(0.15, 0.45)) * a / 25.0, lean=0.8 * rectum.lean)
+    parts = [(sling, "muscle", {"over": ("fat",)})]
+    # Obturator internus along the side wall, ischioanal fat between it and the levator;
+    # the hip bones lateral to it.
+    obturator_half = float(rng.uniform(5.5, 8.0)) * s
+    wall = max(38.0 * s, arm_at_gland + side_mm + float(rng.uniform(2.0, 6.0))) + obturator_half
     head_z = 0.3 * c + 10.0 * s
     head_radius = float(rng.uniform(22.0, 26.0)) * s
-    obturator_x = max(56.0 * s, a + 26.0)
     symphysis_y = b + float(rng.uniform(10, 18)) + 9.0 * s
     symphysis_top = 0.25 * c + float(rng.uniform(2, 8))  # the base and the bladder lie above it
     symphysis_z, symphysis_half = (symphysis_top - c - 30.0) / 2, (symphysis_top + c + 30.0) / 2
     for side in (-1.0, 1.0):
-        parts.append((_Blob((side * obturator_x, -10 * s, 0.0), (11 * s, 40 * s, 120.0), angle_deg=-side * 14,
+        parts.append((_Blob((side * wall, -10 * s, 0.0), (obturator_half, 44 * s, 120.0), angle_deg=-side * 6,
                             lean=(side * 0.1, 0.0), waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle", {}))
         # Acetabulum (bone medial to the femoral head), ischium behind it, femoral head and neck.
-        head_x = side * 90.0 * s
-        acetabulum = _Blob((head_x - side * 0.6 * head_radius, 4 * s, head_z + 2.0),
-                           (0.75 * head_radius + 6 * s, head_radius + 8 * s, 1.3 * head_radius + 8.0),
+        acetabulum_half = 0.55 * head_radius + 4 * s
+        acetabulum_x = side * (wall + obturator_half + acetabulum_half)
+        head_x = acetabulum_x + side * 0.6 * head_radius
+        acetabulum = _Blob((acetabulum_x, 4 * s, head_z + 2.0),
+                           (acetabulum_half, head_radius + 8 * s, 1.3 * head_radius + 8.0),
                            waves=_waves(rng, (0.03, 0.05, 0.03)))
-        ischium = _Blob((side * (obturator_x + 17 * s), -28 * s, head_z - 30.0), (13 * s, 30 * s, 55.0),
+        ischium = _Blob((side * (wall + obturator_half + 10 * s), -30 * s, head_z - 40.0), (11 * s, 22 * s, 45.0),
                         angle_deg=side * 12, lean=(side * 0.1, 0.45), waves=_waves(rng, (0.03, 0.05)), column=True)
         head = _Blob((head_x, 6 * s, head_z), (head_radius,) * 3, waves=_waves(rng, (0.0, 0.02)))
-        neck = _Rod((head_x, 6 * s, head_z), (side * 128 * s, 0.0, head_z - 40 * s), 15 * s)
+        neck = _Rod((head_x, 6 * s, head_z), (head_x + side * 38 * s, 0.0, head_z - 40 * s), 15 * s)
         parts += _walled(acetabulum, "cortex", "pelvic marrow", 1.3) + _walled(ischium, "cortex", "pelvic marrow", 1.3)
-        parts += _walled(neck, "cortex", "marrow", 2.0) + _walled(head, "cortex", "marrow", 1.5)
+        parts += _walled(neck, "cortex", "marrow", 2.0) + _walled(head, "cortex", "marrow", 1.2)
         # Pubic bones: the symphysis in front of the gland, rami running back to the
         # acetabulum (upper slices) and to the ischium (lower slices).
         start = np.array([side * 12 * s, symphysis_y])
-        for end, (bottom, top) in ((np.array([side * 70 * s, 14 * s]), (-6.0, symphysis_top + 4.0)),
-                                   (np.array([side * (obturator_x + 12 * s), -18 * s]), (-c - 50.0, -0.2 * c))):
+        for end, (bottom, top) in ((np.array([acetabulum_x - side * 6 * s, 14 * s]), (-6.0, symphysis_top + 4.0)),
+                                   (np.array([side * (wall + 6 * s), -18 * s]), (-c - 50.0, -0.2 * c))):
             middle, along = (start + end) / 2, end - start
             ramus = _Blob((*middle, (bottom + top) / 2), (float(np.hypot(*along)) / 2, 7 * s, (top - bottom) / 2),
                           angle_deg=math.degrees(math.atan2(along[1], along[0])), waves=_waves(rng, (0.0, 0.03)))
@@ -851,35 +970,39 @@ def _draw_pelvic_walls(rng: np.random.Generator, s: float, gland: _Gland, rectum
         symphysis = _Blob((side * 11 * s, symphysis_y, symphysis_z), (9 * s, 15 * s, symphysis_half),
                           angle_deg=-side * 30, waves=_waves(rng, (0.02, 0.04)), column=True)
         parts += _walled(symphysis, "cortex", "pelvic marrow", 1.3)
-        # Femoral artery and vein in front of the hip; vessels along the side wall.
+        # Femoral artery and vein in front of the hip; vessels (internal pudendal,
+        # obturator) along the side wall, in the ischioanal fat.
         parts.append((_Rod((side * 66 * s, 56 * s, -200.0), (side * 68 * s, 54 * s, 200.0), 4.0 * s), "vessel", {}))
         parts.append((_Rod((side * 77 * s, 52 * s, -200.0), (side * 79 * s, 50 * s, 200.0), 5.5 * s), "vessel", {}))
         for _ in range(3):
-            y0 = float(rng.uniform(-30, 15)) * s
-            vessel = _Rod((side * (obturator_x - 13 * s), y0, -60.0), (side * (obturator_x - 12 * s), y0 + 4, 60.0),
-                          float(rng.uniform(1.5, 3.0)))
+            x0, y0 = side * (wall - obturator_half - float(rng.uniform(1.5, 4.0))), float(rng.uniform(-30, 15)) * s
+            vessel = _Rod((x0, y0, -60.0), (x0 + side, y0 + 4, 60.0), float(rng.uniform(1.2, 2.5)))
             parts.append((vessel, "vessel", {"over": ("fat",)}))
     parts.append((_Blob((0.0, symphysis_y, symphysis_z), (1.6, 12 * s, symphysis_half), column=True), "cartilage", {}))
     return parts
 
 
 def _draw_periprostatic_vessels(rng: np.random.Generator, gland: _Gland, rectum: _Rectum) -> list:
-    """Neurovascular bundles behind and beside the gland, venous plexus in front of it,
-    small vessels through the fat round the gland and the rectum."""
+    """Neurovascular bundles behind and beside the gland (at 5 and 7 o'clock), the venous
+    plexus in front of and beside it (slow, bright blood in dark walls), and small vessels
+    through the fat round the gland and the rectum."""
     a, b, _ = gland.semi
     in_fat = {"over": ("fat",)}
     parts = []
-    for side in (-1.0, 1.0):
-        for offset in (0.0, float(rng.uniform(2.5, 4.5))):
-            shift = np.array([side * (3.0 + offset), -2.0 - offset, 0.0])
-            start, end = gland.point(side * 0.92, -0.72, -0.9) + shift, gland.point(side * 0.95, -0.72, 0.9) + shift
-            parts.append((_Rod(tuple(start), tuple(end), float(rng.uniform(1.2, 2.2))), "vessel", in_fat))
-    for _ in range(int(rng.integers(5, 10))):
-        angle = float(rng.uniform(0.15, 0.85)) * math.pi
-        push = np.array([math.cos(angle), math.sin(angle), 0.0]) * float(rng.uniform(2.5, 7.0))
+    for side in (-1.0, 1.0):  # a bundle: arteries and nerves (dark) and veins (bright) together
+        u, v = side * float(rng.uniform(0.75, 0.92)), float(rng.uniform(-0.8, -0.6))
+        for _ in range(int(rng.integers(3, 6))):
+            offset = np.array([side * rng.uniform(1.5, 6.0), -rng.uniform(1.0, 5.0), 0.0])
+            start, end = gland.point(u, v, -0.95) + offset, gland.point(u, v, 0.95) + offset
+            kind = "vessel" if rng.random() < 0.6 else "vein"
+            parts.append((_Rod(tuple(start), tuple(end), float(rng.uniform(0.7, 1.6))), kind, in_fat))
+    for _ in range(int(rng.integers(8, 16))):
+        angle = float(rng.uniform(0.08, 0.92)) * math.pi
+        push = np.array([math.cos(angle), math.sin(angle), 0.0]) * float(rng.uniform(1.5, 6.0))
         ends = [gland.point(1.05 * math.cos(angle), 1.05 * math.sin(angle), w) + push
-                for w in rng.uniform(-0.8, 0.7, 2)]
-        parts.append((_Rod(tuple(ends[0]), tuple(ends[1]), float(rng.uniform(1.2, 3.0))), "vein", in_fat))
+                for w in rng.uniform(-0.9, 0.8, 2)]
+        vein = _Rod(tuple(ends[0]), tuple(ends[1]), float(rng.uniform(1.0, 2.6)))
+        parts += [(vein, "vessel", in_fat), (vein.shrunk(0.5), "vein", {"over": ("vessel",)})]
     for _ in range(18):
         x0, y0 = rng.uniform(-1.0, 1.0) * (a + 22.0), rng.uniform(rectum.back_y - 10.0, b + 15.0)
         drift = rng.uniform(-8.0, 8.0, size=2)
@@ -1060,10 +1183,12 @@ def _render_t2w(canvas: _Canvas, patient: _Patient, scan: _Scan, rng, spacing) -
     grain, mottle = _textures(rng, tissue.shape, spacing)
     table = scan.properties.astype(np.float32)
     t2 = table[:, 0][tissue] * (1.0 + table[:, 3][tissue] * grain + table[:, 4][tissue] * mottle)
-    # Thin dark strands (septa, small vessels) in the fat; convoluted walls in the vesicles.
-    fat = tissue == _TISSUE_ID["fat"]
-    strands = _smooth_noise(rng, tissue.shape, 3.5 / np.asarray(spacing))[fat]
-    t2[fat] *= 1.0 - 0.7 * np.exp(-((strands * np.float32(1 / 0.05)) ** 2)) * (mottle[fat] > -0.3)
+    # Thin strands: dark septa and small vessels in the fat, bright streaks of fat in the
+    # muscles; convoluted walls in the vesicles.
+    strands = np.exp(-((_smooth_noise(rng, tissue.shape, 3.5 / np.asarray(spacing)) * np.float32(1 / 0.05)) ** 2))
+    fat, muscle = tissue == _TISSUE_ID["fat"], tissue == _TISSUE_ID["muscle"]
+    t2[fat] *= 1.0 - 0.7 * strands[fat] * (mottle[fat] > -0.3)
+    t2[muscle] *= 1.0 + 2.5 * strands[muscle] * (mottle[muscle] > 0.4)
     vesicle = tissue == _TISSUE_ID["vesicle"]
     t2[vesicle] *= 1.0 - 0.65 * np.exp(-((mottle[vesicle] * np.float32(1 / 0.3)) ** 2))
     t2 = _partial_volume(t2, spacing) * _receive_sensitivity(canvas, patient, scan)
@@ -1082,7 +1207,7 @@ def _render_diffusion(canvas: _Canvas, patient: _Patient, scan: _Scan, rng, spac
     dwi = _rician(rng, dwi * _receive_sensitivity(canvas, patient, scan), scan.dwi_noise)
     # ADC is fitted from noisy images: noisier where there is little signal; masked where none.
     adc += rng.normal(0.0, 60.0, adc.shape).astype(np.float32) * (1.0 + 3.0 * np.exp(-s0 * np.float32(1 / 0.15)))
-    adc = np.where(s0 > 0.025, np.clip(adc, 0.0, 3500.0), 0.0)
+    adc = np.where(s0 > 0.015, np.clip(adc, 0.0, 3500.0), 0.0)
     return dwi.astype(np.float32), adc.astype(np.float32)
 
 

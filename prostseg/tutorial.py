@@ -24,7 +24,7 @@ Examples
 >>> tutorial_data(cases=2, root=root) == data_dir  # reused, not written again
 True
 >>> describe_source(data_dir)  # doctest: +ELLIPSIS
-'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 2) in .../phantom-data'
+'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 3) in .../phantom-data'
 """
 
 from __future__ import annotations

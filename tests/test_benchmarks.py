@@ -153,11 +153,15 @@ def test_phantom_realism_quick(with_real_data, request, tmp_path):
     _positive(results["seconds_per_case"]["median_s"])
     assert (tmp_path / "phantom_realism.png").stat().st_size > 0
     assert ("distances" in summary) == with_real_data
+    assert set(results["references"]) == {"v1", "v2"}
     if with_real_data:
-        for region in ("slice", "gland"):
+        for region in ("slice", "gland", "surroundings"):
             for case in cases:
                 assert 0 < case["distances"][region]["wasserstein"] < 1
                 assert 0 < case["distances"][region]["intersection"] <= 1
+        for case in cases:
+            assert set(case["profile_distances"]) == {"lateral", "posterior"}
+            assert all(0 < distance < 1 for distance in case["profile_distances"].values())
 
 
 @pytest.mark.slow

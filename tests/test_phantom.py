@@ -177,6 +177,85 @@ def test_anatomy_lies_where_it_belongs(drawn):
         assert (case.tissues == TISSUE["balloon"]).any() == case.endorectal_coil
 
 
+def largest_gland_section(case):
+    """Index of the slice with the largest gland section, and that section (2-D mask)."""
+    k = int(np.argmax((case.zones > 0).sum(axis=(0, 1))))
+    return k, case.zones[:, :, k] > 0
+
+
+def tissue_runs(case, side):
+    """Tissues met going outwards from the gland's edge, to the right (side 1) or left
+    (side -1), along the row through the centre of its largest section: ``[(name, mm)]``.
+
+    Small vessels count as the fat they run in.
+    """
+    spacing = nib.affines.voxel_sizes(case.t2w_affine)
+    k, section = largest_gland_section(case)
+    j = int(round(np.argwhere(section)[:, 1].mean()))
+    columns = np.flatnonzero(section[:, j])
+    i = columns.max() if side > 0 else columns.min()
+    runs = []
+    while 0 <= (i := i + side) < section.shape[0]:
+        name = TISSUE_NAMES[case.tissues[i, j, k]]
+        name = "fat" if name in ("vessel", "vein") else name
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += spacing[0]
+        else:
+            runs.append([name, spacing[0]])
+    return [(name, mm) for name, mm in runs if name != "capsule"]
+
+
+def test_levator_and_obturator_line_the_side_walls(drawn):
+    # Going outwards from the side of the gland: a thin levator ani close to it, the
+    # ischioanal fat, then the thick obturator internus, on both sides.
+    for case in drawn:
+        for side in (-1, 1):
+            runs = tissue_runs(case, side)
+            names = [name for name, _ in runs]
+            levator = names.index("muscle")
+            assert sum(mm for _, mm in runs[:levator]) < 10, (case.seed, side, runs[:4])
+            assert runs[levator][1] <= 10, (case.seed, side, runs[:4])
+            fossa, obturator = runs[levator + 1], runs[levator + 2]
+            assert fossa[0] == "fat" and obturator[0] == "muscle" and obturator[1] >= 6, (case.seed, side, runs[:4])
+
+
+def test_levator_sling_is_open_in_front(drawn):
+    for case in drawn:
+        spacing = nib.affines.voxel_sizes(case.t2w_affine)
+        k, section = largest_gland_section(case)
+        i, j = np.argwhere(section).T
+        middle = np.abs(i - i.mean()) * spacing[0] < 10
+        front = j[middle].max()
+        # No muscle in the midline in front of the gland: the sling, beside the gland on
+        # both sides (test above) and behind the rectum, opens towards the pubis.
+        box = case.tissues[int(i.mean() - 10 / spacing[0]):int(i.mean() + 10 / spacing[0]) + 1,
+                           front + 1:front + 1 + int(20 / spacing[1]), k]
+        assert not (box == TISSUE["muscle"]).any(), case.seed
+
+
+def test_bones_are_bright_fatty_marrow_in_dark_cortex(cases):
+    for case in cases:
+        median = {name: float(np.median(case.t2w[case.tissues == TISSUE[name]]))
+                  for name in ("marrow", "pelvic marrow", "cortex", "muscle", "fat")}
+        assert median["marrow"] > 0.65 * median["fat"] and median["marrow"] > 3 * median["muscle"], median
+        assert median["pelvic marrow"] > 2 * median["muscle"] > median["cortex"], median
+
+
+def test_rectum_is_a_few_centimetres_across_and_mostly_faeces(drawn):
+    for case in drawn:
+        assert not case.endorectal_coil
+        spacing = nib.affines.voxel_sizes(case.t2w_affine)
+        k, _ = largest_gland_section(case)
+        wall = np.argwhere(case.tissues[:, :, k] == TISSUE["rectal wall"])
+        assert 22 <= (np.ptp(wall[:, 0]) + 1) * spacing[0] <= 42, case.seed
+        content = offsets_from_gland(case, "faeces", "air")
+        behind = ((np.abs(content[:, 0]) < 25) & (content[:, 1] < -5) & (content[:, 1] > -60)
+                  & (np.abs(content[:, 2]) < 15))
+        names = case.tissues[np.isin(case.tissues, [TISSUE["faeces"], TISSUE["air"]])][behind]
+        assert (names == TISSUE["air"]).sum() < 0.35 * (names == TISSUE["faeces"]).sum(), case.seed
+        assert (case.tissues == TISSUE["mucosa"]).any()
+
+
 def test_endorectal_coil_signal_falls_with_distance():
     for seed in range(3):
         with_coil = make_phantom_case(seed, endorectal_coil=True, **SMALL)
