@@ -55,7 +55,10 @@ them in a buffer counted in slices, batch and prefetch. With ``shuffle=True`` th
 order is reshuffled every epoch too. All randomness is seeded from ``seed`` (shuffles,
 oversampling, augmentation), so two datasets built with the same arguments yield the
 same batches. With ``shuffle=False`` slices come case by case, in case order and
-slice order ``k = 0, 1, ...``.
+slice order ``k = 0, 1, ...``. :func:`pix2pix_epochs` yields one such dataset per
+epoch, each seeded by the epoch's number (a resumed run repeats the same epochs);
+with ``cache`` they share the prepared volumes in memory instead of reading the files
+every epoch.
 
 Sparse lesions
 --------------
@@ -71,7 +74,7 @@ slices. Use :func:`count_slices` for steps per epoch.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,7 @@ __all__ = [
     "count_slices",
     "unet_dataset",
     "pix2pix_dataset",
+    "pix2pix_epochs",
 ]
 
 #: In-plane size of U-Net input slices (centre pad/crop).
@@ -616,6 +620,28 @@ def _load_pix2pix_case(case: Case, image_size: int, target_spacing: float | None
             prepare_zone_labels(zones, image_size, target_spacing=target_spacing))
 
 
+def _volumes(
+    cases: list[Case],
+    load_case: Callable[[Case], tuple[np.ndarray, np.ndarray]],
+    channels: tuple[int, int],
+    image_size: int,
+    indices: tf.data.Dataset | None = None,
+) -> tf.data.Dataset:
+    """Prepared (image, label) volumes of ``cases[i]`` for each ``i`` of ``indices``
+    (all cases in order by default), one case per parallel map call."""
+    signature = [tf.TensorSpec((None, image_size, image_size, n), tf.float32) for n in channels]
+
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        return load_case(cases[int(index)])
+
+    def load_tensors(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        arrays = tf.numpy_function(load, [index], [spec.dtype for spec in signature], stateful=False)
+        return tuple(tf.ensure_shape(array, spec.shape) for array, spec in zip(arrays, signature))
+
+    indices = tf.data.Dataset.range(len(cases)) if indices is None else indices
+    return indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True)
+
+
 def _slice_stream(
     cases: list[Case],
     load_case: Callable[[Case], tuple[np.ndarray, np.ndarray]],
@@ -626,30 +652,25 @@ def _slice_stream(
     shuffle_buffer: int,
     seed: int,
     cache: bool = False,
+    cached_volumes: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """(image, label) slices of all cases, loading one case per parallel map call.
 
     With ``cache``, the prepared volumes are kept in memory after the first pass, and
     later epochs shuffle the cached volumes instead of reading the files again.
+    ``cached_volumes`` (a cached :func:`_volumes` of the same cases) shares that
+    memory between streams, e.g. one per epoch.
     """
-    signature = [tf.TensorSpec((None, image_size, image_size, n), tf.float32) for n in channels]
-
-    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        return load_case(cases[int(index)])
-
-    def load_tensors(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        arrays = tf.numpy_function(load, [index], [spec.dtype for spec in signature], stateful=False)
-        return tuple(tf.ensure_shape(array, spec.shape) for array, spec in zip(arrays, signature))
-
-    indices = tf.data.Dataset.range(len(cases))
-    if cache:
-        volumes = indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True).cache()
+    if cache or cached_volumes is not None:
+        volumes = _volumes(cases, load_case, channels, image_size).cache() if cached_volumes is None \
+            else cached_volumes
         if shuffle:
             volumes = volumes.shuffle(len(cases), seed=seed, reshuffle_each_iteration=True)
     else:
+        indices = tf.data.Dataset.range(len(cases))
         if shuffle:
             indices = indices.shuffle(len(cases), seed=seed, reshuffle_each_iteration=True)
-        volumes = indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True)
+        volumes = _volumes(cases, load_case, channels, image_size, indices)
     slices = volumes.unbatch()
     if shuffle:
         slices = slices.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -878,6 +899,7 @@ def pix2pix_dataset(
     seed: int = 0,
     shuffle_buffer: int = 256,
     target_spacing: float | None = None,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """Stream (registered stack slice, one-hot zone slice) batches for Pix2Pix.
 
@@ -905,6 +927,10 @@ def pix2pix_dataset(
     target_spacing : float, optional
         Resample every slice to pixels of this size (mm) and centre pad or crop it to
         ``image_size`` (:func:`prepare_pix2pix_volume`); by default slices are resized.
+    cache : bool, optional
+        Keep the prepared volumes in memory after the first pass over the dataset, as
+        for :func:`unet_dataset`; see :func:`pix2pix_epochs` to share them between the
+        streams of several epochs.
 
     Returns
     -------
@@ -927,17 +953,67 @@ def pix2pix_dataset(
     ...
     prostseg.errors.InputError: ...: case p1 has no registered stack ...; run `prostseg register-case ...` first
     """
+    return next(pix2pix_epochs(
+        cases, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
+        shuffle_buffer=shuffle_buffer, target_spacing=target_spacing, cache=cache,
+    ))
+
+
+def pix2pix_epochs(
+    cases: Sequence[Case],
+    *,
+    first_epoch: int = 0,
+    image_size: int = PIX2PIX_IMAGE_SIZE,
+    batch_size: int = 1,
+    augment: bool = True,
+    shuffle: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 256,
+    target_spacing: float | None = None,
+    cache: bool = False,
+) -> Iterator[tf.data.Dataset]:
+    """Yield one :func:`pix2pix_dataset` per epoch, epoch ``e`` seeded by ``seed + e``.
+
+    The stream of an epoch depends on nothing but its number, so a run resumed at
+    epoch ``e`` (``first_epoch=e``) sees exactly the slices, order and augmentation
+    an uninterrupted run sees there. With ``cache`` the prepared volumes are read
+    once, during the first epoch, and every later epoch shuffles them in memory.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        Registered cases with zone labels.
+    first_epoch : int, optional
+        Number of the first epoch yielded.
+    image_size, batch_size, augment, shuffle, seed, shuffle_buffer, target_spacing, cache
+        As for :func:`pix2pix_dataset` (``seed`` is the seed of epoch 0).
+
+    Yields
+    ------
+    tf.data.Dataset
+        The batches of epochs ``first_epoch``, ``first_epoch + 1``, ... (endlessly).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prostseg.dataset import Case
+    >>> epochs = pix2pix_epochs([Case("p1", tempfile.gettempdir(), {"zones": "zones.nii.gz"})])
+    >>> next(epochs)
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...: case p1 has no registered stack ...; run `prostseg register-case ...` first
+    """
     cases = _checked_cases(cases, ("zones",))
     for case in cases:
         _stack_path(case)
     image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
-    slices = _slice_stream(
-        cases,
-        lambda case: _load_pix2pix_case(case, image_size, target_spacing),
-        (3, NUM_ZONE_CLASSES),
-        image_size,
-        shuffle=shuffle,
-        shuffle_buffer=_positive(shuffle_buffer, "shuffle_buffer"),
-        seed=seed,
-    )
-    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size)
+    shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
+    stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),
+                  channels=(3, NUM_ZONE_CLASSES), image_size=image_size)
+    cached_volumes = _volumes(cases, **stream).cache() if cache else None
+    epoch = operator.index(first_epoch)
+    while True:
+        slices = _slice_stream(cases, **stream, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed + epoch,
+                               cached_volumes=cached_volumes)
+        yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
+        epoch += 1
