@@ -20,7 +20,7 @@ from pathlib import Path
 import common
 
 BENCHMARKS = ("data_loading", "input_pipeline", "training_throughput", "inference_registration",
-              "book_execution", "real_data_report")
+              "book_execution", "phantom_realism", "real_data_report")
 
 
 def _load(out: Path, name: str) -> dict | None:
@@ -68,6 +68,21 @@ def _book(r: dict) -> list[str]:
             f"{r['total_s']:.3g} s; kernel start {r['kernel_start_s']:.3g} s."]
 
 
+def _phantom(r: dict) -> list[str]:
+    s = r["summary"]
+    gland = s["gland_ml"]
+    lines = [f"{r['n_cases']} phantom patients ({r['generator']}): gland {gland['mean']:.3g} +- {gland['sd']:.3g} ml "
+             f"(CV {gland['cv']:.2f}, {gland['min']:.3g}-{gland['max']:.3g} ml), {s['distinct_grids']} distinct T2W "
+             f"grids, endorectal coil in {s['coil_fraction']:.0%}; median {r['seconds_per_case']['median_s']:.3g} s "
+             "per case."]
+    if "distances" in s:
+        new, old = s["distances"], r["v1_reference"]
+        lines.append(f"Normalised T2W histograms against ProstateX-0000, Wasserstein distance (lower is closer): "
+                     f"slices {new['slice']['wasserstein']['mean']:.3f} (v1 {old['slice']['wasserstein']['mean']:.3f}), "
+                     f"gland {new['gland']['wasserstein']['mean']:.3f} (v1 {old['gland']['wasserstein']['mean']:.3f}).")
+    return [" ".join(lines)]
+
+
 def _real(r: dict) -> list[str]:
     reg = r["registration"]
     return [f"Leave-one-out lesion U-Net on 3 ProstateX patients (short CPU run, not a result): mean Dice "
@@ -79,7 +94,8 @@ def _real(r: dict) -> list[str]:
 SECTIONS = {"data_loading": ("Data loading", _data_loading), "input_pipeline": ("Input pipeline", _input_pipeline),
             "training_throughput": ("Training throughput", _training),
             "inference_registration": ("Inference and registration", _inference),
-            "book_execution": ("Book execution", _book), "real_data_report": ("Real data", _real)}
+            "book_execution": ("Book execution", _book), "phantom_realism": ("Phantom realism", _phantom),
+            "real_data_report": ("Real data", _real)}
 
 
 def write_summary(out: Path) -> Path:

@@ -25,7 +25,8 @@ def _add_phantom_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "phantom",
         help="write synthetic prostate MRI cases (the embedded default dataset)",
-        description="Write N synthetic cases (T2W, DWI, ADC, zones, lesion) in the case layout.",
+        description="Write N synthetic cases (T2W, DWI, ADC, zones, lesion) in the case layout, each "
+                    "patient on a grid of its own.",
     )
     parser.add_argument("out_dir", type=Path, help="folder to write the cases into")
     parser.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")

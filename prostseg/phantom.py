@@ -1,29 +1,53 @@
 """Synthetic prostate MRI cases: the embedded default dataset.
 
-The phantom lets every chapter of the book run offline. Each case is drawn from a
-seed and holds what a real multiparametric prostate MRI study holds:
+The phantom lets every chapter of the book run offline. Each case is a synthetic
+patient drawn from a seed, imaged the way a multiparametric prostate MRI study is:
 
-* an axial T2-weighted volume (``t2w``, int16, 0.8 mm in-plane and 3 mm slices by default);
+* an axial T2-weighted volume (``t2w``, int16) on a grid drawn per patient, like the
+  public datasets: field of view 140-220 mm, in-plane spacing 0.4-1.0 mm (matrices up to
+  320), 16-26 slices of 3-4 mm;
 * a high-b diffusion-weighted volume (``dwi``, float32, b = 1400 s/mm^2) and its
   apparent diffusion coefficient map (``adc``, float32, in 1e-6 mm^2/s), both on a
-  coarser grid of their own (2 mm in-plane, same slices) that is slightly *misaligned*
-  with the T2W volume, as after patient motion between two series;
+  coarser grid of their own (1.6-2.5 mm in-plane, a field of view of their own, the
+  slices of the T2W volume) that is slightly *misaligned* with the T2W volume, as after
+  patient motion between two series;
 * a zone label map on the T2W grid (``zones``: 0 background, 1 peripheral zone,
   2 transition zone, 3 central zone, 4 anterior fibromuscular stroma; see
   :data:`prostseg.dataset.ZONE_NAMES`);
-* a binary lesion mask on the T2W grid (``lesion``; some cases have no lesion).
+* a binary lesion mask on the T2W grid (``lesion``; some cases have no lesion);
+* the anatomy itself, a tissue map on the T2W grid (``tissues``, one of
+  :data:`TISSUE_NAMES` per voxel; ground truth that is not written to disk).
 
-The anatomy is a pelvis seen in axial slices: subcutaneous fat, gluteal, obturator
-and levator muscles, pubic and ischial bones, the rectum (air in a muscular wall)
-behind the gland, the bladder (bright urine) and the seminal vesicles above it, and
-the gland itself with its four zones and a thin dark capsule. Lesions are small
-irregular blobs, mostly in the peripheral zone, dark on T2W and ADC and bright on
-high-b DWI. Every case varies the size, position and rotation of the gland, the
-proportions of its zones, the number, place and size of lesions, the intensities,
-the bias field and the misalignment. Images get tissue texture, partial-volume blur
-(a Gaussian filter), a smooth multiplicative bias field (not on ADC, a ratio of two
-images in which the coil sensitivity cancels) and Rician noise. ADC is zero where the
-scanner would mask it (air, cortical bone).
+The anatomy is an axial pelvis at the level of the prostate, in real millimetres
+whatever the grid: skin and subcutaneous fat; gluteal, hip and iliopsoas muscles;
+femoral heads (fatty marrow in a dark cortex) in their acetabula, the ischia and the
+pubic bones meeting at the symphysis in front; the obturator internus muscles on the
+pelvic side walls and the levator ani as a thin dark sling around the gland and the
+rectum; fat with dark vessels, neurovascular bundles and the periprostatic venous
+plexus; the rectum behind the gland (dark muscular wall, content of faeces, air and
+fluid); the bladder (bright urine in a dark wall), seminal vesicles and vasa deferentia
+above the base. The gland has a thin dark capsule and four zones: a bright peripheral
+zone wrapping round the back and the apex; a darker, heterogeneous transition zone of
+two lobes holding benign (BPH) nodules, larger in larger glands; a dark central zone,
+a cone round the ejaculatory ducts at the base; and a very dark anterior fibromuscular
+stroma in front. Every boundary is a smooth random deformation of its basic shape.
+Lesions are irregular blobs, mostly in the peripheral zone, dark on T2W and ADC and
+bright on high-b DWI.
+
+Per patient the generator draws the gland volume (median 40 ml, mostly 20-80 ml), its
+shape, position, rotation, tilt and zone proportions, the size of the pelvis, the fat,
+the bladder filling, the rectal content; per scan the grids, the tissue contrast, the
+scanner's intensity scale, a smooth bias field, the noise level and, in about a quarter
+of the cases, an endorectal coil: an air-filled balloon in the rectum that flattens the
+back of the gland, with a receive sensitivity that falls steeply with distance from it.
+Images get tissue texture, partial-volume blur and Rician noise; the coil and the bias
+field multiply T2W and DWI but not ADC (a ratio of two images in which the coil
+sensitivity cancels). ADC is zero where the scanner would mask it (air, cortical bone);
+fat, suppressed on diffusion imaging, is dark on DWI and near zero on ADC.
+
+Random numbers come from three independent streams of the seed: the patient (anatomy,
+lesions, misalignment), the scan (grids, coil, contrast) and the noise. The same seed
+therefore gives the same patient on any grid the caller passes.
 
 Coordinates and arrays
 ----------------------
@@ -33,7 +57,8 @@ NIfTI. The arrays of a :class:`PhantomCase` follow the prostseg array convention
 ``k`` is ``array[:, :, k]``. :func:`write_phantom_dataset` stores the volumes in LAS
 voxel order (``i`` towards Left), like the ProstateX NIfTI files, so reading them back
 exercises the orientation handling; loading them with ``load_volume`` gives back the
-arrays and affines of the :class:`PhantomCase`.
+arrays and affines of the :class:`PhantomCase`. Both grids are centred on
+:data:`FOV_CENTRE_MM`; the gland lies near it.
 
 The misalignment
 ----------------
@@ -63,14 +88,20 @@ Examples
 ((64, 64, 12), 'int16')
 >>> sorted(set(case.zones.ravel().tolist()))
 [0, 1, 2, 3, 4]
+
+Without a grid, each patient gets one of its own:
+
+>>> [make_phantom_case(seed).t2w.shape for seed in (1, 2)]
+[(192, 192, 23), (320, 320, 19)]
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -82,6 +113,7 @@ from prostseg.errors import InputError
 
 __all__ = [
     "GENERATOR_VERSION",
+    "TISSUE_NAMES",
     "RigidTransform",
     "PhantomCase",
     "make_phantom_case",
@@ -90,7 +122,7 @@ __all__ = [
 
 #: Version of the generator, stored in every case's ``phantom.json``. It changes
 #: whenever the same seed would give different images.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 #: b-value (s/mm^2) of the phantom's diffusion-weighted volume.
 B_VALUE = 1400.0
@@ -99,8 +131,11 @@ B_VALUE = 1400.0
 MAX_SHIFT_MM = (3.0, 3.0, 2.0)
 MAX_ROTATION_DEG = (1.0, 1.0, 2.0)
 
-#: World (RAS, mm) position of the centre of the T2W field of view.
+#: World (RAS, mm) position of the centre of the T2W and DWI fields of view.
 FOV_CENTRE_MM = (0.0, -20.0, -60.0)
+
+#: Fraction of the patients scanned with an endorectal coil (when the caller does not say).
+ENDORECTAL_COIL_FRACTION = 0.25
 
 _PZ, _TZ, _CZ, _AFS = (
     ZONE_NAMES.index(name)
@@ -112,28 +147,45 @@ _PZ, _TZ, _CZ, _AFS = (
     )
 )
 
-# Tissue ids of the anatomy painter and their (T2W, ADC in 1e-6 mm^2/s, DWI S0 relative,
-# texture amplitude) properties. Later tissues are painted over earlier ones.
+# Tissues of the anatomy painter and their properties: T2W signal relative to fat, ADC
+# (1e-6 mm^2/s), DWI signal at b = 0 relative to the peripheral zone (fat suppressed),
+# and the amplitudes of a fine grain and of a coarser mottle. Each scan varies them
+# (see _draw_scan).
 _TISSUES = {
-    # name:          (T2W,  ADC,  S0,   texture)
-    "air":           (0.0, 0.0, 0.0, 0.0),
-    "fat":           (520.0, 250.0, 0.05, 0.06),
-    "muscle":        (165.0, 1400.0, 0.55, 0.07),
-    "cortex":        (25.0, 0.0, 0.0, 0.0),
-    "marrow":        (360.0, 450.0, 0.08, 0.08),
-    "rectal wall":   (200.0, 1300.0, 0.7, 0.06),
-    "bladder wall":  (190.0, 1500.0, 0.6, 0.05),
-    "urine":         (950.0, 2900.0, 1.5, 0.02),
-    "vesicle":       (720.0, 2100.0, 1.0, 0.10),
-    "capsule":       (170.0, 1300.0, 0.6, 0.05),
-    "pz":            (480.0, 1750.0, 1.0, 0.10),
-    "tz":            (290.0, 1250.0, 0.85, 0.20),
-    "cz":            (185.0, 1050.0, 0.8, 0.08),
-    "afs":           (105.0, 1000.0, 0.5, 0.06),
-    "lesion":        (205.0, 800.0, 1.0, 0.08),
+    # name:            (T2W,  ADC,    S0,   grain, mottle)
+    "air":             (0.0, 0.0, 0.0, 0.0, 0.0),
+    "fat":             (1.0, 120.0, 0.05, 0.05, 0.1),
+    "muscle":          (0.14, 1450.0, 0.35, 0.15, 0.1),
+    "cortex":          (0.03, 0.0, 0.0, 0.0, 0.0),
+    "marrow":          (0.75, 350.0, 0.06, 0.08, 0.12),
+    "pelvic marrow":   (0.32, 450.0, 0.1, 0.12, 0.2),
+    "cartilage":       (0.3, 1300.0, 0.35, 0.05, 0.0),
+    "vessel":          (0.06, 2400.0, 0.05, 0.0, 0.0),
+    "vein":            (0.8, 2000.0, 0.4, 0.08, 0.05),
+    "rectal wall":     (0.3, 1300.0, 0.6, 0.08, 0.05),
+    "faeces":          (0.45, 800.0, 0.55, 0.1, 0.4),
+    "bowel fluid":     (1.1, 2600.0, 1.2, 0.03, 0.05),
+    "balloon":         (0.02, 0.0, 0.0, 0.0, 0.0),
+    "bladder wall":    (0.28, 1500.0, 0.5, 0.06, 0.04),
+    "urine":           (1.12, 2900.0, 1.6, 0.01, 0.02),
+    "vesicle":         (1.05, 2000.0, 1.0, 0.08, 0.1),
+    "vas":             (0.3, 1300.0, 0.5, 0.05, 0.03),
+    "capsule":         (0.2, 1300.0, 0.5, 0.05, 0.0),
+    "pz":              (0.62, 1700.0, 1.0, 0.1, 0.15),
+    "tz":              (0.32, 1250.0, 0.8, 0.12, 0.22),
+    "cz":              (0.2, 1050.0, 0.7, 0.05, 0.04),
+    "afs":             (0.12, 950.0, 0.45, 0.05, 0.03),
+    "stromal nodule":  (0.22, 1050.0, 0.7, 0.08, 0.1),
+    "glandular nodule": (0.55, 1550.0, 0.9, 0.1, 0.12),
+    "urethra":         (0.22, 1300.0, 0.6, 0.05, 0.0),
+    "duct":            (0.55, 1800.0, 0.9, 0.05, 0.0),
+    "lesion":          (0.25, 800.0, 1.0, 0.06, 0.06),
 }
+#: Names of the values of :attr:`PhantomCase.tissues` (the value is the index).
+TISSUE_NAMES = tuple(_TISSUES)
 _TISSUE_ID = {name: index for index, name in enumerate(_TISSUES)}
-_ZONE_OF_TISSUE = {"pz": _PZ, "tz": _TZ, "cz": _CZ, "afs": _AFS, "lesion": 0}
+_TISSUE_TABLE = np.array(list(_TISSUES.values()))
+_ZONE_TISSUE = np.array([_TISSUE_ID[name] for name in ("air", "pz", "tz", "cz", "afs")], dtype=np.uint8)
 
 
 def _rotation_matrix(rotation_deg: Sequence[float]) -> np.ndarray:
@@ -248,6 +300,12 @@ class PhantomCase:
         places it (see the module documentation).
     lesion_count : int
         Number of lesions drawn (overlapping lesions count separately).
+    endorectal_coil : bool
+        Whether the patient was scanned with an endorectal coil (a dark balloon in the
+        rectum; T2W and DWI much brighter near it).
+    tissues : ndarray of uint8, shape (X, Y, Z)
+        What each T2W voxel shows, as an index into :data:`TISSUE_NAMES` (ground truth
+        of the anatomy; not written to disk).
     """
 
     seed: int
@@ -261,6 +319,8 @@ class PhantomCase:
     dwi_affine: np.ndarray
     misalignment: RigidTransform
     lesion_count: int
+    endorectal_coil: bool
+    tissues: np.ndarray
 
     @property
     def dwi_true_affine(self) -> np.ndarray:
@@ -292,208 +352,717 @@ def _grid_affine(shape: Sequence[int], spacing: Sequence[float], centre: np.ndar
     return affine
 
 
-def _world_points(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
-    """World coordinates of all voxel centres, shape ``(*shape, 3)``."""
-    index = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij"), -1)
-    return index @ affine[:3, :3].T + affine[:3, 3]
-
-
-def _ellipse(x, y, cx, cy, ax, ay, angle_deg=0.0):
-    """Normalised squared radius of points in a rotated ellipse (inside where < 1)."""
-    angle = np.deg2rad(angle_deg)
-    dx, dy = x - cx, y - cy
-    u = (np.cos(angle) * dx + np.sin(angle) * dy) / ax
-    v = (-np.sin(angle) * dx + np.cos(angle) * dy) / ay
-    return u * u + v * v
+# ----------------------------------------------------------------------------- shapes
+#
+# The anatomy lives in the *patient frame*: millimetres from the centre of the gland,
+# x towards the patient's right, y anterior, z superior. Shapes answer ``level(x, y, z)``:
+# the squared normalised distance from their centre, below 1 inside.
 
 
 @dataclass(frozen=True)
-class _Anatomy:
-    """Random anatomy of one case, in world millimetres."""
+class _Blob:
+    """An ellipsoid, or an elliptic column, with a smoothly deformed outline.
 
-    centre: np.ndarray  # gland centre
-    semi_axes: np.ndarray  # gland semi-axes (lateral, AP, craniocaudal)
-    angle_deg: float  # gland rotation about S
-    pelvis_scale: float
-    tz_scale: float
-    cz_base: float
-    afs_front: float
-    rectum_shift: float
+    ``semi`` holds the semi-axes along its own lateral and anterior directions (after
+    turning by ``angle_deg`` about z) and the half-height; ``back`` replaces the anterior
+    semi-axis behind the centre (egg shapes). The centre drifts in-plane by ``lean`` mm per
+    mm of height, the in-plane size scales by ``1 + taper * w`` (``w``: height over
+    half-height), and the outline's radius is multiplied by ``1 + sum_k a_k cos(k theta) +
+    b_k sin(k theta)`` with ``waves = ((a_1, b_1), (a_2, b_2), ...)``. A column keeps its
+    outline over its whole height instead of closing like an ellipsoid.
+    """
 
-    def gland_coordinates(self, points: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Normalised gland coordinates ``(u, v, w, r2)`` of world points."""
-        d = points - self.centre
-        angle = np.deg2rad(self.angle_deg)
-        lateral = np.cos(angle) * d[..., 0] + np.sin(angle) * d[..., 1]
-        front = -np.sin(angle) * d[..., 0] + np.cos(angle) * d[..., 1]
-        w = d[..., 2] / self.semi_axes[2]
-        v = front / self.semi_axes[1]
-        # Wider at the back, narrower towards the apex: a rounded triangle in axial view.
-        u = lateral / self.semi_axes[0] / (1.0 - 0.18 * v) * (1.0 + 0.2 * np.clip(-w, 0, None))
-        # The rectum indents the posterior midline.
-        v = np.where(v < 0, v + 0.18 * np.exp(-((u / 0.35) ** 2)), v)
-        return u, v, w, u * u + v * v + w * w
+    centre: tuple[float, float, float]
+    semi: tuple[float, float, float]
+    back: float = 0.0
+    angle_deg: float = 0.0
+    lean: tuple[float, float] = (0.0, 0.0)
+    taper: float = 0.0
+    waves: tuple[tuple[float, float], ...] = ()
+    column: bool = False
 
-    def tissues(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tissue ids, zone labels and gland mask of world points."""
-        x, y, z = points[..., 0], points[..., 1], points[..., 2]
-        s = self.pelvis_scale
-        gx, gy, gz = self.centre
-        ax, ay, az = self.semi_axes
-        tissue = np.zeros(points.shape[:-1], dtype=np.uint8)
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        a, b, c = self.semi
+        b = max(b, self.back)
+        growth = (1.0 + abs(self.taper)) * (1.0 + sum(math.hypot(p, q) for p, q in self.waves))
+        angle = math.radians(self.angle_deg)
+        reach = growth * np.array([math.hypot(a * math.cos(angle), b * math.sin(angle)),
+                                   math.hypot(a * math.sin(angle), b * math.cos(angle))])
+        reach += np.abs(np.array(self.lean)) * c
+        centre = np.asarray(self.centre, dtype=float)
+        return centre - [*reach, c], centre + [*reach, c]
 
-        def paint(name, where):
-            tissue[where] = _TISSUE_ID[name]
+    def normalised(self, x, y, z):
+        """In-plane coordinates ``(u, v)`` scaled by the semi-axes, and the height ``w``."""
+        cx, cy, cz = self.centre
+        a, b, c = self.semi
+        dz = z - np.float32(cz)
+        w = dz * np.float32(1.0 / c)
+        dx = x - np.float32(cx) - np.float32(self.lean[0]) * dz
+        dy = y - np.float32(cy) - np.float32(self.lean[1]) * dz
+        if self.angle_deg:
+            cos, sin = math.cos(math.radians(self.angle_deg)), math.sin(math.radians(self.angle_deg))
+            dx, dy = np.float32(cos) * dx + np.float32(sin) * dy, np.float32(-sin) * dx + np.float32(cos) * dy
+        if self.taper:
+            scale = np.maximum(1.0 + np.float32(self.taper) * w, np.float32(0.2))
+            dx, dy = dx / scale, dy / scale
+        u = dx * np.float32(1.0 / a)
+        if self.back and self.back != b:
+            v = dy * np.where(dy >= 0, np.float32(1.0 / b), np.float32(1.0 / self.back))
+        else:
+            v = dy * np.float32(1.0 / b)
+        return u, v, w
 
-        # Body: subcutaneous and pelvic fat; muscles and bones of the pelvic wall.
-        py = gy - 12.0 * s  # pelvis centre, a little behind the gland
-        paint("fat", _ellipse(x, y, gx, py, 150 * s, 100 * s) < 1)
-        for side in (-1.0, 1.0):
-            paint("muscle", _ellipse(x, y, gx + side * 66 * s, py - 66 * s, 46 * s, 36 * s, side * 25) < 1)
-            paint("muscle", _ellipse(x, y, gx + side * 50 * s, py + 6 * s, 11 * s, 34 * s, side * 8) < 1)
-            ischium = _ellipse(x, y, gx + side * 70 * s, py + 4 * s, 14 * s, 36 * s, side * 6)
-            paint("cortex", ischium < 1)
-            paint("marrow", ischium < 0.7)
-            pubis = _ellipse(x, y, gx + side * 17 * s, gy + ay + 20 * s, 18 * s, 8 * s, -side * 35)
-            paint("cortex", pubis < 1)
-            paint("marrow", pubis < 0.55)
-        # Levator ani: a thin sling behind and beside the gland and rectum.
-        sling = _ellipse(x, y, gx, gy - 14 * s, 31 * s, 36 * s)
-        paint("muscle", (sling < 1) & (sling > 0.82) & (y < gy + 5))
-        # Rectum behind the gland: muscular wall around a collapsed, air-filled lumen.
-        rx, ry = gx + self.rectum_shift, gy - ay - 13.0 * s
-        paint("rectal wall", _ellipse(x, y, rx, ry, 19 * s, 11 * s) < 1)
-        paint("air", _ellipse(x, y, rx, ry, 14 * s, 5 * s) < 1)
-        # Bladder above the gland, seminal vesicles behind the bladder base.
-        bladder_z = gz + az + 20.0 * s
-        bladder = ((x - gx) / (40 * s)) ** 2 + ((y - gy - 6 * s) / (30 * s)) ** 2 + ((z - bladder_z) / (26 * s)) ** 2
-        paint("bladder wall", bladder < 1)
-        paint("urine", bladder < 0.8)
-        for side in (-1.0, 1.0):
-            vesicle = (
-                _ellipse(x, y, gx + side * 16 * s, gy - ay * 0.6, 14 * s, 5 * s, -side * 20)
-                + ((z - gz - az * 0.85) / (7 * s)) ** 2
-            )
-            paint("vesicle", vesicle < 1)
-        # The gland and its zones, from the outside in.
-        u, v, w, r2 = self.gland_coordinates(points)
-        paint("capsule", r2 < (1.0 + 1.5 / ax) ** 2)
-        gland = r2 < 1
-        paint("pz", gland)
-        tz = (u / (0.6 * self.tz_scale)) ** 2 + ((v - 0.18) / (0.55 * self.tz_scale)) ** 2 + (
-            (w - 0.12) / (0.62 * self.tz_scale)
-        ) ** 2
-        paint("tz", gland & (tz < 1))
-        # The CZ is a cone around the ejaculatory ducts, widening towards the base; the
-        # AFS covers the front of the gland and thickens towards the base.
-        above_cz = w - self.cz_base
-        cz = (above_cz > 0) & (v > -0.82) & (v < 0.05 + 0.6 * above_cz) & (np.abs(u) < 0.3 + 0.5 * above_cz)
-        paint("cz", gland & cz)
-        afs_front = self.afs_front - 0.6 * np.clip(w - 0.4, 0, None)
-        paint("afs", gland & (v > afs_front) & (np.abs(u) < 0.62))
-        zones = _ZONE_LOOKUP[tissue]
-        return tissue, zones, gland
+    def outline(self, u, v, rho2):
+        """Squared in-plane level ``rho2`` divided by the squared radius of the outline."""
+        if not self.waves:
+            return rho2
+        # radius - 1 = Re(sum_k (a_k - i b_k) e^{i k theta}), by Horner's rule in e^{i theta}.
+        turn = (u + 1j * v).astype(np.complex64)
+        turn /= np.sqrt(rho2) + np.float32(1e-6)
+        series = np.full(turn.shape, np.complex64(complex(*self.waves[-1]).conjugate()))
+        for a_k, b_k in reversed(self.waves[:-1]):
+            series *= turn
+            series += np.complex64(complex(a_k, -b_k))
+        series *= turn
+        radius = 1.0 + series.real
+        return rho2 / (radius * radius)
 
+    def level(self, x, y, z):
+        u, v, w = self.normalised(x, y, z)
+        in_plane = self.outline(u, v, u * u + v * v)
+        return np.maximum(in_plane, w * w) if self.column else in_plane + w * w
 
-_ZONE_LOOKUP = np.zeros(len(_TISSUES), dtype=np.uint8)
-for _name, _zone in _ZONE_OF_TISSUE.items():
-    _ZONE_LOOKUP[_TISSUE_ID[_name]] = _zone
+    def shrunk(self, mm: float) -> _Blob:
+        """The same shape with its in-plane semi-axes (and height, unless a column) less ``mm``."""
+        a, b, c = self.semi
+        return replace(self, semi=(a - mm, b - mm, c if self.column else c - mm),
+                       back=max(self.back - mm, 0.0) if self.back else 0.0)
 
 
 @dataclass(frozen=True)
-class _Lesion:
-    """An irregular ellipsoidal blob (world mm)."""
+class _Rod:
+    """A tube of radius ``radius`` (mm) round the segment from ``start`` to ``end``."""
 
-    centre: np.ndarray
-    radii: np.ndarray
-    angle_deg: float
-    harmonics: np.ndarray  # amplitudes and phases of 2- and 3-lobed boundary waves
+    start: tuple[float, float, float]
+    end: tuple[float, float, float]
+    radius: float
 
-    def contains(self, points: np.ndarray) -> np.ndarray:
-        d = points - self.centre
-        angle = np.deg2rad(self.angle_deg)
-        a = np.cos(angle) * d[..., 0] + np.sin(angle) * d[..., 1]
-        b = -np.sin(angle) * d[..., 0] + np.cos(angle) * d[..., 1]
-        theta = np.arctan2(b, a)
-        amp2, phase2, amp3, phase3 = self.harmonics
-        boundary = 1.0 + amp2 * np.cos(2 * theta + phase2) + amp3 * np.cos(3 * theta + phase3)
-        radius2 = (a / self.radii[0]) ** 2 + (b / self.radii[1]) ** 2 + (d[..., 2] / self.radii[2]) ** 2
-        return radius2 < boundary**2
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        ends = np.array([self.start, self.end])
+        return ends.min(axis=0) - self.radius, ends.max(axis=0) + self.radius
+
+    def level(self, x, y, z):
+        p0 = np.asarray(self.start, dtype=float)
+        d = np.asarray(self.end, dtype=float) - p0
+        dx, dy, dz = x - np.float32(p0[0]), y - np.float32(p0[1]), z - np.float32(p0[2])
+        t = (dx * np.float32(d[0]) + dy * np.float32(d[1]) + dz * np.float32(d[2])) * np.float32(1.0 / (d @ d))
+        t = np.clip(t, 0.0, 1.0)
+        dx, dy, dz = dx - t * np.float32(d[0]), dy - t * np.float32(d[1]), dz - t * np.float32(d[2])
+        return (dx * dx + dy * dy + dz * dz) * np.float32(1.0 / self.radius**2)
+
+    def shrunk(self, mm: float) -> _Rod:
+        return replace(self, radius=self.radius - mm)
 
 
-def _draw_anatomy(rng: np.random.Generator, fov_centre: np.ndarray) -> _Anatomy:
-    """Draw gland geometry and zone proportions."""
-    return _Anatomy(
-        centre=fov_centre + rng.uniform([-4, -2, -3], [4, 6, 3]),
-        semi_axes=rng.uniform([19, 14, 15], [26, 19, 20]),
-        angle_deg=float(rng.uniform(-10, 10)),
-        pelvis_scale=float(rng.uniform(0.9, 1.1)),
-        tz_scale=float(rng.uniform(0.85, 1.15)),
-        cz_base=float(rng.uniform(0.1, 0.3)),
-        afs_front=float(rng.uniform(0.5, 0.65)),
-        rectum_shift=float(rng.uniform(-5, 5)),
+class _Canvas:
+    """Tissue and zone maps of one voxel grid, painted shape by shape.
+
+    ``index_to_patient`` (4 x 4) maps voxel indices to the patient frame. Each shape is
+    evaluated only on the block of voxels that can meet its bounding box.
+    """
+
+    def __init__(self, shape: Sequence[int], index_to_patient: np.ndarray):
+        self.shape = tuple(int(n) for n in shape)
+        self.linear = np.asarray(index_to_patient, dtype=float)[:3, :3]
+        self.offset = np.asarray(index_to_patient, dtype=float)[:3, 3]
+        self.tissue = np.zeros(self.shape, dtype=np.uint8)
+        self.zones = np.zeros(self.shape, dtype=np.uint8)
+
+    def region(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...] | None:
+        """Index block holding every voxel whose patient position lies in the box ``[lo, hi]``."""
+        ranges = [[0.0, n - 1.0] for n in self.shape]
+        for _ in range(2):  # each pass narrows an axis with the others' narrowed ranges
+            for axis in range(3):
+                low, high = self.offset.copy(), self.offset.copy()
+                for other in range(3):
+                    if other != axis:
+                        ends = self.linear[:, other, None] * np.array(ranges[other])
+                        low += ends.min(axis=1)
+                        high += ends.max(axis=1)
+                first, last = ranges[axis]
+                for coordinate in range(3):
+                    slope = self.linear[coordinate, axis]
+                    if abs(slope) < 1e-9:
+                        if low[coordinate] > hi[coordinate] or high[coordinate] < lo[coordinate]:
+                            return None
+                        continue
+                    bounds = sorted(((lo[coordinate] - high[coordinate]) / slope,
+                                     (hi[coordinate] - low[coordinate]) / slope))
+                    first, last = max(first, math.ceil(bounds[0] - 1e-6)), min(last, math.floor(bounds[1] + 1e-6))
+                if first > last:
+                    return None
+                ranges[axis] = [float(first), float(last)]
+        return tuple(slice(int(first), int(last) + 1) for first, last in ranges)
+
+    def coordinates(self, block: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patient coordinates (float32 arrays of the block's shape) of a block's voxels."""
+        i, j, k = (np.arange(s.start, s.stop, dtype=np.float32) for s in block)
+        i, j, k = i[:, None, None], j[None, :, None], k[None, None, :]
+        m, t = self.linear, self.offset
+        shape = tuple(s.stop - s.start for s in block)
+        return tuple(
+            np.broadcast_to(np.float32(m[c, 0]) * i + np.float32(m[c, 1]) * j + np.float32(m[c, 2]) * k
+                            + np.float32(t[c]), shape)
+            for c in range(3)
+        )
+
+    def everywhere(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patient coordinates of every voxel."""
+        return self.coordinates(tuple(slice(0, n) for n in self.shape))
+
+    def paint(self, shape, tissue: str, *, outside=None, over: Sequence[str] = (), zones: Sequence[int] = (),
+              bounds: Sequence[tuple[float, float]] | None = None) -> None:
+        """Give ``tissue`` to the voxels inside ``shape``.
+
+        Optionally only those outside the shape ``outside`` (rings), only over the
+        tissues ``over``, only in the zones ``zones``, and only within per-axis
+        ``bounds`` ``((x_min, x_max), (y_min, y_max), (z_min, z_max))`` (patient mm).
+        """
+        lo, hi = shape.bbox()
+        if bounds is not None:
+            lo = np.maximum(lo, [b[0] for b in bounds])
+            hi = np.minimum(hi, [b[1] for b in bounds])
+            if (lo > hi).any():
+                return
+        block = self.region(lo, hi)
+        if block is None:
+            return
+        x, y, z = self.coordinates(block)
+        mask = shape.level(x, y, z) < 1.0
+        if outside is not None:
+            mask &= outside.level(x, y, z) >= 1.0
+        if bounds is not None:
+            for values, (low, high) in zip((x, y, z), bounds):
+                if np.isfinite(low):
+                    mask &= values >= low
+                if np.isfinite(high):
+                    mask &= values <= high
+        if over:
+            mask &= np.isin(self.tissue[block], [_TISSUE_ID[name] for name in over])
+        if zones:
+            mask &= np.isin(self.zones[block], zones)
+        self.tissue[block][mask] = _TISSUE_ID[tissue]
+
+
+def _waves(rng: np.random.Generator, amplitudes: Sequence[float]) -> tuple[tuple[float, float], ...]:
+    """Random outline waves: order ``k`` gets cosine and sine coefficients up to ``amplitudes[k-1]``."""
+    return tuple((float(rng.uniform(-a, a)), float(rng.uniform(-a, a))) for a in amplitudes)
+
+
+# ------------------------------------------------------------------------------ gland
+
+
+@dataclass(frozen=True)
+class _Gland:
+    """The prostate, centred on the origin of the patient frame, and its zones.
+
+    The outline is a :class:`_Blob` (base wider than apex, flatter behind, deformed);
+    the rectum indents the back of it. Zones are drawn in the normalised coordinates
+    ``(u, v, w)`` of the outline (lateral, anterior, superior; 1 at the outline):
+    transition zone two lobes above the verumontanum, central zone a cone round the
+    ejaculatory ducts from the base down to the verumontanum, anterior fibromuscular
+    stroma a band in front; the peripheral zone is the rest.
+    """
+
+    outline: _Blob
+    indent: float  # depth of the rectal indentation of the back (normalised)
+    tz_scale: float  # size of the transition-zone lobes (grows with BPH)
+    tz_split: float  # lateral offset of the two lobes
+    verumontanum: float  # height (w) below which there is no transition zone
+    cz_start: float  # height (w) where the central zone begins
+    cz_width: float  # half-width (u) of the central zone at its start
+    afs_front: float  # v beyond which the midline is stroma
+
+    @property
+    def semi(self) -> tuple[float, float, float]:
+        return self.outline.semi
+
+    def normalised(self, x, y, z):
+        """``(u, v, w, r2)``: normalised coordinates and squared level of patient points."""
+        u, v, w = self.outline.normalised(x, y, z)
+        v = np.where(v < 0, v + np.float32(self.indent) * np.exp(-((u * np.float32(1 / 0.4)) ** 2)), v)
+        r2 = self.outline.outline(u, v, u * u + v * v) + w * w
+        return u, v, w, r2
+
+    def _tz_level(self, u, v, w):
+        """Squared level of the two transition-zone lobes (below 1 inside)."""
+        s = np.float32(self.tz_scale)
+        lobes = np.minimum((u - np.float32(self.tz_split)) ** 2, (u + np.float32(self.tz_split)) ** 2)
+        return (lobes / (np.float32(0.6) * s) ** 2 + ((v - np.float32(0.12)) / (np.float32(0.72) * s)) ** 2
+                + ((w - np.float32(0.15)) / (np.float32(0.95) * s)) ** 2)
+
+    def zone_of(self, u, v, w, r2) -> np.ndarray:
+        """Zone label (0 outside the gland) at normalised coordinates."""
+        gland = r2 < 1.0
+        zone = np.where(gland, np.uint8(_PZ), np.uint8(0))
+        zone[(self._tz_level(u, v, w) < 1.0) & (r2 < 0.85) & (w > self.verumontanum)] = _TZ
+        # The central zone: a cone round the ejaculatory ducts, behind the transition
+        # zone, from the verumontanum (narrow) up to the base (wide).
+        above = np.maximum(w - np.float32(self.cz_start), 0.0)
+        half_width = np.float32(self.cz_width) + np.float32(0.5) * above
+        half_depth = np.float32(0.16) + np.float32(0.22) * above
+        centre = np.float32(-0.38) + np.float32(0.12) * above
+        cz = (w > self.cz_start) & ((u / half_width) ** 2 + ((v - centre) / half_depth) ** 2 < 1.0)
+        zone[cz & gland] = _CZ
+        afs = (v > self.afs_front + 0.55 * u * u - 0.12 * w) & (np.abs(u) < 0.7)
+        zone[afs & gland] = _AFS
+        return zone
+
+    def tz_shell(self, u, v, w) -> np.ndarray:
+        """Voxels just outside the transition-zone lobes (the dark surgical pseudocapsule)."""
+        level = self._tz_level(u, v, w)
+        return (level >= 1.0) & (level < 1.12) & (w > self.verumontanum)
+
+    def point(self, u: float, v: float, w: float) -> np.ndarray:
+        """Patient position of normalised coordinates (indentation and waves ignored)."""
+        a, b, c = self.outline.semi
+        back = self.outline.back or b
+        scale = max(1.0 + self.outline.taper * w, 0.2)
+        lx, ly = u * a * scale, v * (b if v >= 0 else back) * scale
+        angle = math.radians(self.outline.angle_deg)
+        dx, dy = math.cos(angle) * lx - math.sin(angle) * ly, math.sin(angle) * lx + math.cos(angle) * ly
+        dz = w * c
+        return np.array([dx + self.outline.lean[0] * dz, dy + self.outline.lean[1] * dz, dz])
+
+    def paint(self, canvas: _Canvas) -> None:
+        """Paint the capsule, the zones (labels and tissues) and the pseudocapsule."""
+        capsule = 1.0 + 1.4 / min(self.semi)
+        lo, hi = replace(self.outline, semi=tuple(s * capsule for s in self.semi),
+                         back=self.outline.back * capsule).bbox()
+        block = canvas.region(lo, hi)
+        if block is None:
+            return
+        u, v, w, r2 = self.normalised(*canvas.coordinates(block))
+        tissue, zones = canvas.tissue[block], canvas.zones[block]
+        tissue[r2 < capsule**2] = _TISSUE_ID["capsule"]
+        zone = self.zone_of(u, v, w, r2)
+        inside = zone > 0
+        zones[inside] = zone[inside]
+        tissue[inside] = _ZONE_TISSUE[zone[inside]]
+        tissue[self.tz_shell(u, v, w) & (zone == _PZ)] = _TISSUE_ID["capsule"]
+
+
+def _draw_gland(rng: np.random.Generator, coil: bool) -> _Gland:
+    """Random gland: volume (ml) from a log-normal, shape, pose and zone proportions."""
+    volume_ml = float(np.clip(rng.lognormal(math.log(40.0), 0.38), 18.0, 95.0))
+    depth_ratio, height_ratio = rng.uniform(0.62, 0.8), rng.uniform(0.74, 0.98)
+    back_ratio = rng.uniform(0.8, 0.95) * (0.72 if coil else 1.0)  # a balloon flattens the back
+    outline = _Blob(
+        centre=(0.0, 0.0, 0.0),
+        semi=(1.0, depth_ratio, height_ratio),
+        back=depth_ratio * back_ratio,
+        angle_deg=float(rng.uniform(-7, 7)),
+        lean=(float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.45, -0.12))),
+        taper=float(rng.uniform(0.12, 0.3)),
+        waves=_waves(rng, (0.03, 0.06, 0.04, 0.03)),
+    )
+    gland = _Gland(
+        outline=outline,
+        indent=float(rng.uniform(0.04, 0.16)) + (0.06 if coil else 0.0),
+        # Larger glands are larger mostly by benign hyperplasia of the transition zone.
+        tz_scale=float(np.clip(0.8 + 0.35 * (volume_ml - 40.0) / 40.0 + rng.normal(0.0, 0.05), 0.62, 1.15)),
+        tz_split=float(rng.uniform(0.2, 0.3)),
+        verumontanum=float(rng.uniform(-0.45, -0.25)),
+        cz_start=float(rng.uniform(-0.2, 0.0)),
+        cz_width=float(rng.uniform(0.16, 0.22)),
+        afs_front=float(rng.uniform(0.48, 0.6)),
+    )
+    # Scale the unit-sized outline to the drawn volume (measured on a fine grid).
+    axis = np.linspace(-1.8, 1.8, 48, dtype=np.float32)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij", sparse=True)
+    inside = gland.normalised(*np.broadcast_arrays(x, y, z))[3] < 1.0
+    unit_volume = inside.sum() * float(axis[1] - axis[0]) ** 3
+    size = (volume_ml * 1000.0 / unit_volume) ** (1.0 / 3.0)
+    return replace(gland, outline=replace(outline, semi=tuple(size * s for s in outline.semi),
+                                          back=size * outline.back))
+
+
+# ------------------------------------------------------------------------------ patient
+
+
+@dataclass(frozen=True)
+class _Patient:
+    """Everything drawn for one patient, in the patient frame."""
+
+    gland: _Gland
+    structures: tuple  # (shape, tissue, paint options), painted in order before the gland
+    gland_details: tuple  # painted after the gland (nodules, ducts, urethra)
+    lesions: tuple  # _Blob lesions, clipped to the gland
+    coil: _Rod | None  # the receive element of the endorectal coil
+    pose_deg: tuple[float, float]  # rotation of the patient about z (yaw) and x (tilt)
+    offset_mm: np.ndarray  # in-plane position of the gland centre relative to the FOV centre
+    scan_level_mm: float  # how far the gland centre lies below the centre of the slices
+
+    def paint(self, canvas: _Canvas) -> _Canvas:
+        for shape, tissue, options in self.structures:
+            canvas.paint(shape, tissue, **options)
+        self.gland.paint(canvas)
+        lesions = ((lesion, "lesion", {"zones": (_PZ, _TZ, _CZ)}) for lesion in self.lesions)
+        for shape, tissue, options in (*self.gland_details, *lesions):
+            canvas.paint(shape, tissue, **options)
+        return canvas
+
+
+def _draw_patient(rng: np.random.Generator, coil: bool) -> _Patient:
+    """Draw a patient without lesions; the same draws whether or not there is a ``coil``."""
+    s = float(rng.uniform(0.9, 1.12))  # size of the bony pelvis
+    fat = float(rng.uniform(8.0, 50.0))  # subcutaneous fat (mm)
+    gland = _draw_gland(rng, coil)
+    a, b, c = gland.semi
+    back = gland.outline.back
+    structures = []
+
+    def add(shape, tissue, **options):
+        structures.append((shape, tissue, options))
+
+    def wall(shape, wall_tissue, inner_tissue, thickness, **options):
+        add(shape, wall_tissue, **options)
+        add(shape.shrunk(thickness), inner_tissue, **options)
+
+    # Body outline: wide and flat, fuller behind (buttocks).
+    add(_Blob((0.0, -8 * s, 0.0), (150 * s + fat, 78 * s + fat, 400.0), back=95 * s + fat,
+              waves=((0.0, 0.0), (0.03, 0.0), (0.0, 0.0), (-0.07, 0.0)), column=True), "fat")
+    for side in (-1.0, 1.0):
+        # Hip abductors lateral, gluteus maximus behind, iliopsoas in front of the hip.
+        add(_Blob((side * 128 * s, -8 * s, 0.0), (42 * s, 66 * s, 400.0), angle_deg=side * 10,
+                  waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle")
+        add(_Blob((side * 78 * s, -96 * s, 0.0), (70 * s, 26 * s, 400.0), angle_deg=side * 22,
+                  waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle")
+        add(_Blob((side * 86 * s, 50 * s, 0.0), (24 * s, 16 * s, 400.0), angle_deg=side * 15,
+                  waves=_waves(rng, (0.03, 0.05)), column=True), "muscle")
+        # Pectineus and obturator externus, in front of the lower pubic rami.
+        add(_Blob((side * 50 * s, 44 * s, -20.0), (18 * s, 10 * s, 30.0), angle_deg=-side * 25,
+                  waves=_waves(rng, (0.03, 0.05)), column=True), "muscle")
+        # Rectus abdominis above the symphysis.
+        add(_Blob((side * 21 * s, 66 * s, c + 60.0), (18 * s, 7 * s, 60.0), angle_deg=side * 5,
+                  waves=_waves(rng, (0.02, 0.04)), column=True), "muscle")
+
+    # Bladder above the base and the symphysis; the gland, painted later, indents it.
+    symphysis_y = b + float(rng.uniform(10, 18)) + 9.0 * s
+    symphysis_top = 0.25 * c + float(rng.uniform(2, 8))  # the base and bladder lie above it
+    symphysis_mid, symphysis_half = (symphysis_top - c - 30.0) / 2, (symphysis_top + c + 30.0) / 2
+    fullness = float(rng.uniform(0.65, 1.35))
+    bladder_semi = np.array([rng.uniform(36, 50), rng.uniform(28, 38), rng.uniform(22, 32)]) * fullness ** (1 / 3)
+    bladder_y = 0.3 * b + float(rng.uniform(0, 8))
+    bladder = _Blob((float(rng.uniform(-4, 4)), bladder_y,
+                     0.55 * c + 0.85 * bladder_semi[2]), tuple(bladder_semi), back=bladder_semi[1] * 0.9,
+                    waves=_waves(rng, (0.03, 0.05, 0.03, 0.02)))
+    wall(bladder, "bladder wall", "urine", float(rng.uniform(2.5, 4.5)) + (1.5 if a * b * c > 20000 else 0.0))
+
+    # Seminal vesicles behind the bladder, above the base; the vasa deferentia medial to them.
+    vesicle_y = -0.55 * back - float(rng.uniform(3, 8))
+    for side in (-1.0, 1.0):
+        vesicle = _Blob((side * float(rng.uniform(14, 21)), vesicle_y, c * float(rng.uniform(0.75, 0.95)) + 6.0),
+                        (float(rng.uniform(17, 25)), float(rng.uniform(7, 10)), float(rng.uniform(8, 12))),
+                        angle_deg=side * float(rng.uniform(-5, 25)), waves=_waves(rng, (0.04, 0.07, 0.08, 0.07, 0.05)))
+        wall(vesicle, "vas", "vesicle", 1.2)
+        add(_Rod((side * 6.0, vesicle_y + 3.0, 0.55 * c), (side * 11.0, vesicle_y - 1.0, c + 28.0),
+                 float(rng.uniform(2.4, 3.2))), "vas")
+
+    # Rectum behind the gland, drifting backwards as it rises; collapsed round faeces,
+    # air and fluid, or distended by the balloon of an endorectal coil.
+    rectum_semi = np.array([rng.uniform(15, 21), rng.uniform(10, 15)])
+    rectum_wall = float(rng.uniform(3.0, 4.5))
+    rectum_x = float(rng.uniform(-6, 6))
+    rectum_y = -(back + rectum_semi[1] + float(rng.uniform(1.0, 4.0)))
+    rectum = _Blob((rectum_x, rectum_y, 0.0), (*rectum_semi, 90.0),
+                   lean=(float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.9, -0.4))), taper=0.05,
+                   waves=_waves(rng, (0.04, 0.07, 0.04, 0.03)), column=True)
+    lumen = rectum.shrunk(rectum_wall)
+    wall(rectum, "rectal wall", "faeces", rectum_wall)
+    gas = _Blob((rectum_x, rectum_y + 0.45 * rectum_semi[1], float(rng.uniform(-15, 15))),
+                (0.55 * rectum_semi[0], 0.4 * rectum_semi[1], float(rng.uniform(8, 30))),
+                lean=rectum.lean, waves=_waves(rng, (0.05, 0.08)))
+    fluid = _Blob((rectum_x, rectum_y - 0.4 * rectum_semi[1], float(rng.uniform(-15, 15))),
+                  (0.6 * rectum_semi[0], 0.35 * rectum_semi[1], float(rng.uniform(8, 25))),
+                  lean=rectum.lean, waves=_waves(rng, (0.05, 0.08)))
+    has_gas, has_fluid = rng.random(2) < (0.6, 0.35)
+    if has_gas:
+        add(gas, "air", over=("faeces",))
+    if has_fluid:
+        add(fluid, "bowel fluid", over=("faeces",))
+    balloon_semi = np.array([rng.uniform(20, 25), rng.uniform(14, 18), c + rng.uniform(8, 14)])
+    balloon_y = -(back + balloon_semi[1] + 2.0)
+    balloon = _Blob((rectum_x, balloon_y, -0.15 * c), tuple(balloon_semi), waves=_waves(rng, (0.02, 0.03)))
+    coil_element = None
+    if coil:
+        wall(balloon, "rectal wall", "balloon", 2.2)
+        element_y = balloon_y + 0.35 * balloon_semi[1]
+        coil_element = _Rod((rectum_x, element_y, -0.15 * c - 0.6 * balloon_semi[2]),
+                            (rectum_x, element_y, -0.15 * c + 0.6 * balloon_semi[2]), 1.0)
+
+    # Levator ani: a thin sling round the gland and rectum, open in front, widening upwards.
+    rectum_back = rectum_y - rectum_semi[1] - 2.0 * rectum_wall
+    rectum_side = rectum_semi[0]
+    if coil:
+        rectum_back = min(rectum_back, balloon_y - balloon_semi[1] - 4.0)
+        rectum_side = max(rectum_side, balloon_semi[0] + 3.0)
+    sling_y = 0.5 * (b + rectum_back)
+    sling = _Blob((0.0, sling_y, 0.0),
+                  (max(a, rectum_side) + float(rng.uniform(5, 10)), b - sling_y + 10.0, 90.0),
+                  back=sling_y - rectum_back + float(rng.uniform(3, 7)), taper=0.35,
+                  waves=_waves(rng, (0.02, 0.04, 0.03)), column=True)
+    add(sling, "muscle", outside=sling.shrunk(float(rng.uniform(2.5, 4.5))), over=("fat",),
+        bounds=((-np.inf, np.inf), (-np.inf, 0.3 * b), (-np.inf, c + 8.0)))
+
+    # Pelvic side walls: obturator internus muscles inside the ischia and acetabula.
+    head_z = 0.3 * c + 10.0 * s
+    head_radius = float(rng.uniform(22.0, 26.0)) * s
+    obturator_x = max(56.0 * s, a + 26.0)
+    for side in (-1.0, 1.0):
+        add(_Blob((side * obturator_x, -10 * s, 0.0), (11 * s, 40 * s, 120.0), angle_deg=-side * 14,
+                  lean=(side * 0.1, 0.0), waves=_waves(rng, (0.03, 0.05, 0.03)), column=True), "muscle")
+        # Acetabulum (bone medial to the femoral head), ischium behind it.
+        head_x = side * 90.0 * s
+        acetabulum = _Blob((head_x - side * 0.6 * head_radius, 4 * s, head_z + 2.0),
+                           (0.75 * head_radius + 6 * s, head_radius + 8 * s, 1.3 * head_radius + 8.0),
+                           waves=_waves(rng, (0.03, 0.05, 0.03)))
+        wall(acetabulum, "cortex", "pelvic marrow", 1.3)
+        ischium = _Blob((side * (obturator_x + 17 * s), -28 * s, head_z - 30.0), (13 * s, 30 * s, 55.0),
+                        angle_deg=side * 12, lean=(side * 0.1, 0.45), waves=_waves(rng, (0.03, 0.05)), column=True)
+        wall(ischium, "cortex", "pelvic marrow", 1.3)
+        # Femoral head and neck.
+        head = _Blob((head_x, 6 * s, head_z), (head_radius,) * 3, waves=_waves(rng, (0.0, 0.02)))
+        neck = _Rod((head_x, 6 * s, head_z), (side * 128 * s, 0.0, head_z - 40 * s), 15 * s)
+        wall(neck, "cortex", "marrow", 2.0)
+        wall(head, "cortex", "marrow", 1.5)
+        # Pubic bones: the symphysis in front of the gland, rami running back to the
+        # acetabulum (upper slices) and the ischium (lower slices).
+        upper = np.array([side * 70 * s, 14 * s])
+        lower = np.array([side * (obturator_x + 12 * s), -18 * s])
+        for end, (bottom, top) in ((upper, (-6.0, symphysis_top + 4.0)), (lower, (-c - 50.0, -0.2 * c))):
+            start = np.array([side * 12 * s, symphysis_y])
+            middle, along = (start + end) / 2, end - start
+            ramus = _Blob((*middle, (bottom + top) / 2), (float(np.hypot(*along)) / 2, 7 * s, (top - bottom) / 2),
+                          angle_deg=math.degrees(math.atan2(along[1], along[0])), waves=_waves(rng, (0.0, 0.03)))
+            wall(ramus, "cortex", "pelvic marrow", 1.3)
+        symphysis = _Blob((side * 11 * s, symphysis_y, symphysis_mid), (9 * s, 15 * s, symphysis_half),
+                          angle_deg=-side * 30, waves=_waves(rng, (0.02, 0.04)), column=True)
+        wall(symphysis, "cortex", "pelvic marrow", 1.3)
+        # Femoral artery and vein in front of the hip; vessels on the side wall.
+        add(_Rod((side * 66 * s, 56 * s, -200.0), (side * 68 * s, 54 * s, 200.0), 4.0 * s), "vessel")
+        add(_Rod((side * 77 * s, 52 * s, -200.0), (side * 79 * s, 50 * s, 200.0), 5.5 * s), "vessel")
+        for _ in range(3):
+            y0 = float(rng.uniform(-30, 15)) * s
+            add(_Rod((side * (obturator_x - 13 * s), y0, -60.0), (side * (obturator_x - 12 * s), y0 + 4, 60.0),
+                     float(rng.uniform(1.5, 3.0))), "vessel", over=("fat",))
+    add(_Blob((0.0, symphysis_y, symphysis_mid), (1.6, 12 * s, symphysis_half), column=True), "cartilage")
+
+    # Neurovascular bundles behind and beside the gland; venous plexus in front of it.
+    for side in (-1.0, 1.0):
+        for offset in (0.0, float(rng.uniform(2.5, 4.5))):
+            start = gland.point(side * 0.92, -0.72, -0.9) + np.array([side * (3.0 + offset), -2.0 - offset, 0.0])
+            end = gland.point(side * 0.95, -0.72, 0.9) + np.array([side * (3.0 + offset), -2.0 - offset, 0.0])
+            add(_Rod(tuple(start), tuple(end), float(rng.uniform(1.2, 2.2))), "vessel", over=("fat",))
+    for _ in range(int(rng.integers(5, 10))):
+        angle = float(rng.uniform(0.15, 0.85)) * math.pi
+        gap = float(rng.uniform(2.5, 7.0))
+        ends = [gland.point(1.05 * math.cos(angle), 1.05 * math.sin(angle), w) for w in rng.uniform(-0.8, 0.7, 2)]
+        push = np.array([math.cos(angle), math.sin(angle), 0.0]) * gap
+        add(_Rod(tuple(ends[0] + push), tuple(ends[1] + push), float(rng.uniform(1.2, 3.0))), "vein", over=("fat",))
+
+    # Small vessels running up through the pelvic fat round the gland and the rectum.
+    for _ in range(18):
+        x0, y0 = rng.uniform(-1.0, 1.0) * (a + 22.0), rng.uniform(rectum_back - 10.0, b + 15.0)
+        drift = rng.uniform(-8.0, 8.0, size=2)
+        add(_Rod((x0, y0, -60.0), (x0 + drift[0], y0 + drift[1], 60.0), float(rng.uniform(0.6, 1.5))), "vessel",
+            over=("fat",))
+
+    # Inside the gland: BPH nodules in the transition zone, ejaculatory ducts, urethra.
+    details = []
+    n_nodules = int(rng.integers(2, 5) + round(gland.tz_scale * 8 * rng.uniform(0.4, 1.0)))
+    for _ in range(n_nodules):
+        where = gland.point(float(rng.uniform(-0.55, 0.55)), float(rng.uniform(-0.15, 0.45)),
+                            float(rng.uniform(gland.verumontanum + 0.1, 0.75)))
+        radius = float(rng.uniform(2.5, 4.0 + 7.0 * (gland.tz_scale - 0.6)))
+        nodule = _Blob(tuple(where), (radius, radius * float(rng.uniform(0.75, 1.2)), radius * float(rng.uniform(0.8, 1.3))),
+                       angle_deg=float(rng.uniform(0, 180)), waves=_waves(rng, (0.05, 0.08, 0.05)))
+        kind = "glandular nodule" if rng.random() < 0.45 else "stromal nodule"
+        details.append((nodule, "capsule", {"zones": (_TZ,)}))
+        details.append((nodule.shrunk(0.8), kind, {"zones": (_TZ,)}))
+    for side in (-1.0, 1.0):
+        details.append((_Rod(tuple(gland.point(side * 0.1, -0.55, 0.9)),
+                             tuple(gland.point(side * 0.02, 0.0, gland.verumontanum)), 1.0), "duct",
+                        {"zones": (_CZ, _PZ)}))
+    details.append((_Rod(tuple(gland.point(0.0, 0.05, -1.05)), tuple(gland.point(0.0, 0.25, 1.05)),
+                         float(rng.uniform(2.0, 3.0))), "urethra", {"zones": (1, 2, 3, 4)}))
+
+    return _Patient(
+        gland=gland,
+        structures=tuple(structures),
+        gland_details=tuple(details),
+        lesions=(),
+        coil=coil_element,
+        pose_deg=(float(rng.uniform(-6, 6)), float(rng.uniform(-6, 6))),
+        offset_mm=rng.uniform([-5.0, -4.0], [5.0, 6.0]),
+        scan_level_mm=float(rng.uniform(0.0, 10.0)),
     )
 
 
-def _draw_lesions(rng, anatomy, points, zones, n_lesions) -> list[_Lesion]:
-    """Place ``n_lesions`` blobs centred in the PZ (3 in 4) or the TZ, well inside the gland."""
-    _, _, _, r2 = anatomy.gland_coordinates(points)
-    lesions = []
-    for _ in range(n_lesions):
-        zone = _PZ if rng.random() < 0.75 else _TZ
-        candidates = np.flatnonzero((zones == zone) & (r2 < 0.7))
-        if candidates.size == 0:
-            candidates = np.flatnonzero(zones == _PZ)
-        lesions.append(
-            _Lesion(
-                centre=points.reshape(-1, 3)[rng.choice(candidates)],
-                radii=np.array([*rng.uniform(3.5, 8.0, size=2), rng.uniform(3.0, 7.0)]),
-                angle_deg=float(rng.uniform(0, 180)),
-                harmonics=np.array([rng.uniform(0, 0.2), rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.12), rng.uniform(0, 2 * np.pi)]),
-            )
-        )
-    return lesions
+def _draw_lesion(rng: np.random.Generator, gland: _Gland) -> _Blob:
+    """An irregular blob centred in the peripheral (3 in 4) or transition zone, well inside the gland."""
+    zone = _PZ if rng.random() < 0.75 else _TZ
+    candidates = rng.uniform(-0.8, 0.8, size=(2000, 3)).astype(np.float32)
+    u, v, w = candidates.T
+    r2 = u * u + v * v + w * w
+    found = np.flatnonzero((gland.zone_of(u, v, w, r2) == zone) & (r2 < 0.6))
+    if found.size == 0:
+        found = np.flatnonzero((gland.zone_of(u, v, w, r2) == _PZ) & (r2 < 0.6))
+    centre = gland.point(*(float(t) for t in candidates[found[0]]))
+    return _Blob(
+        tuple(float(t) for t in centre),
+        (*rng.uniform(4.0, 8.0, size=2), float(rng.uniform(3.5, 7.0))),
+        angle_deg=float(rng.uniform(0, 180)),
+        waves=(*_waves(rng, (0.0, 0.1, 0.07)),),
+    )
 
 
-def _paint_lesions(tissue, gland, points, lesions) -> None:
-    """Mark lesion voxels (clipped to the gland) in ``tissue``, in place."""
-    for lesion in lesions:
-        tissue[gland & lesion.contains(points)] = _TISSUE_ID["lesion"]
+# --------------------------------------------------------------------------------- scan
 
 
-def _smooth_noise(rng, shape, sigma_vox) -> np.ndarray:
-    """Gaussian-filtered white noise scaled to unit standard deviation."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_vox, mode="wrap")
-    return field / max(float(field.std()), 1e-12)
+@dataclass(frozen=True)
+class _Scan:
+    """Acquisition drawn per case: grids, coil, contrast, intensity scale, noise."""
+
+    fov_mm: float  # T2W in-plane field of view
+    matrix: int  # T2W in-plane matrix
+    thickness_mm: float
+    slices: int
+    dwi_spacing_mm: float
+    dwi_fov_ratio: tuple[float, float]  # DWI field of view over the T2W one, along x and y
+    coil: bool
+    properties: np.ndarray  # per tissue: T2W (scanner units), ADC, S0, grain and mottle amplitudes
+    t2w_noise: float
+    dwi_scale: float
+    dwi_noise: float
+    bias: np.ndarray  # coefficients of x, y, z, x^2, y^2, xy in the log of the bias field
+    coil_gain: float  # sensitivity next to the coil over that far from it, minus 1
+    coil_reach_mm: float  # distance at which the coil's extra sensitivity has fallen to an eighth
 
 
-def _bias_field(rng, points, fov_centre, amplitude) -> np.ndarray:
-    """Smooth multiplicative bias: exp of a random quadratic in normalised coordinates."""
-    n = (points - fov_centre) / 80.0
-    x, y, z = n[..., 0], n[..., 1], n[..., 2]
-    terms = np.stack([x, y, z, x * x, y * y, x * y], -1)
-    return np.exp(amplitude * (terms @ rng.uniform(-1, 1, size=6)))
+def _draw_scan(rng: np.random.Generator) -> _Scan:
+    fov = float(rng.uniform(140.0, 220.0))
+    matrices = [m for m in (160, 192, 224, 256, 288, 320) if 0.4 <= fov / m <= 1.0]
+    properties = _TISSUE_TABLE * rng.uniform(0.88, 1.12, size=_TISSUE_TABLE.shape)
+    # Contrast: a power of the T2W signal relative to fat, then the scanner's scale.
+    fat_signal = float(np.exp(rng.uniform(np.log(250.0), np.log(2500.0))))
+    properties[:, 0] = fat_signal * (properties[:, 0] / properties[_TISSUE_ID["fat"], 0]) ** rng.uniform(0.8, 1.2)
+    adc = properties[:, 1]
+    adc[_TISSUE_ID["pz"]] = rng.uniform(1500, 1900)
+    adc[_TISSUE_ID["tz"]] = rng.uniform(1100, 1400)
+    adc[_TISSUE_ID["cz"]] = adc[_TISSUE_ID["tz"]] * rng.uniform(0.8, 0.9)
+    adc[_TISSUE_ID["afs"]] = rng.uniform(850, 1050)
+    adc[_TISSUE_ID["stromal nodule"]] = adc[_TISSUE_ID["tz"]] * rng.uniform(0.8, 0.92)
+    adc[_TISSUE_ID["lesion"]] = min(rng.uniform(600, 1000), 0.75 * adc[_TISSUE_ID["tz"]])  # restricted diffusion
+    properties[_TISSUE_ID["lesion"], 0] = fat_signal * rng.uniform(0.13, 0.2)
+    dwi_scale = float(np.exp(rng.uniform(np.log(40.0), np.log(400.0))))
+    bias = rng.uniform(-1.0, 1.0, size=6) * rng.uniform(0.1, 0.3)
+    bias[4] = abs(bias[4])  # anterior and posterior coil elements: brighter towards the skin
+    return _Scan(
+        fov_mm=fov,
+        matrix=int(rng.choice(matrices)),
+        thickness_mm=float(rng.choice([3.0, 3.0, 3.3, 3.5, 3.6, 4.0])),
+        slices=int(rng.integers(16, 27)),
+        dwi_spacing_mm=float(rng.uniform(1.6, 2.5)),
+        dwi_fov_ratio=tuple(float(r) for r in rng.uniform(0.8, 1.15, size=2)),
+        coil=bool(rng.random() < ENDORECTAL_COIL_FRACTION),
+        properties=properties,
+        t2w_noise=fat_signal * float(rng.uniform(0.012, 0.035)),
+        dwi_scale=dwi_scale,
+        dwi_noise=dwi_scale * float(rng.uniform(0.01, 0.02)),
+        bias=bias,
+        coil_gain=float(rng.uniform(8.0, 16.0)),
+        coil_reach_mm=float(rng.uniform(15.0, 25.0)),
+    )
 
 
-def _rician(rng, signal, sigma) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma_vox: Sequence[float]) -> np.ndarray:
+    """Gaussian-filtered white noise (float32, unit standard deviation).
+
+    Along axes where the filter is wide, the noise is drawn on a coarser grid and
+    interpolated, which gives the same kind of field for a fraction of the work.
+    """
+    sigma = np.asarray(sigma_vox, dtype=float)
+    step = np.maximum(1, np.floor(sigma / 1.5)).astype(int)
+    coarse = tuple(-(-n // s) for n, s in zip(shape, step))
+    field = ndimage.gaussian_filter(rng.standard_normal(coarse, dtype=np.float32), sigma / step, mode="wrap")
+    for axis, factor in enumerate(step):
+        if factor > 1:  # repeat, then a box of the same width: linear interpolation
+            field = ndimage.uniform_filter1d(np.repeat(field, factor, axis=axis), factor, axis=axis, mode="wrap")
+    return field[tuple(slice(0, n) for n in shape)] / max(float(field.std()), 1e-12)
+
+
+def _rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise of standard deviation ``sigma``."""
-    real = signal + rng.normal(0.0, sigma, signal.shape)
-    imaginary = rng.normal(0.0, sigma, signal.shape)
+    real = signal + np.float32(sigma) * rng.standard_normal(signal.shape, dtype=np.float32)
+    imaginary = np.float32(sigma) * rng.standard_normal(signal.shape, dtype=np.float32)
     return np.hypot(real, imaginary)
 
 
-_TEXTURE = np.array([row[3] for row in _TISSUES.values()])
+def _receive_sensitivity(canvas: _Canvas, patient: _Patient, scan: _Scan) -> np.ndarray:
+    """Smooth bias field of the surface coils times the endorectal coil's sensitivity."""
+    x, y, z = (values * np.float32(0.01) for values in canvas.everywhere())
+    c = scan.bias.astype(np.float32)
+    sensitivity = np.exp(c[0] * x + c[1] * y + c[2] * z + c[3] * x * x + c[4] * y * y + c[5] * x * y)
+    if patient.coil is not None:
+        distance = np.sqrt(patient.coil.level(*canvas.everywhere())) * np.float32(patient.coil.radius)
+        reach = np.float32(scan.coil_reach_mm)
+        sensitivity *= 1.0 + np.float32(scan.coil_gain) * (reach / (reach + distance)) ** 3
+    return sensitivity
 
 
-def _render(tissue, properties, texture) -> np.ndarray:
-    """Look up tissue values (one channel per column of ``properties``), add texture
-    and partial-volume blur."""
-    values = properties[tissue] * (1.0 + texture * _TEXTURE[tissue])[..., None]
-    return ndimage.gaussian_filter(values, _PARTIAL_VOLUME_SIGMA, mode="nearest")
+def _partial_volume(values: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Blur by the voxel (at least 0.35 mm in-plane): what a voxel averages over."""
+    sigma = [max(0.5, 0.35 / spacing[0]), max(0.5, 0.35 / spacing[1]), 0.3]
+    return ndimage.gaussian_filter(values, sigma, mode="nearest")
 
 
-# Partial-volume blur (voxels) in-plane and through the slices; none across channels.
-_PARTIAL_VOLUME_SIGMA = (0.6, 0.6, 0.35, 0.0)
+def _textures(rng: np.random.Generator, shape, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """Fine grain (0.6 mm) and coarser mottle (1.5 mm) fields of one grid."""
+    spacing = np.asarray(spacing, dtype=float)
+    return _smooth_noise(rng, shape, 0.6 / spacing), _smooth_noise(rng, shape, 1.5 / spacing)
+
+
+def _render_t2w(canvas: _Canvas, patient: _Patient, scan: _Scan, rng, spacing) -> np.ndarray:
+    tissue = canvas.tissue
+    grain, mottle = _textures(rng, tissue.shape, spacing)
+    table = scan.properties.astype(np.float32)
+    t2 = table[:, 0][tissue] * (1.0 + table[:, 3][tissue] * grain + table[:, 4][tissue] * mottle)
+    # Thin dark strands (septa, small vessels) in the fat; convoluted walls in the vesicles.
+    fat = tissue == _TISSUE_ID["fat"]
+    strands = _smooth_noise(rng, tissue.shape, 3.5 / np.asarray(spacing))[fat]
+    t2[fat] *= 1.0 - 0.7 * np.exp(-((strands * np.float32(1 / 0.05)) ** 2)) * (mottle[fat] > -0.3)
+    vesicle = tissue == _TISSUE_ID["vesicle"]
+    t2[vesicle] *= 1.0 - 0.65 * np.exp(-((mottle[vesicle] * np.float32(1 / 0.3)) ** 2))
+    t2 = _partial_volume(t2, spacing) * _receive_sensitivity(canvas, patient, scan)
+    t2 = _rician(rng, t2, scan.t2w_noise)
+    return np.clip(np.rint(t2), 0, np.iinfo(np.int16).max).astype(np.int16)
+
+
+def _render_diffusion(canvas: _Canvas, patient: _Patient, scan: _Scan, rng, spacing) -> tuple[np.ndarray, np.ndarray]:
+    tissue = canvas.tissue
+    grain, mottle = _textures(rng, tissue.shape, spacing)
+    table = scan.properties.astype(np.float32)
+    texture = 0.5 * (table[:, 3][tissue] * grain + table[:, 4][tissue] * mottle)
+    adc = _partial_volume(table[:, 1][tissue] * (1.0 + texture), spacing)
+    s0 = _partial_volume(table[:, 2][tissue] * (1.0 + texture), spacing)
+    dwi = np.float32(scan.dwi_scale) * s0 * np.exp(np.float32(-B_VALUE * 1e-6) * adc)
+    dwi = _rician(rng, dwi * _receive_sensitivity(canvas, patient, scan), scan.dwi_noise)
+    # ADC is fitted from noisy images: noisier where there is little signal; masked where none.
+    adc += rng.normal(0.0, 60.0, adc.shape).astype(np.float32) * (1.0 + 3.0 * np.exp(-s0 * np.float32(1 / 0.15)))
+    adc = np.where(s0 > 0.025, np.clip(adc, 0.0, 3500.0), 0.0)
+    return dwi.astype(np.float32), adc.astype(np.float32)
 
 
 def _random_misalignment(rng, centre) -> RigidTransform:
@@ -506,29 +1075,73 @@ def _random_misalignment(rng, centre) -> RigidTransform:
     )
 
 
+def _positive_triple(values, name: str) -> tuple:
+    values = tuple(values)
+    if len(values) != 3 or min(values) <= 0:
+        raise ValueError(f"shape and spacing need 3 positive values, got {name}={values}")
+    return values
+
+
+def _t2w_grid(scan: _Scan, patient: _Patient, shape, spacing) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The T2W matrix and voxel size: the caller's, or drawn (slices cover the whole gland)."""
+    if shape is not None:
+        shape = tuple(int(n) for n in _positive_triple(shape, "shape"))
+    if spacing is not None:
+        spacing = np.array(_positive_triple(spacing, "spacing"), dtype=float)
+    if shape is None:
+        if spacing is None:
+            spacing = np.array([scan.fov_mm / scan.matrix] * 2 + [scan.thickness_mm])
+        coverage = max(scan.slices * scan.thickness_mm, 2.0 * patient.gland.semi[2] + 14.0)
+        shape = (*(max(1, round(scan.fov_mm / s)) for s in spacing[:2]), math.ceil(coverage / spacing[2]))
+    elif spacing is None:
+        spacing = np.array([scan.fov_mm / shape[0], scan.fov_mm / shape[1], scan.thickness_mm])
+    return shape, spacing
+
+
+def _patient_from_world(patient: _Patient, shape, spacing) -> np.ndarray:
+    """4 x 4 map from world (RAS mm) to the patient frame; the gland stays inside the slices."""
+    half_height = shape[2] * spacing[2] / 2.0
+    level = min(patient.scan_level_mm, max(0.0, half_height - patient.gland.semi[2] - 4.0))
+    centre = np.asarray(FOV_CENTRE_MM, dtype=float) + [*patient.offset_mm, -level]
+    yaw, tilt = patient.pose_deg
+    rotation = _rotation_matrix((tilt, 0.0, yaw))
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation.T
+    matrix[:3, 3] = -rotation.T @ centre
+    return matrix
+
+
 def make_phantom_case(
     seed: int,
     *,
-    shape: Sequence[int] = (160, 160, 16),
-    spacing: Sequence[float] = (0.8, 0.8, 3.0),
-    dwi_spacing: Sequence[float] = (2.0, 2.0),
+    shape: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    dwi_spacing: Sequence[float] | None = None,
     n_lesions: int | None = None,
     misalignment: RigidTransform | None = None,
+    endorectal_coil: bool | None = None,
 ) -> PhantomCase:
     """Draw one synthetic prostate MRI case.
 
     Parameters
     ----------
     seed : int
-        Seed of :func:`numpy.random.default_rng`; the same seed gives identical arrays.
-    shape : tuple of 3 ints
-        T2W matrix ``(X, Y, Z)``. Keep the field of view (``shape * spacing``) above
-        about 100 x 100 x 40 mm so that the whole gland is inside.
-    spacing : tuple of 3 floats
-        T2W voxel size in mm.
-    dwi_spacing : tuple of 2 floats
-        In-plane voxel size (mm) of the DWI/ADC grid; it has the slices of the T2W grid
-        and covers the T2W field of view.
+        Seed (>= 0) of the patient and the scan; the same seed gives identical arrays,
+        and the same patient (anatomy, lesions, misalignment) on any grid.
+    shape : tuple of 3 ints, optional
+        T2W matrix ``(X, Y, Z)``. By default drawn per patient: a field of view of
+        140-220 mm on a matrix of 160-320 (0.4-1.0 mm voxels) and 16-26 slices that
+        cover the gland. The anatomy keeps its real size whatever the grid, so keep the
+        field of view (``shape * spacing``) above about 100 x 100 x 40 mm to hold the
+        whole gland.
+    spacing : tuple of 3 floats, optional
+        T2W voxel size in mm. By default drawn with the field of view (slices 3-4 mm);
+        with only one of ``shape`` and ``spacing`` given, the other follows from the
+        drawn field of view.
+    dwi_spacing : tuple of 2 floats, optional
+        In-plane voxel size (mm) of the DWI/ADC grid; by default drawn (1.6-2.5 mm, and
+        no finer than the T2W voxels). The DWI/ADC grid has the slices of the T2W grid
+        and a field of view of its own (0.8-1.15 times the T2W one along each axis).
     n_lesions : int, optional
         Number of lesions; by default drawn from the seed (0, 1 or 2 with probabilities
         0.15, 0.7, 0.15).
@@ -538,6 +1151,9 @@ def make_phantom_case(
         up to :data:`MAX_SHIFT_MM`, rotations up to :data:`MAX_ROTATION_DEG` about the
         centre of the T2W field of view. Pass a zero transform for perfectly aligned
         series.
+    endorectal_coil : bool, optional
+        Scan with an endorectal coil; by default drawn from the seed (a fraction
+        :data:`ENDORECTAL_COIL_FRACTION` of the patients).
 
     Returns
     -------
@@ -548,72 +1164,58 @@ def make_phantom_case(
     >>> case = make_phantom_case(3, shape=(64, 64, 12), spacing=(2.0, 2.0, 4.0), n_lesions=1)
     >>> case.lesion_count, bool(case.lesion.any())
     (1, True)
-    >>> case.adc.shape  # 2 mm diffusion grid over the same 128 x 128 mm field of view
-    (64, 64, 12)
     >>> bool((case.zones[case.lesion > 0] > 0).all())  # lesions lie inside the gland
     True
+    >>> bool(nib.affines.voxel_sizes(case.dwi_affine)[0] >= 2.0)  # diffusion: no finer than T2W
+    True
+    >>> coarse = make_phantom_case(3, shape=(32, 32, 6), spacing=(4.0, 4.0, 8.0), n_lesions=1)
+    >>> gland_ml = [(c.zones > 0).sum() * np.prod(nib.affines.voxel_sizes(c.t2w_affine)) / 1000
+    ...             for c in (case, coarse)]
+    >>> bool(abs(gland_ml[0] - gland_ml[1]) < 0.2 * gland_ml[0])  # the same patient on both grids
+    True
     """
-    shape = tuple(int(n) for n in shape)
-    spacing = np.asarray(spacing, dtype=float)
-    if len(shape) != 3 or min(shape) < 1 or spacing.shape != (3,) or (spacing <= 0).any():
-        raise ValueError(f"shape and spacing need 3 positive values, got {shape} and {tuple(spacing)}")
     if n_lesions is not None and n_lesions < 0:
         raise ValueError(f"n_lesions must be >= 0, got {n_lesions}")
-    rng = np.random.default_rng(seed)
+    patient_rng, scan_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    scan = _draw_scan(scan_rng)
+    coil = scan.coil if endorectal_coil is None else bool(endorectal_coil)
+    patient = _draw_patient(patient_rng, coil)
     fov_centre = np.asarray(FOV_CENTRE_MM, dtype=float)
-    anatomy = _draw_anatomy(rng, fov_centre)
-    if n_lesions is None:
-        n_lesions = int(rng.choice(3, p=[0.15, 0.7, 0.15]))
-    if misalignment is None:
-        misalignment = _random_misalignment(rng, fov_centre)
+    drawn_misalignment = _random_misalignment(patient_rng, fov_centre)
+    misalignment = drawn_misalignment if misalignment is None else misalignment
+    drawn_lesions = int(patient_rng.choice(3, p=[0.15, 0.7, 0.15]))
+    n_lesions = drawn_lesions if n_lesions is None else int(n_lesions)
+    patient = replace(patient, lesions=tuple(_draw_lesion(patient_rng, patient.gland) for _ in range(n_lesions)))
 
+    shape, spacing = _t2w_grid(scan, patient, shape, spacing)
+    to_patient = _patient_from_world(patient, shape, spacing)
     t2w_affine = _grid_affine(shape, spacing, fov_centre)
-    t2w_points = _world_points(shape, t2w_affine)
-    t2w_tissue, zones, t2w_gland = anatomy.tissues(t2w_points)
-    lesions = _draw_lesions(rng, anatomy, t2w_points, zones, n_lesions)
-    _paint_lesions(t2w_tissue, t2w_gland, t2w_points, lesions)
+    t2w = patient.paint(_Canvas(shape, to_patient @ t2w_affine))
 
+    if dwi_spacing is None:
+        dwi_spacing = (max(scan.dwi_spacing_mm, spacing[0]), max(scan.dwi_spacing_mm, spacing[1]))
     dwi_step = np.array([*map(float, dwi_spacing), spacing[2]])
-    dwi_shape = (*np.ceil(np.asarray(shape[:2]) * spacing[:2] / dwi_step[:2]).astype(int), shape[2])
+    fov = np.asarray(shape[:2]) * spacing[:2] * scan.dwi_fov_ratio
+    dwi_shape = (*np.ceil(fov / dwi_step[:2]).astype(int).tolist(), shape[2])
     dwi_affine = _grid_affine(dwi_shape, dwi_step, fov_centre)
-    true_points = misalignment.inverse_apply(_world_points(dwi_shape, dwi_affine))
-    dwi_tissue, dwi_zones, dwi_gland = anatomy.tissues(true_points)
-    _paint_lesions(dwi_tissue, dwi_gland, true_points, lesions)
+    dwi = patient.paint(_Canvas(dwi_shape, to_patient @ np.linalg.inv(misalignment.matrix) @ dwi_affine))
 
-    # Per-case tissue properties: every tissue varies a little, the lesion more.
-    properties = np.array([row[:3] for row in _TISSUES.values()]) * rng.uniform(0.9, 1.1, size=(len(_TISSUES), 3))
-    lesion_id = _TISSUE_ID["lesion"]
-    properties[lesion_id, :2] = rng.uniform([160, 650], [260, 1000])
-
-    t2w_texture = _smooth_noise(rng, shape, 1.5 / spacing)
-    # Vessels: thin dark tubes where a smooth random field crosses zero, in fat only.
-    vessels = np.exp(-((_smooth_noise(rng, shape, 4.0 / spacing) / 0.07) ** 2))
-    t2w = _render(t2w_tissue, properties[:, :1], t2w_texture)[..., 0]
-    t2w *= 1.0 - 0.6 * vessels * (t2w_tissue == _TISSUE_ID["fat"])
-    t2w *= rng.uniform(0.85, 1.2) * _bias_field(rng, t2w_points, fov_centre, 0.2)
-    t2w = _rician(rng, t2w, rng.uniform(8, 14))
-    t2w = np.clip(np.rint(t2w), 0, np.iinfo(np.int16).max).astype(np.int16)
-
-    dwi_texture = _smooth_noise(rng, dwi_shape, 2.0 / dwi_step)
-    adc_s0 = _render(dwi_tissue, properties[:, 1:3], dwi_texture)
-    adc, s0 = adc_s0[..., 0], adc_s0[..., 1]
-    dwi = 150.0 * s0 * np.exp(-B_VALUE * adc * 1e-6) * _bias_field(rng, true_points, fov_centre, 0.15)
-    dwi = _rician(rng, dwi, rng.uniform(2.0, 3.0)).astype(np.float32)
-    adc = adc + rng.normal(0.0, 60.0, adc.shape)
-    adc = np.where(s0 > 0.03, np.clip(adc, 0.0, 3500.0), 0.0).astype(np.float32)
-
+    t2w_image = _render_t2w(t2w, patient, scan, noise_rng, spacing)
+    dwi_image, adc_image = _render_diffusion(dwi, patient, scan, noise_rng, dwi_step)
     return PhantomCase(
         seed=int(seed),
-        t2w=t2w,
-        zones=zones,
-        lesion=(t2w_tissue == lesion_id).astype(np.uint8),
+        t2w=t2w_image,
+        zones=t2w.zones,
+        lesion=(t2w.tissue == _TISSUE_ID["lesion"]).astype(np.uint8),
         t2w_affine=t2w_affine,
-        dwi=dwi,
-        adc=adc,
-        dwi_zones=dwi_zones,
+        dwi=dwi_image,
+        adc=adc_image,
+        dwi_zones=dwi.zones,
         dwi_affine=dwi_affine,
         misalignment=misalignment,
         lesion_count=n_lesions,
+        endorectal_coil=coil,
+        tissues=t2w.tissue,
     )
 
 
@@ -660,7 +1262,8 @@ def write_phantom_dataset(
     ``phantom.json``: the generator version, the dataset seed, the case's own seed (so
     ``make_phantom_case(case_seed, **case_kwargs)`` rebuilds it, ``dwi_zones``
     included), the keyword arguments, the lesion count and the misalignment of the
-    DWI/ADC volumes (:meth:`RigidTransform.to_dict`).
+    DWI/ADC volumes (:meth:`RigidTransform.to_dict`), and whether the patient was
+    scanned with an endorectal coil.
 
     Parameters
     ----------
@@ -738,6 +1341,7 @@ def write_phantom_dataset(
             "case_seed": case_seed,
             "case_kwargs": _jsonable(case_kwargs),
             "lesion_count": case.lesion_count,
+            "endorectal_coil": case.endorectal_coil,
             "b_value": B_VALUE,
             "adc_units": "1e-6 mm^2/s",
             "misalignment": case.misalignment.to_dict(),

@@ -19,7 +19,7 @@ Examples
 >>> tutorial_data(cases=2, root=root) == data_dir  # reused, not written again
 True
 >>> describe_source(data_dir)  # doctest: +ELLIPSIS
-'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 1) in .../phantom-data'
+'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 2) in .../phantom-data'
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def tutorial_data(
     -------
     pathlib.Path
         ``data_dir``, or ``root/phantom-data`` holding exactly the cases
-        ``phantom-000`` .. ``phantom-{cases - 1:03d}`` of ``seed`` on the default grid
-        of :func:`prostseg.phantom.make_phantom_case`.
+        ``phantom-000`` .. ``phantom-{cases - 1:03d}`` of ``seed`` on the grids that
+        :func:`prostseg.phantom.make_phantom_case` draws (one per patient).
 
     Raises
     ------

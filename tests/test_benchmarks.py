@@ -32,12 +32,13 @@ def _run(script: str, out: Path, *extra: str, real_data: Path | None = None) -> 
     return process
 
 
-def _results(out: Path, name: str) -> dict:
+def _results(out: Path, name: str, *, tensorflow: bool = True) -> dict:
     results = json.loads((out / f"{name}.json").read_text())
     assert results["benchmark"] == name and results["quick"] is True
     machine = results["machine"]
     assert machine["cpu_model"] and machine["usable_cores"] >= 1 and machine["ram_gib"] > 0
-    assert machine["tensorflow"] and isinstance(machine["gpus"], list)
+    if tensorflow:
+        assert machine["tensorflow"] and isinstance(machine["gpus"], list)
     assert (out / f"{name}.md").read_text().strip()
     return results
 
@@ -133,6 +134,33 @@ def test_book_execution_quick_lists_the_chapters(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("with_real_data", [False, pytest.param(True, marks=pytest.mark.real_data)])
+def test_phantom_realism_quick(with_real_data, request, tmp_path):
+    real = request.getfixturevalue("real_data_dir") if with_real_data else None
+    _run("phantom_realism.py", tmp_path, real_data=real)
+    results = _results(tmp_path, "phantom_realism", tensorflow=False)
+    _assert_finite(results)
+    cases, summary = results["cases"], results["summary"]
+    assert len(cases) == results["n_cases"] == 3
+    for case in cases:
+        zones = sum(case[f"{zone}_ml"] for zone in ("pz", "tz", "cz", "afs"))
+        assert case["gland_ml"] == pytest.approx(zones) and case["gland_ml"] > 10
+        assert case["fov_mm"] == pytest.approx(case["shape"][0] * case["spacing_mm"])
+    gland = [case["gland_ml"] for case in cases]
+    assert summary["gland_ml"]["mean"] == pytest.approx(sum(gland) / 3)
+    assert summary["gland_ml"]["min"] == min(gland) and summary["gland_ml"]["max"] == max(gland)
+    assert 0 <= summary["coil_fraction"] <= 1
+    _positive(results["seconds_per_case"]["median_s"])
+    assert (tmp_path / "phantom_realism.png").stat().st_size > 0
+    assert ("distances" in summary) == with_real_data
+    if with_real_data:
+        for region in ("slice", "gland"):
+            for case in cases:
+                assert 0 < case["distances"][region]["wasserstein"] < 1
+                assert 0 < case["distances"][region]["intersection"] <= 1
+
+
+@pytest.mark.slow
 def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
     _run("book_execution.py", tmp_path)
     subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--summary-only", "--out", str(tmp_path)],
@@ -140,7 +168,7 @@ def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     book = summary.split("## Book execution")[1].split("## ")[0]
     assert "QUICK RUN" in book and "kernel start" in book
-    assert summary.count("Not run.") == 5  # the five benchmarks that did not run
+    assert summary.count("Not run.") == 6  # the six benchmarks that did not run
 
 
 @pytest.mark.slow

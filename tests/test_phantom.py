@@ -18,20 +18,30 @@ from prostseg.io import load_volume
 from prostseg.phantom import (
     MAX_ROTATION_DEG,
     MAX_SHIFT_MM,
+    TISSUE_NAMES,
     RigidTransform,
     make_phantom_case,
     write_phantom_dataset,
 )
 
 SMALL = PHANTOM_CASE_KWARGS
-PZ, TZ = ZONE_NAMES.index("peripheral zone"), ZONE_NAMES.index("transition zone")
+PZ, TZ, CZ, AFS = (ZONE_NAMES.index(name) for name in (
+    "peripheral zone", "transition zone", "central zone", "anterior fibromuscular stroma"))
+TISSUE = {name: index for index, name in enumerate(TISSUE_NAMES)}
 LAYOUT_FILES = ("t2w", "adc", "dwi", "lesion", "zones")
+ALIGNED = RigidTransform((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
 
 
 @pytest.fixture(scope="module")
 def cases():
     """Eight small cases with different seeds."""
     return [make_phantom_case(seed, **SMALL) for seed in range(8)]
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """Four cases on the grids the generator draws itself."""
+    return [make_phantom_case(seed) for seed in range(4)]
 
 
 def world(affine, indices):
@@ -44,11 +54,30 @@ def voxel_of(affine, points):
     return np.rint((points - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T).astype(int)
 
 
+def centroid(affine, mask):
+    return world(affine, np.argwhere(mask).astype(float)).mean(axis=0)
+
+
+def gland_ml(case):
+    return float((case.zones > 0).sum() * np.prod(nib.affines.voxel_sizes(case.t2w_affine)) / 1000.0)
+
+
 def test_same_seed_gives_identical_case():
     first, second = make_phantom_case(5, **SMALL), make_phantom_case(5, **SMALL)
-    for name in ("t2w", "adc", "dwi", "zones", "lesion", "dwi_zones", "t2w_affine", "dwi_affine"):
+    for name in ("t2w", "adc", "dwi", "zones", "lesion", "dwi_zones", "t2w_affine", "dwi_affine", "tissues"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name), err_msg=name)
     assert first.misalignment == second.misalignment
+    assert first.endorectal_coil == second.endorectal_coil
+
+
+def test_same_seed_is_the_same_patient_on_any_grid():
+    fine, coarse = make_phantom_case(5, **SMALL), make_phantom_case(5, shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0))
+    assert coarse.misalignment == fine.misalignment
+    assert (coarse.lesion_count, coarse.endorectal_coil) == (fine.lesion_count, fine.endorectal_coil)
+    # The anatomy keeps its real size: the gland has the same volume and place.
+    assert gland_ml(coarse) == pytest.approx(gland_ml(fine), rel=0.15)
+    np.testing.assert_allclose(centroid(coarse.t2w_affine, coarse.zones > 0), centroid(fine.t2w_affine, fine.zones > 0),
+                               atol=2.0)
 
 
 def test_different_seeds_give_different_cases(cases):
@@ -57,29 +86,159 @@ def test_different_seeds_give_different_cases(cases):
     assert cases[0].misalignment != cases[1].misalignment
 
 
-def test_grids_and_dtypes(cases):
+def test_the_callers_grid_is_kept(cases):
     for case in cases:
-        assert case.t2w.shape == case.zones.shape == case.lesion.shape == SMALL["shape"]
+        assert case.t2w.shape == case.zones.shape == case.lesion.shape == case.tissues.shape == SMALL["shape"]
         assert case.adc.shape == case.dwi.shape == case.dwi_zones.shape
         assert case.adc.shape[2] == case.t2w.shape[2]
         assert (case.t2w.dtype, case.adc.dtype, case.dwi.dtype) == (np.int16, np.float32, np.float32)
-        assert case.zones.dtype == case.lesion.dtype == np.uint8
+        assert case.zones.dtype == case.lesion.dtype == case.tissues.dtype == np.uint8
         t2w_spacing = nib.affines.voxel_sizes(case.t2w_affine)
         dwi_spacing = nib.affines.voxel_sizes(case.dwi_affine)
         np.testing.assert_allclose(t2w_spacing, SMALL["spacing"])
         assert (dwi_spacing[:2] > t2w_spacing[:2]).all()
         assert dwi_spacing[2] == pytest.approx(t2w_spacing[2])
-        # The diffusion grid covers the T2W field of view.
-        t2w_fov = np.asarray(case.t2w.shape) * t2w_spacing
-        assert (np.asarray(case.dwi.shape) * dwi_spacing >= t2w_fov - 1e-6).all()
+        # The diffusion field of view is its own: 0.8-1.15 times the T2W one.
+        ratio = np.asarray(case.dwi.shape[:2]) * dwi_spacing[:2] / (np.asarray(case.t2w.shape[:2]) * t2w_spacing[:2])
+        assert ((ratio > 0.78) & (ratio < 1.2)).all(), ratio
 
 
-def test_every_case_has_all_zone_classes(cases):
+def test_drawn_grids_vary_like_public_scans(drawn):
+    grids = set()
+    for case in drawn:
+        spacing = nib.affines.voxel_sizes(case.t2w_affine)
+        shape = np.asarray(case.t2w.shape)
+        assert spacing[0] == pytest.approx(spacing[1]) and 0.4 <= spacing[0] <= 1.0
+        assert max(shape[:2]) <= 320 and 140 <= shape[0] * spacing[0] <= 220
+        assert 3.0 <= spacing[2] <= 4.0 and 16 <= shape[2] <= 26
+        dwi_spacing = nib.affines.voxel_sizes(case.dwi_affine)
+        assert 1.6 <= dwi_spacing[0] <= 2.5 and case.dwi.shape[2] == shape[2]
+        # The slices cover the whole gland, apex to base.
+        gland_slices = np.flatnonzero((case.zones > 0).any(axis=(0, 1)))
+        assert 0 < gland_slices[0] and gland_slices[-1] < shape[2] - 1
+        grids.add((tuple(shape), round(float(spacing[0]), 3)))
+    assert len(grids) == len(drawn)
+
+
+def test_gland_volumes_spread_like_patients():
+    volumes = np.array([gland_ml(make_phantom_case(seed, shape=(64, 64, 12), spacing=(2.0, 2.0, 4.0)))
+                        for seed in range(16)])
+    assert ((volumes > 15) & (volumes < 100)).all(), volumes
+    assert volumes.min() < 32 and volumes.max() > 55, volumes
+    assert volumes.std() / volumes.mean() > 0.2
+
+
+def test_every_zone_is_present_and_large_enough_to_learn(cases):
     for case in cases:
         counts = np.bincount(case.zones.ravel(), minlength=NUM_ZONE_CLASSES)
         assert len(counts) == NUM_ZONE_CLASSES
-        assert (counts[1:] >= 20).all(), (case.seed, counts)
+        gland = counts[1:].sum()
+        voxel_ml = np.prod(SMALL["spacing"]) / 1000.0
+        for zone in (PZ, TZ, CZ, AFS):
+            assert counts[zone] >= 0.05 * gland and counts[zone] * voxel_ml >= 1.0, (case.seed, counts)
+        assert counts[PZ] + counts[TZ] > 0.6 * gland  # the two zones every reader draws dominate
         assert np.array_equal(np.unique(case.dwi_zones), np.arange(NUM_ZONE_CLASSES))
+
+
+def offsets_from_gland(case, *names):
+    """World offsets (mm, RAS) from the gland centre of the voxels of some tissues."""
+    mask = np.isin(case.tissues, [TISSUE[name] for name in names])
+    return world(case.t2w_affine, np.argwhere(mask).astype(float)) - centroid(case.t2w_affine, case.zones > 0)
+
+
+def test_anatomy_lies_where_it_belongs(drawn):
+    for case in drawn:
+        half_gland = 0.5 * np.ptp(world(case.t2w_affine, np.argwhere(case.zones > 0).astype(float))[:, 2])
+        urine = offsets_from_gland(case, "urine")
+        assert len(urine) and np.median(urine[:, 2]) > half_gland and abs(np.median(urine[:, 0])) < 15
+        vesicles = offsets_from_gland(case, "vesicle")
+        assert np.median(vesicles[:, 2]) > 0 and np.median(vesicles[:, 1]) < 0  # above and behind
+        assert (vesicles[:, 0] > 5).any() and (vesicles[:, 0] < -5).any()  # one on each side
+        rectum = offsets_from_gland(case, "rectal wall")
+        assert np.median(rectum[:, 1]) < -15 and abs(np.median(rectum[:, 0])) < 15  # behind, midline
+        # Femoral heads on both sides, where the field of view reaches them.
+        heads = offsets_from_gland(case, "marrow")
+        corners = world(case.t2w_affine, np.array([[0.0, 0, 0], np.subtract(case.t2w.shape, 1)]))
+        reach = corners[:, 0] - centroid(case.t2w_affine, case.zones > 0)[0]
+        for side, edge in ((-1, reach.min()), (1, reach.max())):
+            assert (side * heads[:, 0] > 55).any() or abs(edge) < 75, (case.seed, side, edge)
+        assert (np.abs(heads[:, 0]) > 55).any()
+        pubis = offsets_from_gland(case, "pelvic marrow")
+        assert ((pubis[:, 1] > 20) & (np.abs(pubis[:, 0]) < 25)).any()  # symphysis in front
+        muscle = offsets_from_gland(case, "muscle")
+        level = np.abs(muscle[:, 2]) < half_gland
+        for side in (-1, 1):  # obturator internus on each pelvic side wall
+            assert ((side * muscle[:, 0] > 35) & (side * muscle[:, 0] < 80) & (np.abs(muscle[:, 1]) < 20) & level).any()
+        # The levator ani passes behind the rectum, in the midline.
+        behind_rectum = np.median(rectum[:, 1]) - 10
+        assert ((muscle[:, 1] < behind_rectum) & (np.abs(muscle[:, 0]) < 15) & level).any()
+        for name in ("fat", "vessel", "vein", "capsule", "cortex", "faeces"):
+            assert (case.tissues == TISSUE[name]).any(), (case.seed, name)
+        assert (case.tissues == TISSUE["balloon"]).any() == case.endorectal_coil
+
+
+def test_endorectal_coil_signal_falls_with_distance():
+    for seed in range(3):
+        with_coil = make_phantom_case(seed, endorectal_coil=True, **SMALL)
+        without = make_phantom_case(seed, endorectal_coil=False, **SMALL)
+        assert with_coil.endorectal_coil and not without.endorectal_coil
+        assert not (without.tissues == TISSUE["balloon"]).any()
+        # The same patient imaged twice: compare each voxel that shows the same tissue.
+        distance = ndimage.distance_transform_edt(with_coil.tissues != TISSUE["balloon"], sampling=SMALL["spacing"])
+        same = (with_coil.tissues == without.tissues) & (without.t2w > 0) & (with_coil.tissues != TISSUE["air"])
+        gain = with_coil.t2w / np.maximum(without.t2w, 1)
+        bands = [np.median(gain[same & (distance > lo) & (distance <= hi)])
+                 for lo, hi in ((0, 10), (10, 25), (25, 50), (50, np.inf))]
+        assert all(near > far for near, far in zip(bands, bands[1:])), (seed, bands)
+        assert bands[0] > 1.4 * bands[-1], (seed, bands)
+
+
+def tissue_values(case, volume, name):
+    """Values of a diffusion volume at the T2W voxels of a tissue, away from its edges.
+
+    Only for cases drawn with ``misalignment=ALIGNED``, whose headers are true.
+    """
+    mask = case.tissues == TISSUE[name]
+    core = ndimage.binary_erosion(mask, np.ones((5, 5, 1)))
+    mask = core if core.sum() >= 10 else mask
+    index = voxel_of(case.dwi_affine, world(case.t2w_affine, np.argwhere(mask).astype(float)))
+    inside = ((index >= 0) & (index < volume.shape)).all(axis=1)
+    return volume[tuple(index[inside].T)]
+
+
+def test_adc_and_dwi_behave_per_tissue():
+    for seed in range(3):
+        case = make_phantom_case(seed, misalignment=ALIGNED, n_lesions=1, **SMALL)
+        adc = {name: float(np.median(tissue_values(case, case.adc, name)))
+               for name in ("urine", "pz", "tz", "lesion", "fat")}
+        dwi = {name: float(np.median(tissue_values(case, case.dwi, name))) for name in ("urine", "pz", "lesion", "fat")}
+        assert adc["urine"] > 2300 and 1400 < adc["pz"] < 2000 and 1000 < adc["tz"] < 1500, adc
+        assert adc["urine"] > adc["pz"] > adc["tz"] > adc["lesion"] and adc["lesion"] < 1100, adc
+        assert adc["fat"] < 400, adc  # fat is suppressed: little signal, a low, noisy fit
+        # High b: free water has lost its signal, lesions keep theirs, fat has none.
+        assert dwi["lesion"] > 1.5 * dwi["pz"] and dwi["urine"] < dwi["pz"] and dwi["fat"] < 0.5 * dwi["pz"], dwi
+        assert np.isfinite(case.adc).all() and np.isfinite(case.dwi).all()
+        assert case.adc.min() >= 0 and case.adc.max() <= 3500 and case.dwi.min() >= 0
+        assert (case.adc[np.isin(case.dwi_zones, [0])] == 0).any()  # masked where there is no signal
+
+
+def test_t2w_contrast_between_zones_and_tissues(cases):
+    for case in cases:
+        assert case.t2w.min() >= 0
+        median = {name: float(np.median(case.t2w[case.tissues == TISSUE[name]]))
+                  for name in ("pz", "tz", "cz", "afs", "fat", "muscle", "urine")}
+        assert median["pz"] > 1.3 * median["tz"] and median["tz"] > median["afs"], median
+        assert median["cz"] < median["pz"] and median["afs"] < 0.5 * median["pz"], median
+        assert median["fat"] > median["pz"] and median["urine"] > median["pz"] > median["muscle"], median
+        # ADC and DWI show the zones of dwi_zones: the PZ diffuses more freely than the TZ.
+        assert case.adc[case.dwi_zones == PZ].mean() > case.adc[case.dwi_zones == TZ].mean()
+
+
+def test_scanner_scale_and_contrast_vary(cases):
+    fat = [float(np.median(case.t2w[case.tissues == TISSUE["fat"]])) for case in cases]
+    assert max(fat) > 2 * min(fat)  # scanner units differ
+    pz_over_tz = [np.median(case.t2w[case.zones == PZ]) / np.median(case.t2w[case.zones == TZ]) for case in cases]
+    assert np.ptp(pz_over_tz) > 0.2  # and so does the contrast
 
 
 def test_lesions_lie_inside_the_gland_and_are_counted(cases):
@@ -92,30 +251,15 @@ def test_lesions_lie_inside_the_gland_and_are_counted(cases):
     assert two.lesion_count == 2 and two.lesion.any()
 
 
-def test_intensities_are_finite_and_plausible(cases):
-    for case in cases:
-        gland = case.zones > 0
-        assert case.t2w.min() >= 0 and case.t2w.max() < 4000
-        assert 150 < np.median(case.t2w[gland]) < 800
-        assert np.isfinite(case.adc).all() and np.isfinite(case.dwi).all()
-        assert case.adc.min() >= 0 and case.adc.max() <= 3500
-        assert 1200 < np.median(case.adc[case.dwi_zones == PZ]) < 2300
-        assert case.dwi.min() >= 0 and case.dwi.max() < 500
-        # ADC and DWI show the zones of dwi_zones: the PZ diffuses more freely than the TZ.
-        assert case.adc[case.dwi_zones == PZ].mean() > case.adc[case.dwi_zones == TZ].mean()
-        # T2W: the PZ is brighter than the TZ.
-        assert case.t2w[case.zones == PZ].mean() > case.t2w[case.zones == TZ].mean()
-
-
 def test_lesions_are_dark_on_t2w_and_adc_and_bright_on_dwi():
-    for seed in range(4):
-        case = make_phantom_case(seed, n_lesions=1, **SMALL)
+    for seed in range(4):  # without an endorectal coil, whose sensitivity would brighten the lesion's back
+        case = make_phantom_case(seed, n_lesions=1, endorectal_coil=False, **SMALL)
         lesion = case.lesion > 0
         core = ndimage.binary_erosion(lesion)
         core = core if core.sum() >= 5 else lesion
         zone = np.bincount(case.zones[lesion]).argmax()
         ring = ndimage.binary_dilation(lesion, iterations=4) & ~ndimage.binary_dilation(lesion) & (case.zones == zone)
-        assert case.t2w[core].mean() < case.t2w[ring].mean() - 50, seed
+        assert case.t2w[core].mean() < 0.85 * case.t2w[ring].mean(), seed
         # Find the lesion in the diffusion volumes through the stored misalignment.
         def dwi_values(volume, mask):
             points = case.misalignment.apply(world(case.t2w_affine, np.argwhere(mask)))
@@ -123,12 +267,10 @@ def test_lesions_are_dark_on_t2w_and_adc_and_bright_on_dwi():
             inside = ((index >= 0) & (index < volume.shape)).all(axis=1)
             return volume[tuple(index[inside].T)]
 
-        assert dwi_values(case.adc, core).mean() < dwi_values(case.adc, ring).mean() - 300, seed
-        assert dwi_values(case.dwi, core).mean() > 1.5 * dwi_values(case.dwi, ring).mean(), seed
-
-
-def centroid(affine, mask):
-    return world(affine, np.argwhere(mask).astype(float)).mean(axis=0)
+        # Relative contrast: a lesion of the transition zone stands out less than one of the
+        # peripheral zone, whose ADC is higher.
+        assert np.median(dwi_values(case.adc, core)) < 0.85 * np.median(dwi_values(case.adc, ring)), seed
+        assert np.median(dwi_values(case.dwi, core)) > 1.5 * np.median(dwi_values(case.dwi, ring)), seed
 
 
 def test_stored_misalignment_moves_the_anatomy_in_the_dwi_header_frame():
@@ -190,6 +332,8 @@ def test_rigid_transform_round_trips_and_is_rigid():
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="shape and spacing"):
         make_phantom_case(0, shape=(64, 64), spacing=(1.0, 1.0, 3.0))
+    with pytest.raises(ValueError, match="shape and spacing"):
+        make_phantom_case(0, spacing=(1.0, 0.0, 3.0))
     with pytest.raises(ValueError, match="n_lesions"):
         make_phantom_case(0, n_lesions=-1, **SMALL)
 
@@ -207,6 +351,7 @@ def test_written_dataset_matches_the_cases(phantom_dir):
         assert metadata["dataset_seed"] == 0
         assert metadata["case_kwargs"] == {key: list(value) for key, value in SMALL.items()}
         assert metadata["lesion_count"] == case.lesion_count
+        assert metadata["endorectal_coil"] == case.endorectal_coil
         np.testing.assert_allclose(metadata["misalignment"]["matrix"], case.misalignment.matrix, atol=1e-8)
         assert metadata["misalignment"]["translation_mm"] == list(case.misalignment.translation_mm)
         stored = {
@@ -269,7 +414,11 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(out_dir / "phantom-000"), str(out_dir / "phantom-001")]
     assert json.loads((out_dir / "phantom-001" / "phantom.json").read_text())["dataset_seed"] == 1
-    assert load_volume(out_dir / "phantom-000" / "t2w.nii.gz").shape == (160, 160, 16)
+    # Without a grid, every patient gets one of their own.
+    first, second = (load_volume(out_dir / name / "t2w.nii.gz") for name in ("phantom-000", "phantom-001"))
+    for volume in (first, second):
+        assert 140 <= volume.shape[0] * volume.spacing[0] <= 220 and max(volume.shape) <= 320
+    assert first.shape != second.shape or not np.allclose(first.spacing, second.spacing)
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 2
     assert "phantom-000" in again.stderr and "--overwrite" in again.stderr
