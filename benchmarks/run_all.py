@@ -20,7 +20,7 @@ from pathlib import Path
 import common
 
 BENCHMARKS = ("data_loading", "input_pipeline", "training_throughput", "inference_registration",
-              "book_execution", "phantom_realism", "real_data_report")
+              "book_execution", "book_models", "phantom_realism", "real_data_report")
 
 
 def _load(out: Path, name: str) -> dict | None:
@@ -68,6 +68,18 @@ def _book(r: dict) -> list[str]:
             f"{r['total_s']:.3g} s; kernel start {r['kernel_start_s']:.3g} s."]
 
 
+def _book_models(r: dict) -> list[str]:
+    s = r["summary"]
+    zones = ", ".join(f"{zone} {s[f'pix2pix_{zone}']['mean']:.2f} (min {s[f'pix2pix_{zone}']['min']:.2f})"
+                      for zone in ("PZ", "TZ", "CZ", "AFS"))
+    return [f"Seeds {r['seeds']}, held-out patients (validation, test, {r['new_patients']} new): chapter 7 U-Net "
+            f"gland Dice {s['unet_dice']['mean']:.3f} (min {s['unet_dice']['min']:.3f}) with "
+            f"{s['unet_false_islands']['mean']:.2g} false islands per patient; after the largest-component "
+            f"clean-up {s['unet_dice_cleaned']['mean']:.3f} (min {s['unet_dice_cleaned']['min']:.3f}) with "
+            f"{s['unet_false_islands_cleaned']['mean']:.2g}. Chapter 10 Pix2Pix zone Dice: {zones}. Training "
+            f"{s['unet_train_s']['mean']:.3g} s (U-Net) and {s['pix2pix_train_s']['mean']:.3g} s (Pix2Pix)."]
+
+
 def _phantom(r: dict) -> list[str]:
     s = r["summary"]
     gland = s["gland_ml"]
@@ -106,7 +118,8 @@ def _real(r: dict) -> list[str]:
 SECTIONS = {"data_loading": ("Data loading", _data_loading), "input_pipeline": ("Input pipeline", _input_pipeline),
             "training_throughput": ("Training throughput", _training),
             "inference_registration": ("Inference and registration", _inference),
-            "book_execution": ("Book execution", _book), "phantom_realism": ("Phantom realism", _phantom),
+            "book_execution": ("Book execution", _book), "book_models": ("Book models", _book_models),
+            "phantom_realism": ("Phantom realism", _phantom),
             "real_data_report": ("Real data", _real)}
 
 

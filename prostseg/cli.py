@@ -218,6 +218,8 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--batch-size", type=int, help="global batch size")
         parser.add_argument("--image-size", type=int, help="side of the square slices")
+        parser.add_argument("--target-spacing", type=float, metavar="MM",
+                            help="resample slices to this in-plane spacing (mm) before the network")
         parser.add_argument("--learning-rate", type=float)
         parser.add_argument("--base-filters", type=int)
         parser.add_argument("--seed", type=int)
@@ -225,6 +227,8 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
         parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
         parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
+        parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                            help="keep the prepared training volumes in memory after epoch 1")
         parser.add_argument("--verbose", type=int, choices=(0, 1, 2))
         parser.add_argument("--overwrite", action="store_true",
                             help="replace another run (or other files) in --out")
@@ -238,10 +242,15 @@ def _add_train_commands(subparsers) -> None:
                                 help="train on slices with foreground only")
             parser.add_argument("--foreground-fraction", type=float,
                                 help="draw foreground slices with this probability (oversampling)")
-            parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                                help="keep the prepared training volumes in memory after epoch 1")
         else:
             parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
+            parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")
+            parser.add_argument("--crossentropy-weight", type=float,
+                                help="weight of a cross-entropy term on the zone probabilities (0: none)")
+            parser.add_argument("--decay-epochs", type=int,
+                                help="decay the learning rates linearly over this many last epochs")
+            parser.add_argument("--generator-upsampling", choices=("transpose", "resize"),
+                                help="transposed convolutions (paper) or resize + convolution")
         parser.set_defaults(handler=_run_train)
 
 
@@ -288,6 +297,11 @@ def _add_predict_command(subparsers) -> None:
                         help="case folder, or a volume file (T2W for a U-Net, registered stack for Pix2Pix)")
     parser.add_argument("--out", type=Path, required=True, help="output .nii.gz file")
     parser.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold")
+    parser.add_argument("--largest-component", action="store_true",
+                        help="keep only the largest connected component of the predicted gland (removes islands)")
+    parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+                        help="in-plane spacing the model was trained at; read from the run's config.json "
+                             "when the model file lies in its run folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(handler=_run_predict)
 
@@ -295,7 +309,9 @@ def _add_predict_command(subparsers) -> None:
 def _run_predict(args) -> int:
     from prostseg.inference import predict_case
 
-    print(predict_case(args.model, args.image, args.out, threshold=args.threshold, overwrite=args.overwrite))
+    print(predict_case(args.model, args.image, args.out, threshold=args.threshold,
+                       target_spacing=args.target_spacing, largest_component=args.largest_component,
+                       overwrite=args.overwrite))
     return 0
 
 

@@ -14,6 +14,16 @@ Pix2Pix generator on registered T2W/DWI/ADC stacks
 preprocessing exactly (:func:`prostseg.pipeline.restore_unet_slices`,
 :func:`prostseg.pipeline.restore_pix2pix_slices`), so they lie voxel for voxel on the
 grid of the input volume.
+
+Two options change what is predicted, and both are off unless asked for:
+
+* ``target_spacing`` (mm): the slices are resampled to this pixel size before the
+  network sees them, exactly as in training (see :mod:`prostseg.pipeline`). A model
+  trained with it must be applied with it. :func:`predict_case` reads it from the
+  ``config.json`` of the run folder that holds the model file
+  (:func:`run_target_spacing`), so keep a model in its run folder or pass the value.
+* ``largest_component``: keep only the largest connected component of the predicted
+  gland (:mod:`prostseg.postprocessing`), which removes false islands.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discove
 from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
+from prostseg.postprocessing import largest_gland_component
 
 __all__ = [
     "EvaluationResult",
@@ -37,6 +48,7 @@ __all__ = [
     "load_model",
     "predict_case",
     "predict_volume",
+    "run_target_spacing",
 ]
 
 
@@ -110,7 +122,8 @@ def _input_size(model, image_size: int | None) -> int:
 
 
 def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
-                   threshold: float = 0.5, batch_size: int = 4) -> np.ndarray:
+                   threshold: float = 0.5, batch_size: int = 4, target_spacing: float | None = None,
+                   largest_component: bool = False) -> np.ndarray:
     """Segment every axial slice of a volume and return the labels on its grid.
 
     Parameters
@@ -127,6 +140,15 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
         Foreground when the probability is above it (single-channel outputs).
     batch_size : int, optional
         Slices per forward pass.
+    target_spacing : float, optional
+        The ``target_spacing`` (mm) the model was trained with; ``volume`` must then be
+        a :class:`~prostseg.io.Volume` (its spacing is needed). By default slices keep
+        their spacing (U-Net) or are resized whole (Pix2Pix).
+    largest_component : bool, optional
+        Keep only the largest connected component of the predicted foreground (the
+        whole gland for zone maps, zone labels kept inside it;
+        :func:`prostseg.postprocessing.largest_gland_component`, face connectivity in
+        3D).
 
     Returns
     -------
@@ -137,6 +159,8 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     ------
     InputError
         When the volume does not have the shape the model takes (naming its file).
+    ValueError
+        When ``target_spacing`` is given with a plain array (no spacing).
 
     Examples
     --------
@@ -160,17 +184,24 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     if data.ndim != expected_ndim or (kind == "pix2pix" and data.shape[-1] != 3):
         raise InputError(path, f"the model is {_TAKES[kind]}; got shape {data.shape}")
     size = _input_size(model, image_size)
+    if target_spacing is not None and not isinstance(volume, Volume):
+        raise ValueError("target_spacing needs the volume's spacing: pass a prostseg.io.Volume, not an array")
+    geometry = dict(target_spacing=target_spacing, spacing=volume.spacing if isinstance(volume, Volume) else None)
     if kind == "unet":
         probabilities = restore_unet_slices(
-            model.predict(prepare_unet_volume(data, size), batch_size=batch_size, verbose=0), data.shape
+            model.predict(prepare_unet_volume(data, size, **geometry), batch_size=batch_size, verbose=0),
+            data.shape, **geometry,
         )
     else:
         probabilities = restore_pix2pix_slices(
-            model.predict(prepare_pix2pix_volume(data, size), batch_size=batch_size, verbose=0), data.shape[:3]
+            model.predict(prepare_pix2pix_volume(data, size, **geometry), batch_size=batch_size, verbose=0),
+            data.shape[:3], **geometry,
         )
     if probabilities.shape[-1] == 1:
-        return (probabilities[..., 0] > threshold).astype(np.uint8)
-    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+        labels = (probabilities[..., 0] > threshold).astype(np.uint8)
+    else:
+        labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    return largest_gland_component(labels) if largest_component else labels
 
 
 def _input_volume(image: Path, kind: str) -> tuple[Volume, Volume]:
@@ -191,14 +222,57 @@ def _input_volume(image: Path, kind: str) -> tuple[Volume, Volume]:
     return volume, volume
 
 
+def run_target_spacing(model_path: str | os.PathLike) -> float | None:
+    """The ``target_spacing`` of the training run a model file belongs to.
+
+    A run folder of :mod:`prostseg.training` holds the model files beside the run's
+    ``config.json``; the value recorded there is the one the model must be applied
+    with.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike
+        A model file, e.g. ``runs/unet/best.keras``.
+
+    Returns
+    -------
+    float or None
+        The run's ``target_spacing``; None when it had none, or when no
+        ``config.json`` lies beside the model file.
+
+    Raises
+    ------
+    InputError
+        When the ``config.json`` beside the model cannot be read as a run configuration.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prostseg.training import UNetTrainingConfig
+    >>> run = Path(tempfile.mkdtemp())
+    >>> _ = UNetTrainingConfig("data", str(run), target_spacing=1.0).to_json(run / "config.json")
+    >>> run_target_spacing(run / "best.keras")
+    1.0
+    >>> run_target_spacing(Path(tempfile.mkdtemp()) / "model.keras") is None
+    True
+    """
+    from prostseg.training import CONFIG_FILE, load_config
+
+    config_path = Path(model_path).parent / CONFIG_FILE
+    return load_config(config_path).target_spacing if config_path.is_file() else None
+
+
 def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *,
-                 threshold: float = 0.5, overwrite: bool = False) -> Path:
+                 threshold: float = 0.5, target_spacing: float | None = None,
+                 largest_component: bool = False, overwrite: bool = False) -> Path:
     """Segment one case and write the label map as NIfTI aligned to the source image.
 
     Parameters
     ----------
     model : keras.Model or str or os.PathLike
-        A model, or a ``.keras`` file (read with :func:`load_model`).
+        A model, or a ``.keras`` file (read with :func:`load_model`). A file inside
+        the run folder it was trained in is applied with the run's
+        ``target_spacing`` (:func:`run_target_spacing`).
     image : str or os.PathLike
         A case folder (:mod:`prostseg.dataset` layout: its ``t2w`` for a U-Net, its
         ``aligned/stack`` for Pix2Pix), or a volume file (or DICOM series folder).
@@ -206,6 +280,13 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
         Output ``.nii`` or ``.nii.gz`` file.
     threshold : float, optional
         See :func:`predict_volume`.
+    target_spacing : float, optional
+        The model's ``target_spacing`` (mm), for a model object or a model file kept
+        outside its run folder. A value that contradicts the run's ``config.json`` is
+        an error.
+    largest_component : bool, optional
+        Keep only the largest connected component of the prediction (see
+        :func:`predict_volume`).
     overwrite : bool, optional
         Replace an existing ``out_path``.
 
@@ -219,7 +300,8 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
     ------
     InputError
         When ``out_path`` exists (without ``overwrite``), the model file is not a
-        model, or the image cannot be read or does not suit the model.
+        model, ``target_spacing`` contradicts the model's run, or the image cannot be
+        read or does not suit the model.
     """
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
@@ -228,13 +310,19 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
         raise InputError(out_path, "predictions are written as NIfTI; use a name ending in .nii.gz or .nii")
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None:
+        recorded = run_target_spacing(model_path)
+        if recorded is not None and target_spacing is not None and recorded != target_spacing:
+            raise InputError(model_path, f"was trained with target_spacing {recorded} mm (its run's config.json), "
+                             f"not {target_spacing}")
+        target_spacing = recorded if recorded is not None else target_spacing
         model = load_model(model_path)
     try:
         kind = _model_kind(model)
     except ValueError as err:
         raise InputError(model_path, str(err)) from None
     volume, reference = _input_volume(Path(image), kind)
-    labels = predict_volume(model, volume, threshold=threshold)
+    labels = predict_volume(model, volume, threshold=threshold, target_spacing=target_spacing,
+                            largest_component=largest_component)
     return save_like(labels, reference, out_path, overwrite=overwrite)
 
 

@@ -39,6 +39,7 @@ from keras import ops
 __all__ = [
     "bce_dice_loss",
     "binary_crossentropy",
+    "categorical_crossentropy",
     "discriminator_loss",
     "generator_loss",
     "soft_dice_loss",
@@ -120,6 +121,45 @@ def bce_dice_loss(y_true, y_pred, smooth: float = 1.0):
         Shape ``(batch,)``: ``binary_crossentropy + soft_dice_loss``.
     """
     return binary_crossentropy(y_true, y_pred) + soft_dice_loss(y_true, y_pred, smooth)
+
+
+@keras.saving.register_keras_serializable(package="prostseg")
+def categorical_crossentropy(y_true, y_pred):
+    """Mean categorical cross-entropy of each example (multi-class label maps).
+
+    Parameters
+    ----------
+    y_true : tensor
+        One-hot targets, shape ``(batch, ..., classes)``.
+    y_pred : tensor
+        Class probabilities of the same shape (softmax outputs; clipped to
+        ``[1e-7, 1 - 1e-7]`` by Keras).
+
+    Returns
+    -------
+    tensor
+        Shape ``(batch,)``: ``-mean(sum_k y_k log p_k)`` over the pixels of each
+        example, i.e. the mean of ``-log p`` of the true class.
+
+    Notes
+    -----
+    Compared with the L1 term of :func:`generator_loss` on the same probabilities
+    (``2 (1 - p_c) / classes`` per pixel), the gradient with respect to the logits
+    does not vanish where the true class ``c`` has a probability near 0: it is
+    ``p - y`` for cross-entropy, and ``2 p_c (p - y) / classes`` for L1, which
+    fades with ``p_c``. A generator that paints a whole zone with a wrong class
+    (``p_c`` near 0 there) therefore still learns from those pixels with
+    cross-entropy, and hardly at all with L1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y_true = np.eye(3, dtype="float32")[[[0, 1]]]  # (1, 2, 3): classes 0 and 1
+    >>> y_pred = np.array([[[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]], "float32")
+    >>> [round(float(v), 4) for v in categorical_crossentropy(y_true, y_pred)]  # ln 2
+    [0.6931]
+    """
+    return _per_example_mean(keras.losses.categorical_crossentropy(ops.cast(y_true, y_pred.dtype), y_pred))
 
 
 def _sigmoid_cross_entropy(target: float, logits):

@@ -25,6 +25,7 @@ import keras
 from keras import layers
 
 __all__ = [
+    "PIX2PIX_UPSAMPLING",
     "build_pix2pix_discriminator",
     "build_pix2pix_generator",
     "build_unet",
@@ -248,13 +249,26 @@ def _pix2pix_down(x, filters: int, *, batchnorm: bool, name: str):
     return layers.LeakyReLU(_LEAKY_SLOPE, name=f"{name}_lrelu")(x)
 
 
-def _pix2pix_up(x, filters: int, *, dropout: bool, name: str):
-    """Conv2DTranspose 4x4 stride 2 (no bias), batch normalisation, dropout 0.5, ReLU."""
+#: Upsampling layers of the Pix2Pix generator (see :func:`build_pix2pix_generator`).
+PIX2PIX_UPSAMPLING = ("transpose", "resize")
+
+
+def _upsample(x, filters: int, *, upsampling: str, name: str, **conv_options):
+    """Double the size of ``x``: a 4x4 stride-2 transposed convolution (layer ``name``),
+    or a nearest neighbour resize followed by a 3x3 convolution (layer ``name``)."""
     init = keras.initializers.RandomNormal(0.0, _PIX2PIX_INIT_STDDEV)
-    x = layers.Conv2DTranspose(
-        filters, 4, strides=2, padding="same", kernel_initializer=init,
-        use_bias=False, name=f"{name}_convt",
-    )(x)
+    if upsampling == "transpose":
+        return layers.Conv2DTranspose(
+            filters, 4, strides=2, padding="same", kernel_initializer=init, name=name, **conv_options
+        )(x)
+    x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+    return layers.Conv2D(filters, 3, padding="same", kernel_initializer=init, name=name, **conv_options)(x)
+
+
+def _pix2pix_up(x, filters: int, *, dropout: bool, upsampling: str, name: str):
+    """Upsampling (no bias), batch normalisation, dropout 0.5, ReLU."""
+    x = _upsample(x, filters, upsampling=upsampling, name=f"{name}_convt" if upsampling == "transpose"
+                  else f"{name}_conv", use_bias=False)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if dropout:
         x = layers.Dropout(0.5, name=f"{name}_dropout")(x)
@@ -279,6 +293,7 @@ def build_pix2pix_generator(
     base_filters: int = 64,
     levels: int | None = None,
     max_filters_factor: int = 8,
+    upsampling: str = "transpose",
     name: str = "pix2pix_generator",
 ) -> keras.Model:
     """Build the Pix2Pix U-Net generator (Isola et al. 2017; TensorFlow tutorial layout).
@@ -304,6 +319,10 @@ def build_pix2pix_generator(
         divisible by ``2**levels``.
     max_filters_factor : int
         Filter growth stops at ``base_filters * max_filters_factor`` (512 in the paper).
+    upsampling : {"transpose", "resize"}
+        How the up levels (and the output layer) double the size: ``"transpose"``, the
+        paper's 4x4 stride-2 transposed convolution, or ``"resize"``, a nearest
+        neighbour resize followed by a 3x3 convolution (see the notes).
     name : str
         Model name.
 
@@ -326,12 +345,25 @@ def build_pix2pix_generator(
     of 1 the innermost map is 1x1, and normalising a single value with its own batch
     statistics returns zeros, which would cut the bottleneck.
 
+    A stride-2 transposed convolution computes neighbouring output pixels from
+    different subsets of its kernel weights; until training has made those subsets
+    agree, the output carries a pattern with a period of 2 pixels, a *checkerboard*
+    (Odena et al. 2016, "Deconvolution and checkerboard artifacts"). ``"resize"``
+    computes every output pixel with the same weights from a resized input, so it
+    cannot produce that pattern; it is a deviation from the paper's architecture,
+    with the same number of up levels and filters (fewer weights: 3x3 instead of 4x4
+    kernels).
+
     Examples
     --------
     >>> generator = build_pix2pix_generator((32, 32, 3), base_filters=4)
     >>> generator.output_shape
     (None, 32, 32, 5)
+    >>> build_pix2pix_generator((32, 32, 3), base_filters=4, upsampling="resize").output_shape
+    (None, 32, 32, 5)
     """
+    if upsampling not in PIX2PIX_UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {PIX2PIX_UPSAMPLING}, got {upsampling!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2 (softmax), got {num_classes}")
     if len(input_shape) != 3:
@@ -353,13 +385,9 @@ def build_pix2pix_generator(
         x = _pix2pix_down(x, filters, batchnorm=batchnorm, name=f"down{i}")
         skips.append(x)
     for j, i in enumerate(reversed(range(levels - 1))):
-        x = _pix2pix_up(x, down_filters[i], dropout=j < 3, name=f"up{i}")
+        x = _pix2pix_up(x, down_filters[i], dropout=j < 3, upsampling=upsampling, name=f"up{i}")
         x = layers.Concatenate(name=f"up{i}_concat")([x, skips[i]])
-    outputs = layers.Conv2DTranspose(
-        num_classes, 4, strides=2, padding="same", activation="softmax",
-        kernel_initializer=keras.initializers.RandomNormal(0.0, _PIX2PIX_INIT_STDDEV),
-        name="probabilities",
-    )(x)
+    outputs = _upsample(x, num_classes, upsampling=upsampling, name="probabilities", activation="softmax")
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -30,6 +30,22 @@ inverse centre pad/crop) and :func:`restore_pix2pix_slices` (bilinear resize bac
 the T2W matrix); the result lies on the input volume's grid, ready for
 :func:`prostseg.io.save_like`.
 
+A common physical scale (``target_spacing``)
+--------------------------------------------
+Scanners store slices with in-plane spacings from about 0.3 to 1 mm, so the same
+prostate covers three times more pixels in one scan than in another, and a network
+trained on one spacing sees the organ at the wrong size on another. With
+``target_spacing=t`` (mm) every slice is first resampled to pixels of ``t`` x ``t`` mm
+(:func:`resampled_size`; images bilinear, labels nearest neighbour, never
+interpolated) and *then* centre padded or cropped to ``image_size``, for both models:
+``image_size`` pixels then always cover ``image_size * t`` mm around the centre of the
+field of view. (Pix2Pix is not resized after resampling: resizing a whole slice to
+``image_size`` makes the pixel size depend on the field of view again.) The
+``restore_*`` functions take the same ``target_spacing`` and the volume's spacing and
+undo both steps, so predictions come back on the original grid. The default
+``target_spacing=None`` keeps the original behaviour above: the U-Net at the native
+spacing (as the seed project did), Pix2Pix resized whole.
+
 Streaming, shuffling and determinism
 ------------------------------------
 :func:`unet_dataset` and :func:`pix2pix_dataset` map a loader over the case indices
@@ -39,7 +55,10 @@ them in a buffer counted in slices, batch and prefetch. With ``shuffle=True`` th
 order is reshuffled every epoch too. All randomness is seeded from ``seed`` (shuffles,
 oversampling, augmentation), so two datasets built with the same arguments yield the
 same batches. With ``shuffle=False`` slices come case by case, in case order and
-slice order ``k = 0, 1, ...``.
+slice order ``k = 0, 1, ...``. :func:`pix2pix_epochs` yields one such dataset per
+epoch, each seeded by the epoch's number (a resumed run repeats the same epochs);
+with ``cache`` they share the prepared volumes in memory instead of reading the files
+every epoch.
 
 Sparse lesions
 --------------
@@ -55,7 +74,7 @@ slices. Use :func:`count_slices` for steps per epoch.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +104,12 @@ __all__ = [
     "prepare_zone_labels",
     "restore_unet_slices",
     "restore_pix2pix_slices",
+    "resampled_size",
     "augment_pair",
     "count_slices",
     "unet_dataset",
     "pix2pix_dataset",
+    "pix2pix_epochs",
 ]
 
 #: In-plane size of U-Net input slices (centre pad/crop).
@@ -112,6 +133,70 @@ def _spatial_array(volume: Volume | ArrayLike, ndim: int, what: str) -> np.ndarr
     return array
 
 
+def resampled_size(shape: Sequence[int], spacing: Sequence[float], target_spacing: float) -> tuple[int, int]:
+    """In-plane matrix of a slice resampled to pixels of ``target_spacing`` mm.
+
+    The field of view is kept: each in-plane axis of ``n`` pixels of ``s`` mm becomes
+    ``round(n * s / target_spacing)`` pixels (at least 1), which
+    :func:`prostseg.preprocessing.resize_image` fills with the same pixel-centre
+    geometry it always uses (the new pixels differ from ``target_spacing`` by the
+    rounding only, less than half a pixel over the whole field of view).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The volume's shape; its first two values are the in-plane matrix ``(X, Y)``.
+    spacing : sequence of float
+        The volume's voxel size in mm; the first two values are used.
+    target_spacing : float
+        The common in-plane pixel size, in mm.
+
+    Returns
+    -------
+    (int, int)
+
+    Examples
+    --------
+    >>> resampled_size((320, 320, 19), (0.5, 0.5, 3.0), 1.0)
+    (160, 160)
+    >>> resampled_size((175, 140, 20), (0.8, 1.0, 3.0), 1.5)
+    (93, 93)
+    """
+    target_spacing = _positive_spacing(target_spacing, "target_spacing")
+    if len(shape) < 2 or len(spacing) < 2:
+        raise ValueError(f"need at least two in-plane values, got shape {tuple(shape)} and spacing {tuple(spacing)}")
+    return tuple(
+        max(1, int(np.floor(n * _positive_spacing(s, "spacing") / target_spacing + 0.5)))
+        for n, s in zip(shape[:2], spacing[:2])
+    )
+
+
+def _positive_spacing(value, name: str) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of mm, got {value}")
+    return value
+
+
+def _in_plane_spacing(volume, spacing: Sequence[float] | None) -> tuple[float, float]:
+    """The in-plane spacing of ``volume``: ``spacing`` if given, else the Volume's own."""
+    if spacing is None:
+        if not isinstance(volume, Volume):
+            raise ValueError("target_spacing needs the volume's spacing: pass a Volume, or spacing=(sx, sy) in mm")
+        spacing = volume.spacing
+    if len(spacing) < 2:
+        raise ValueError(f"spacing needs the two in-plane values (mm), got {tuple(spacing)}")
+    return tuple(_positive_spacing(value, "spacing") for value in spacing[:2])
+
+
+def _common_scale(array: np.ndarray, volume, spacing, target_spacing: float | None, *, labels: bool) -> np.ndarray:
+    """``array`` resampled in-plane to ``target_spacing`` (unchanged when it is None)."""
+    if target_spacing is None:
+        return array
+    size = resampled_size(array.shape, _in_plane_spacing(volume, spacing), target_spacing)
+    return resize_labels(array, size) if labels else resize_image(array, size)
+
+
 def _slices_first(array: np.ndarray) -> np.ndarray:
     """``(H, W, Z[, C])`` -> contiguous ``(Z, H, W, C)`` (``C = 1`` when absent)."""
     if array.ndim == 3:
@@ -119,12 +204,19 @@ def _slices_first(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, 2, 0))
 
 
-def prepare_unet_volume(volume: Volume | ArrayLike, image_size: int = UNET_IMAGE_SIZE) -> np.ndarray:
+def prepare_unet_volume(
+    volume: Volume | ArrayLike,
+    image_size: int = UNET_IMAGE_SIZE,
+    *,
+    target_spacing: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
     """Prepare a T2W volume as U-Net input slices.
 
     Clips intensities to the :data:`CLIP_PERCENTILES` of the whole volume, scales them
-    to ``[0, 1]`` (a constant volume gives zeros) and centre pads or crops every axial
-    slice to ``image_size`` (zero padding).
+    to ``[0, 1]`` (a constant volume gives zeros), optionally resamples every axial
+    slice to ``target_spacing`` (bilinear) and centre pads or crops it to
+    ``image_size`` (zero padding).
 
     Parameters
     ----------
@@ -132,6 +224,13 @@ def prepare_unet_volume(volume: Volume | ArrayLike, image_size: int = UNET_IMAGE
         The T2W volume in canonical order (as :func:`prostseg.io.load_volume` gives it).
     image_size : int, optional
         Side of the square output slices.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) before the centre pad/crop
+        (see the module documentation). By default slices keep their own spacing.
+    spacing : sequence of float, optional
+        The volume's voxel size in mm (the first two values are used); only with
+        ``target_spacing``, and only needed when ``volume`` is an array rather than a
+        :class:`~prostseg.io.Volume`.
 
     Returns
     -------
@@ -152,18 +251,35 @@ def prepare_unet_volume(volume: Volume | ArrayLike, image_size: int = UNET_IMAGE
     (0.0, True)
     >>> float(prepare_unet_volume(np.full((2, 2, 3), 7.0), image_size=2).max())  # constant
     0.0
+
+    With ``target_spacing``, 0.5 mm pixels become 1 mm pixels before the crop, so 4
+    pixels cover 4 mm instead of 2 mm:
+
+    >>> fine = np.tile(np.arange(8.0)[:, None, None], (1, 8, 1))  # (8, 8, 1), 0.5 mm
+    >>> (prepare_unet_volume(fine, 4)[0, :, 0, 0] * 7).round(2)  # the central 2 mm
+    array([2., 3., 4., 5.], dtype=float32)
+    >>> (prepare_unet_volume(fine, 4, target_spacing=1.0, spacing=(0.5, 0.5))[0, :, 0, 0] * 7).round(2)
+    array([0.5, 2.5, 4.5, 6.5], dtype=float32)
     """
     array = _spatial_array(volume, 3, "a T2W volume")
     scaled = minmax_normalize(clip_percentiles(array, *CLIP_PERCENTILES))
+    scaled = _common_scale(scaled, volume, spacing, target_spacing, labels=False)
     return _slices_first(center_pad_crop(scaled, image_size))
 
 
-def prepare_unet_mask(mask_volume: Volume | ArrayLike, image_size: int = UNET_IMAGE_SIZE) -> np.ndarray:
+def prepare_unet_mask(
+    mask_volume: Volume | ArrayLike,
+    image_size: int = UNET_IMAGE_SIZE,
+    *,
+    target_spacing: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
     """Prepare a mask volume as U-Net target slices.
 
     Every non-zero voxel is foreground (a lesion mask, or a zone map for a whole-gland
-    mask). Slices are centre padded or cropped exactly like
-    :func:`prepare_unet_volume`, so image and mask stay aligned pixel for pixel.
+    mask). Slices are resampled (nearest neighbour) and centre padded or cropped
+    exactly like :func:`prepare_unet_volume`, so image and mask stay aligned pixel for
+    pixel.
 
     Parameters
     ----------
@@ -171,6 +287,13 @@ def prepare_unet_mask(mask_volume: Volume | ArrayLike, image_size: int = UNET_IM
         Label map in canonical order, on the grid of the image.
     image_size : int, optional
         Side of the square output slices.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) before the centre pad/crop
+        (see the module documentation). By default slices keep their own spacing.
+    spacing : sequence of float, optional
+        The volume's voxel size in mm (the first two values are used); only with
+        ``target_spacing``, and only needed when ``mask_volume`` is an array rather than a
+        :class:`~prostseg.io.Volume`.
 
     Returns
     -------
@@ -186,14 +309,23 @@ def prepare_unet_mask(mask_volume: Volume | ArrayLike, image_size: int = UNET_IM
     ((2, 5, 5, 1), np.float32(1.0), 1.0)
     """
     array = _spatial_array(mask_volume, 3, "a mask volume")
-    return _slices_first(center_pad_crop(array != 0, image_size).astype(np.float32))
+    foreground = _common_scale(array != 0, mask_volume, spacing, target_spacing, labels=True)
+    return _slices_first(center_pad_crop(foreground, image_size).astype(np.float32))
 
 
-def prepare_pix2pix_volume(stack: Volume | ArrayLike, image_size: int = PIX2PIX_IMAGE_SIZE) -> np.ndarray:
+def prepare_pix2pix_volume(
+    stack: Volume | ArrayLike,
+    image_size: int = PIX2PIX_IMAGE_SIZE,
+    *,
+    target_spacing: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
     """Prepare a registered multi-channel stack as Pix2Pix input slices.
 
     Each channel is z-scored over the whole volume (a constant channel gives zeros),
-    then every axial slice is resized bilinearly to ``image_size``.
+    then every axial slice is resized bilinearly to ``image_size``, or, with
+    ``target_spacing``, resampled bilinearly to that pixel size and centre padded or
+    cropped to ``image_size``.
 
     Parameters
     ----------
@@ -202,6 +334,13 @@ def prepare_pix2pix_volume(stack: Volume | ArrayLike, image_size: int = PIX2PIX_
         by :func:`prostseg.registration.register_case`.
     image_size : int, optional
         Side of the square output slices.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) and centre pad or crop it to
+        ``image_size`` instead of resizing it (see the module documentation).
+    spacing : sequence of float, optional
+        The volume's voxel size in mm (the first two values are used); only with
+        ``target_spacing``, and only needed when ``stack`` is an array rather than a
+        :class:`~prostseg.io.Volume`.
 
     Returns
     -------
@@ -215,15 +354,30 @@ def prepare_pix2pix_volume(stack: Volume | ArrayLike, image_size: int = PIX2PIX_
     ((2, 8, 8, 3), dtype('float32'))
     """
     array = _spatial_array(stack, 4, "a multi-channel stack (X, Y, Z, C)")
-    return _slices_first(resize_image(zscore_normalize(array, channel_axis=-1), image_size))
+    return _slices_first(_pix2pix_geometry(
+        zscore_normalize(array, channel_axis=-1), image_size, stack, spacing, target_spacing, labels=False
+    ))
 
 
-def prepare_zone_labels(zones: Volume | ArrayLike, image_size: int = PIX2PIX_IMAGE_SIZE) -> np.ndarray:
+def _pix2pix_geometry(array, image_size, volume, spacing, target_spacing, *, labels: bool) -> np.ndarray:
+    """Resize to ``image_size``, or resample to ``target_spacing`` and centre pad/crop."""
+    if target_spacing is None:
+        return resize_labels(array, image_size) if labels else resize_image(array, image_size)
+    return center_pad_crop(_common_scale(array, volume, spacing, target_spacing, labels=labels), image_size)
+
+
+def prepare_zone_labels(
+    zones: Volume | ArrayLike,
+    image_size: int = PIX2PIX_IMAGE_SIZE,
+    *,
+    target_spacing: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
     """Prepare a zone label map as one-hot Pix2Pix targets.
 
-    Slices are resized by nearest neighbour with the geometry of
-    :func:`prepare_pix2pix_volume` (labels are never interpolated), then one-hot
-    encoded over the :data:`~prostseg.dataset.NUM_ZONE_CLASSES` zone classes.
+    Slices are resized (or resampled and padded/cropped) by nearest neighbour with the
+    geometry of :func:`prepare_pix2pix_volume` (labels are never interpolated), then
+    one-hot encoded over the :data:`~prostseg.dataset.NUM_ZONE_CLASSES` zone classes.
 
     Parameters
     ----------
@@ -231,6 +385,13 @@ def prepare_zone_labels(zones: Volume | ArrayLike, image_size: int = PIX2PIX_IMA
         Zone labels ``0 .. 4`` (:data:`~prostseg.dataset.ZONE_NAMES`) in canonical order.
     image_size : int, optional
         Side of the square output slices.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) and centre pad or crop it to
+        ``image_size`` instead of resizing it (see the module documentation).
+    spacing : sequence of float, optional
+        The volume's voxel size in mm (the first two values are used); only with
+        ``target_spacing``, and only needed when ``zones`` is an array rather than a
+        :class:`~prostseg.io.Volume`.
 
     Returns
     -------
@@ -255,15 +416,24 @@ def prepare_zone_labels(zones: Volume | ArrayLike, image_size: int = PIX2PIX_IMA
            [2, 2, 4, 4]])
     """
     array = _spatial_array(zones, 3, "a zone label map")
-    return _slices_first(one_hot(resize_labels(array, image_size), NUM_ZONE_CLASSES))
+    labels = _pix2pix_geometry(array, image_size, zones, spacing, target_spacing, labels=True)
+    return _slices_first(one_hot(labels, NUM_ZONE_CLASSES))
 
 
-def restore_unet_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
+def restore_unet_slices(
+    slices: ArrayLike,
+    shape: Sequence[int],
+    *,
+    target_spacing: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
     """Put U-Net output slices back on the grid of the volume they came from.
 
     The inverse of the geometry of :func:`prepare_unet_volume`: slices are stacked
     along ``z`` and centre cropped or padded back to the volume's in-plane size (what
-    padding added is dropped; what cropping removed comes back as zeros).
+    padding added is dropped; what cropping removed comes back as zeros); with
+    ``target_spacing`` they are cropped or padded to the resampled size and then
+    resized bilinearly back to the volume's matrix.
 
     Parameters
     ----------
@@ -271,11 +441,16 @@ def restore_unet_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
         Network outputs (probabilities or masks), one per axial slice.
     shape : sequence of int
         Spatial shape ``(X, Y, Z)`` of the original volume (``volume.shape``).
+    target_spacing : float, optional
+        The ``target_spacing`` the slices were prepared with.
+    spacing : sequence of float, optional
+        The volume's voxel size in mm (the first two values are used); needed with
+        ``target_spacing``.
 
     Returns
     -------
     numpy.ndarray, shape (X, Y, Z, C)
-        Same dtype as ``slices``.
+        Same dtype as ``slices``; float32 with ``target_spacing`` (interpolated).
 
     Examples
     --------
@@ -286,15 +461,27 @@ def restore_unet_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
     ((5, 3, 2, 1), True)
     """
     stacked = _volume_order(slices, shape)
-    return center_pad_crop(stacked, tuple(shape[:2]))
+    if target_spacing is None:
+        return center_pad_crop(stacked, tuple(shape[:2]))
+    resampled = center_pad_crop(stacked, resampled_size(shape, _in_plane_spacing(None, spacing), target_spacing))
+    return resize_image(resampled, tuple(shape[:2]))
 
 
-def restore_pix2pix_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
+def restore_pix2pix_slices(
+    slices: ArrayLike,
+    shape: Sequence[int],
+    *,
+    target_spacing: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
     """Resize Pix2Pix output slices back to the grid of the T2W volume.
 
     The inverse of the geometry of :func:`prepare_pix2pix_volume`. Resize class
     probabilities (bilinear) and then take
     :func:`~prostseg.preprocessing.labels_from_one_hot`, rather than resizing labels.
+    With ``target_spacing`` the slices are first cropped or padded back to the
+    resampled size; padding adds zero probabilities for every class, which the argmax
+    reads as background.
 
     Parameters
     ----------
@@ -302,6 +489,11 @@ def restore_pix2pix_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarra
         Network outputs, one per axial slice.
     shape : sequence of int
         Spatial shape ``(X, Y, Z)`` of the T2W volume.
+    target_spacing : float, optional
+        The ``target_spacing`` the slices were prepared with.
+    spacing : sequence of float, optional
+        The volume's voxel size in mm (the first two values are used); needed with
+        ``target_spacing``.
 
     Returns
     -------
@@ -315,7 +507,10 @@ def restore_pix2pix_slices(slices: ArrayLike, shape: Sequence[int]) -> np.ndarra
     >>> restored.shape
     (4, 6, 3, 5)
     """
-    return resize_image(_volume_order(slices, shape), tuple(shape[:2]))
+    stacked = _volume_order(slices, shape)
+    if target_spacing is not None:
+        stacked = center_pad_crop(stacked, resampled_size(shape, _in_plane_spacing(None, spacing), target_spacing))
+    return resize_image(stacked, tuple(shape[:2]))
 
 
 def _volume_order(slices: ArrayLike, shape: Sequence[int]) -> np.ndarray:
@@ -397,11 +592,14 @@ def _checked_label(label: str) -> str:
     return label
 
 
-def _load_unet_case(case: Case, label: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_unet_case(
+    case: Case, label: str, image_size: int, target_spacing: float | None
+) -> tuple[np.ndarray, np.ndarray]:
     t2w = load_volume(case.path("t2w"))
     mask = load_volume(case.path(label), label=True)
     check_same_grid(t2w, mask)
-    return prepare_unet_volume(t2w, image_size), prepare_unet_mask(mask, image_size)
+    return (prepare_unet_volume(t2w, image_size, target_spacing=target_spacing),
+            prepare_unet_mask(mask, image_size, target_spacing=target_spacing))
 
 
 def _stack_path(case: Case) -> Path:
@@ -414,11 +612,34 @@ def _stack_path(case: Case) -> Path:
     return case.path(STACK)
 
 
-def _load_pix2pix_case(case: Case, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_pix2pix_case(case: Case, image_size: int, target_spacing: float | None) -> tuple[np.ndarray, np.ndarray]:
     stack = load_volume(_stack_path(case), channels=3)
     zones = load_volume(case.path("zones"), num_classes=NUM_ZONE_CLASSES)
     check_same_grid(stack, zones)
-    return prepare_pix2pix_volume(stack, image_size), prepare_zone_labels(zones, image_size)
+    return (prepare_pix2pix_volume(stack, image_size, target_spacing=target_spacing),
+            prepare_zone_labels(zones, image_size, target_spacing=target_spacing))
+
+
+def _volumes(
+    cases: list[Case],
+    load_case: Callable[[Case], tuple[np.ndarray, np.ndarray]],
+    channels: tuple[int, int],
+    image_size: int,
+    indices: tf.data.Dataset | None = None,
+) -> tf.data.Dataset:
+    """Prepared (image, label) volumes of ``cases[i]`` for each ``i`` of ``indices``
+    (all cases in order by default), one case per parallel map call."""
+    signature = [tf.TensorSpec((None, image_size, image_size, n), tf.float32) for n in channels]
+
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        return load_case(cases[int(index)])
+
+    def load_tensors(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        arrays = tf.numpy_function(load, [index], [spec.dtype for spec in signature], stateful=False)
+        return tuple(tf.ensure_shape(array, spec.shape) for array, spec in zip(arrays, signature))
+
+    indices = tf.data.Dataset.range(len(cases)) if indices is None else indices
+    return indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True)
 
 
 def _slice_stream(
@@ -431,30 +652,25 @@ def _slice_stream(
     shuffle_buffer: int,
     seed: int,
     cache: bool = False,
+    cached_volumes: tf.data.Dataset | None = None,
 ) -> tf.data.Dataset:
     """(image, label) slices of all cases, loading one case per parallel map call.
 
     With ``cache``, the prepared volumes are kept in memory after the first pass, and
     later epochs shuffle the cached volumes instead of reading the files again.
+    ``cached_volumes`` (a cached :func:`_volumes` of the same cases) shares that
+    memory between streams, e.g. one per epoch.
     """
-    signature = [tf.TensorSpec((None, image_size, image_size, n), tf.float32) for n in channels]
-
-    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        return load_case(cases[int(index)])
-
-    def load_tensors(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        arrays = tf.numpy_function(load, [index], [spec.dtype for spec in signature], stateful=False)
-        return tuple(tf.ensure_shape(array, spec.shape) for array, spec in zip(arrays, signature))
-
-    indices = tf.data.Dataset.range(len(cases))
-    if cache:
-        volumes = indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True).cache()
+    if cache or cached_volumes is not None:
+        volumes = _volumes(cases, load_case, channels, image_size).cache() if cached_volumes is None \
+            else cached_volumes
         if shuffle:
             volumes = volumes.shuffle(len(cases), seed=seed, reshuffle_each_iteration=True)
     else:
+        indices = tf.data.Dataset.range(len(cases))
         if shuffle:
             indices = indices.shuffle(len(cases), seed=seed, reshuffle_each_iteration=True)
-        volumes = indices.map(load_tensors, num_parallel_calls=_AUTOTUNE, deterministic=True)
+        volumes = _volumes(cases, load_case, channels, image_size, indices)
     slices = volumes.unbatch()
     if shuffle:
         slices = slices.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -489,6 +705,7 @@ def count_slices(
     label: str = "lesion",
     drop_empty: bool = False,
     image_size: int = UNET_IMAGE_SIZE,
+    target_spacing: float | None = None,
 ) -> int:
     """Number of slices :func:`unet_dataset` yields per epoch for the same arguments.
 
@@ -504,8 +721,8 @@ def count_slices(
         The mask file of each case.
     drop_empty : bool, optional
         Count only slices with foreground.
-    image_size : int, optional
-        As for :func:`unet_dataset`; matters only with ``drop_empty``.
+    image_size, target_spacing : optional
+        As for :func:`unet_dataset`; they matter only with ``drop_empty``.
 
     Returns
     -------
@@ -534,7 +751,7 @@ def count_slices(
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
     for case in cases:
-        mask = prepare_unet_mask(load_volume(case.path(label), label=True), image_size)
+        mask = prepare_unet_mask(load_volume(case.path(label), label=True), image_size, target_spacing=target_spacing)
         total += int(np.count_nonzero(mask.any(axis=(1, 2, 3))))
     return total
 
@@ -553,6 +770,7 @@ def unet_dataset(
     repeat: bool = False,
     shuffle_buffer: int = 256,
     cache: bool = False,
+    target_spacing: float | None = None,
 ) -> tf.data.Dataset:
     """Stream (T2W slice, mask slice) batches for U-Net training or evaluation.
 
@@ -595,6 +813,9 @@ def unet_dataset(
         slice, about 1.2 MB at 384, twice with ``foreground_fraction``). Several times
         faster from the second epoch on (``benchmarks/input_pipeline.py``); use it when
         the training set fits in memory.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) before the centre pad/crop
+        (:func:`prepare_unet_volume`); by default slices keep their own spacing.
 
     Returns
     -------
@@ -630,7 +851,7 @@ def unet_dataset(
     def stream() -> tf.data.Dataset:
         return _slice_stream(
             cases,
-            lambda case: _load_unet_case(case, label, image_size),
+            lambda case: _load_unet_case(case, label, image_size, target_spacing),
             (1, 1),
             image_size,
             shuffle=shuffle,
@@ -653,7 +874,8 @@ def unet_dataset(
                 f"foreground_fraction must lie strictly between 0 and 1, got {foreground_fraction}; "
                 "use drop_empty=True for foreground slices only"
             )
-        n_foreground = count_slices(cases, label=label, drop_empty=True, image_size=image_size)
+        n_foreground = count_slices(cases, label=label, drop_empty=True, image_size=image_size,
+                                    target_spacing=target_spacing)
         n_total = count_slices(cases, label=label)
         if n_foreground in (0, n_total):
             kind = "no slice with" if n_foreground == 0 else "no slice without"
@@ -676,6 +898,8 @@ def pix2pix_dataset(
     shuffle: bool = True,
     seed: int = 0,
     shuffle_buffer: int = 256,
+    target_spacing: float | None = None,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """Stream (registered stack slice, one-hot zone slice) batches for Pix2Pix.
 
@@ -700,6 +924,13 @@ def pix2pix_dataset(
         Seed of every random choice.
     shuffle_buffer : int, optional
         Size of the slice shuffle buffer.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) and centre pad or crop it to
+        ``image_size`` (:func:`prepare_pix2pix_volume`); by default slices are resized.
+    cache : bool, optional
+        Keep the prepared volumes in memory after the first pass over the dataset, as
+        for :func:`unet_dataset`; see :func:`pix2pix_epochs` to share them between the
+        streams of several epochs.
 
     Returns
     -------
@@ -722,17 +953,67 @@ def pix2pix_dataset(
     ...
     prostseg.errors.InputError: ...: case p1 has no registered stack ...; run `prostseg register-case ...` first
     """
+    return next(pix2pix_epochs(
+        cases, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
+        shuffle_buffer=shuffle_buffer, target_spacing=target_spacing, cache=cache,
+    ))
+
+
+def pix2pix_epochs(
+    cases: Sequence[Case],
+    *,
+    first_epoch: int = 0,
+    image_size: int = PIX2PIX_IMAGE_SIZE,
+    batch_size: int = 1,
+    augment: bool = True,
+    shuffle: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 256,
+    target_spacing: float | None = None,
+    cache: bool = False,
+) -> Iterator[tf.data.Dataset]:
+    """Yield one :func:`pix2pix_dataset` per epoch, epoch ``e`` seeded by ``seed + e``.
+
+    The stream of an epoch depends on nothing but its number, so a run resumed at
+    epoch ``e`` (``first_epoch=e``) sees exactly the slices, order and augmentation
+    an uninterrupted run sees there. With ``cache`` the prepared volumes are read
+    once, during the first epoch, and every later epoch shuffles them in memory.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        Registered cases with zone labels.
+    first_epoch : int, optional
+        Number of the first epoch yielded.
+    image_size, batch_size, augment, shuffle, seed, shuffle_buffer, target_spacing, cache
+        As for :func:`pix2pix_dataset` (``seed`` is the seed of epoch 0).
+
+    Yields
+    ------
+    tf.data.Dataset
+        The batches of epochs ``first_epoch``, ``first_epoch + 1``, ... (endlessly).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from prostseg.dataset import Case
+    >>> epochs = pix2pix_epochs([Case("p1", tempfile.gettempdir(), {"zones": "zones.nii.gz"})])
+    >>> next(epochs)
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...: case p1 has no registered stack ...; run `prostseg register-case ...` first
+    """
     cases = _checked_cases(cases, ("zones",))
     for case in cases:
         _stack_path(case)
     image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
-    slices = _slice_stream(
-        cases,
-        lambda case: _load_pix2pix_case(case, image_size),
-        (3, NUM_ZONE_CLASSES),
-        image_size,
-        shuffle=shuffle,
-        shuffle_buffer=_positive(shuffle_buffer, "shuffle_buffer"),
-        seed=seed,
-    )
-    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size)
+    shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
+    stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),
+                  channels=(3, NUM_ZONE_CLASSES), image_size=image_size)
+    cached_volumes = _volumes(cases, **stream).cache() if cache else None
+    epoch = operator.index(first_epoch)
+    while True:
+        slices = _slice_stream(cases, **stream, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed + epoch,
+                               cached_volumes=cached_volumes)
+        yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
+        epoch += 1

@@ -66,8 +66,8 @@ from prostseg import losses
 from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases
 from prostseg.errors import InputError
 from prostseg.metrics import ThresholdedDice, ThresholdedIoU, per_class_dice
-from prostseg.models import build_pix2pix_discriminator, build_pix2pix_generator, build_unet
-from prostseg.pipeline import count_slices, pix2pix_dataset, unet_dataset
+from prostseg.models import PIX2PIX_UPSAMPLING, build_pix2pix_discriminator, build_pix2pix_generator, build_unet
+from prostseg.pipeline import count_slices, pix2pix_dataset, pix2pix_epochs, unet_dataset
 from prostseg.splits import PatientSplit, split_patients
 
 __all__ = [
@@ -122,12 +122,14 @@ class _TrainingConfig:
     test_fraction: float = 0.15
     seed: int = 0
     image_size: int = 0
+    target_spacing: float | None = None
     batch_size: int = 1
     epochs: int = 1
     learning_rate: float = 1e-3
     base_filters: int = 32
     augment: bool = False
     shuffle: bool = True
+    cache: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
     strategy: str = "auto"
@@ -144,6 +146,11 @@ class _TrainingConfig:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.target_spacing is not None:
+            if isinstance(self.target_spacing, bool) or not isinstance(self.target_spacing, (int, float)) \
+                    or not 0 < self.target_spacing < math.inf:
+                raise ValueError(f"target_spacing must be a positive number of mm or None, got {self.target_spacing!r}")
+            object.__setattr__(self, "target_spacing", float(self.target_spacing))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
@@ -198,6 +205,12 @@ class UNetTrainingConfig(_TrainingConfig):
         Seeds the split, the weight initialisation and the data stream.
     image_size : int
         Side of the square slices (centre pad/crop); divisible by ``2**depth``.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) before the centre pad/crop,
+        so that ``image_size`` pixels cover ``image_size * target_spacing`` mm whatever
+        the scan's spacing (:mod:`prostseg.pipeline`). By default (as in the seed
+        project) slices keep their own spacing. Inference reads it from the run's
+        ``config.json`` (:func:`prostseg.inference.predict_case`).
     batch_size : int
         Global batch size (all replicas together).
     epochs : int
@@ -254,7 +267,6 @@ class UNetTrainingConfig(_TrainingConfig):
     drop_empty: bool = False
     foreground_fraction: float | None = None
     steps_per_epoch: int | None = None
-    cache: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -284,16 +296,42 @@ class Pix2PixTrainingConfig(_TrainingConfig):
     image_size : int
         Side of the square slices (bilinear resize); a power of two for the default
         generator depth.
+    target_spacing : float, optional
+        Resample every slice to pixels of this size (mm) and centre pad or crop it to
+        ``image_size`` instead of resizing the whole slice (:mod:`prostseg.pipeline`):
+        the network then sees every scan at the same physical scale, on a field of
+        view of ``image_size * target_spacing`` mm. By default slices are resized, as
+        in the seed project.
     base_filters : int
         Filters of the generator's first level (64 in the paper).
     generator_levels : int, optional
         Down levels of the generator; by default down to 1x1 pixels.
     discriminator_filters, discriminator_downsamples : int
         PatchGAN size (:func:`prostseg.models.build_pix2pix_discriminator`).
+    generator_upsampling : {"transpose", "resize"}
+        Up levels of the generator (:func:`prostseg.models.build_pix2pix_generator`):
+        the paper's transposed convolutions, or resize + convolution (no checkerboard).
     l1_weight : float
         Weight of the L1 term of the generator loss.
+    crossentropy_weight : float
+        Weight of a categorical cross-entropy term between the generator's zone
+        probabilities and the true zones, added to the generator loss
+        (:func:`prostseg.losses.categorical_crossentropy`). 0 (the paper) leaves it
+        out. Unlike L1, its gradient does not fade on pixels given to a wrong zone.
+    decay_epochs : int
+        Decay both learning rates linearly over the last ``decay_epochs`` epochs, to
+        ``learning_rate / (decay_epochs + 1)`` in the last one (the schedule of the
+        authors' implementation: constant, then linear decay; :meth:`learning_rate_at`).
+        0 (the default) keeps them constant. A run extended to more ``epochs`` follows
+        the new schedule from where it stopped, so it differs from a straight run of
+        that length when this is set.
     beta_1 : float
         Adam ``beta_1`` of both optimisers.
+    cache : bool
+        Keep the prepared training and validation volumes in memory after the first
+        epoch instead of reading and preparing the files again every epoch
+        (:func:`prostseg.pipeline.pix2pix_epochs`); use it when they fit in memory
+        (``4 * 8 * image_size**2`` bytes per slice).
     checkpoint_every : int
         Save a checkpoint every this many epochs (and after the last one); a resumed
         run repeats at most ``checkpoint_every - 1`` epochs.
@@ -314,9 +352,12 @@ class Pix2PixTrainingConfig(_TrainingConfig):
     base_filters: int = 64
     augment: bool = True
     generator_levels: int | None = None
+    generator_upsampling: str = "transpose"
     discriminator_filters: int = 64
     discriminator_downsamples: int = 3
     l1_weight: float = 100.0
+    crossentropy_weight: float = 0.0
+    decay_epochs: int = 0
     beta_1: float = 0.5
     checkpoint_every: int = 1
 
@@ -326,8 +367,30 @@ class Pix2PixTrainingConfig(_TrainingConfig):
             _check_positive_int(getattr(self, name), name)
         if self.generator_levels is not None:
             _check_positive_int(self.generator_levels, "generator_levels")
-        if self.l1_weight < 0:
-            raise ValueError(f"l1_weight must be >= 0, got {self.l1_weight}")
+        if isinstance(self.decay_epochs, bool) or not isinstance(self.decay_epochs, int) or self.decay_epochs < 0:
+            raise ValueError(f"decay_epochs must be an int >= 0, got {self.decay_epochs!r}")
+        for name in ("l1_weight", "crossentropy_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.generator_upsampling not in PIX2PIX_UPSAMPLING:
+            raise ValueError(f"generator_upsampling must be one of {PIX2PIX_UPSAMPLING}, "
+                             f"got {self.generator_upsampling!r}")
+
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of both optimisers in (0-based) ``epoch``.
+
+        Constant for the first ``epochs - decay_epochs`` epochs, then falling by
+        ``learning_rate / (decay_epochs + 1)`` per epoch.
+
+        Examples
+        --------
+        >>> config = Pix2PixTrainingConfig("data", "run", epochs=5, learning_rate=1.0, decay_epochs=3)
+        >>> [round(config.learning_rate_at(epoch), 2) for epoch in range(5)]
+        [1.0, 1.0, 0.75, 0.5, 0.25]
+        """
+        decayed = max(0, epoch + 1 - (self.epochs - self.decay_epochs))
+        return self.learning_rate * (1.0 - decayed / (self.decay_epochs + 1))
 
 
 def _check_positive_int(value, name: str) -> None:
@@ -678,7 +741,7 @@ def train_unet(
 
     by_id = {case.case_id: case for case in cases}
     train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
-    options = dict(image_size=config.image_size, label=config.label)
+    options = dict(image_size=config.image_size, label=config.label, target_spacing=config.target_spacing)
     steps = config.steps_per_epoch or max(
         1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // config.batch_size
     )
@@ -738,6 +801,7 @@ def train_unet(
 
 _ZONE_COLUMNS = tuple(f"val_dice_{name.replace(' ', '_')}" for name in ZONE_NAMES)
 _LOSS_COLUMNS = ("gen_total", "gen_gan", "gen_l1", "disc")
+_CROSSENTROPY_COLUMN = "gen_ce"
 
 
 def _seed_states(*models: keras.Model) -> list:
@@ -765,7 +829,8 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     Each step, under the strategy (``strategy.run`` on a distributed dataset), the
     generator maps a stack slice to zone probabilities; the discriminator scores
     (stack, true zones) and (stack, generated zones) pairs. Generator loss: GAN
-    cross-entropy plus ``l1_weight`` times L1; discriminator loss: real plus fake
+    cross-entropy plus ``l1_weight`` times L1 (plus ``crossentropy_weight`` times the
+    categorical cross-entropy, when set); discriminator loss: real plus fake
     cross-entropy (:mod:`prostseg.losses`); per-example losses are averaged over the
     global batch. Both models have their own Adam optimiser. After each epoch the
     generator is evaluated on the *validation* patients (per-class Dice of the argmax
@@ -773,7 +838,8 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     never used for that.
 
     ``history.csv`` holds per epoch the mean ``gen_total``, ``gen_gan``, ``gen_l1``
-    and ``disc`` losses, ``val_dice_<zone>`` for every zone of
+    and ``disc`` losses (and ``gen_ce``, the cross-entropy term, when
+    ``crossentropy_weight`` is set), ``val_dice_<zone>`` for every zone of
     :data:`prostseg.dataset.ZONE_NAMES` and ``val_dice_mean`` (over the four zones,
     ignoring zones absent from the validation data), and ``seconds``. Checkpoints
     (models, optimisers, epoch counter, dropout random state) go to ``checkpoints/``
@@ -818,7 +884,8 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     shape = (config.image_size, config.image_size, 3)
     with _dtype_policy(config.mixed_precision), strategy.scope():
         generator = _float32_outputs(build_pix2pix_generator(
-            shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.base_filters, levels=config.generator_levels
+            shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.base_filters, levels=config.generator_levels,
+            upsampling=config.generator_upsampling,
         ))
         discriminator = _float32_outputs(build_pix2pix_discriminator(
             shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.discriminator_filters,
@@ -848,6 +915,8 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     best_dice = max((row["val_dice_mean"] for row in kept_rows if np.isfinite(row.get("val_dice_mean", np.nan))),
                     default=-np.inf)
 
+    loss_columns = _LOSS_COLUMNS + ((_CROSSENTROPY_COLUMN,) if config.crossentropy_weight else ())
+
     def replica_step(images, targets):
         with tf.GradientTape() as generator_tape, tf.GradientTape() as discriminator_tape:
             generated = generator(images, training=True)
@@ -855,8 +924,12 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
             fake_logits = discriminator([images, generated], training=True)
             total, gan, l1 = losses.generator_loss(fake_logits, generated, targets, config.l1_weight)
             disc = losses.discriminator_loss(real_logits, fake_logits)
-            averaged = [tf.nn.compute_average_loss(v, global_batch_size=config.batch_size)
-                        for v in (total, gan, l1, disc)]
+            per_example = [total, gan, l1, disc]  # the order of loss_columns
+            if config.crossentropy_weight:
+                crossentropy = losses.categorical_crossentropy(targets, generated)
+                per_example[0] = total + config.crossentropy_weight * crossentropy
+                per_example.append(crossentropy)
+            averaged = [tf.nn.compute_average_loss(v, global_batch_size=config.batch_size) for v in per_example]
             generator_objective, discriminator_objective = averaged[0], averaged[3]
             if config.mixed_precision:
                 generator_objective = generator_optimizer.scale_loss(generator_objective)
@@ -875,24 +948,29 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica]
 
     val_data = (
-        pix2pix_dataset(val_cases, image_size=config.image_size, batch_size=8, augment=False, shuffle=False)
+        pix2pix_dataset(val_cases, image_size=config.image_size, batch_size=8, augment=False, shuffle=False,
+                        target_spacing=config.target_spacing, cache=config.cache)
         if val_cases else None
+    )
+    # A fresh stream per epoch, seeded by the epoch: a resumed run sees the same data.
+    epochs_data = pix2pix_epochs(
+        train_cases, first_epoch=start, image_size=config.image_size, batch_size=config.batch_size,
+        augment=config.augment, shuffle=config.shuffle, seed=config.seed, target_spacing=config.target_spacing,
+        cache=config.cache,
     )
     predict_labels = tf.function(lambda images: tf.argmax(generator(images, training=False), axis=-1))
     for epoch in range(start, config.epochs):
         started = time.perf_counter()
-        # A fresh stream per epoch, seeded by the epoch: a resumed run sees the same data.
-        train_data = pix2pix_dataset(
-            train_cases, image_size=config.image_size, batch_size=config.batch_size,
-            augment=config.augment, shuffle=config.shuffle, seed=config.seed + epoch,
-        ).rebatch(config.batch_size, drop_remainder=True)
-        sums, steps = np.zeros(len(_LOSS_COLUMNS)), 0
+        for optimizer in optimizers:
+            optimizer.learning_rate.assign(config.learning_rate_at(epoch))
+        train_data = next(epochs_data).rebatch(config.batch_size, drop_remainder=True)
+        sums, steps = np.zeros(len(loss_columns)), 0
         for images, targets in strategy.experimental_distribute_dataset(train_data):
             sums += [float(v) for v in distributed_step(images, targets)]
             steps += 1
         if steps == 0:
             raise ValueError(f"the training patients hold fewer than batch_size={config.batch_size} slices")
-        row = {"epoch": epoch, **dict(zip(_LOSS_COLUMNS, (sums / steps).tolist()))}
+        row = {"epoch": epoch, **dict(zip(loss_columns, (sums / steps).tolist()))}
         if val_data is not None:
             row.update(_zone_dice(predict_labels, val_data))
             if row["val_dice_mean"] > best_dice:

@@ -165,6 +165,33 @@ def test_phantom_realism_quick(with_real_data, request, tmp_path):
 
 
 @pytest.mark.slow
+def test_book_models_quick(tmp_path):
+    _run("book_models.py", tmp_path)
+    results = _results(tmp_path, "book_models")
+    (run,) = results["runs"]  # --quick: one seed
+    split = run["split"]
+    assert not (set(split["val"]) | set(split["test"])) & set(split["train"])
+    assert [row["part"] for row in run["rows"]] == ["val"] * len(split["val"]) + ["test"] * len(split["test"]) + [
+        "new"] * results["new_patients"]
+    for row in run["rows"]:
+        assert row["case"] not in split["train"] or row["part"] == "new"  # new patients are other patients
+        assert 0 <= row["unet_false_islands"] <= row["unet_components"]
+        assert row["unet_components_cleaned"] <= 1 and row["unet_false_islands_cleaned"] <= 1
+        assert 0 <= row["unet_dice"] <= 1 and 0 <= row["unet_dice_cleaned"] <= 1
+        for zone in ("PZ", "TZ", "CZ", "AFS", "gland"):
+            assert math.isnan(row[f"pix2pix_{zone}"]) or 0 <= row[f"pix2pix_{zone}"] <= 1
+    _positive(run["unet_train_s"], run["pix2pix_train_s"])
+    assert run["unet_epochs"] == results["settings"]["chapter_7"]["epochs"]
+    assert run["pix2pix_epochs"] == results["settings"]["chapter_10"]["epochs"]
+    summary = results["summary"]
+    islands = [row["unet_false_islands"] for row in run["rows"]]
+    assert summary["unet_false_islands"]["mean"] == pytest.approx(sum(islands) / len(islands))
+    # every difference from a notebook's parameter cell names the setting and both values
+    for chapter in ("chapter_7", "chapter_10"):
+        assert all("(notebook: " in line for line in results["notebook_differences"][chapter])
+
+
+@pytest.mark.slow
 def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
     _run("book_execution.py", tmp_path)
     subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--summary-only", "--out", str(tmp_path)],
@@ -172,7 +199,7 @@ def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     book = summary.split("## Book execution")[1].split("## ")[0]
     assert "QUICK RUN" in book and "kernel start" in book
-    assert summary.count("Not run.") == 6  # the six benchmarks that did not run
+    assert summary.count("Not run.") == 7  # the seven benchmarks that did not run
 
 
 @pytest.mark.slow

@@ -18,10 +18,12 @@ import pytest
 
 from prostseg.cli import main
 from prostseg.errors import InputError
-from prostseg.inference import evaluate_folder, load_model, predict_case, predict_volume
+from prostseg.inference import evaluate_folder, load_model, predict_case, predict_volume, run_target_spacing
 from prostseg.io import Volume, load_volume, save_like
 from prostseg.metrics import dice, iou, per_class_dice
 from prostseg.models import build_pix2pix_generator, build_unet
+from prostseg.postprocessing import component_sizes, largest_gland_component
+from prostseg.training import UNetTrainingConfig
 from prostseg.viz import to_display
 
 
@@ -63,6 +65,43 @@ def test_predict_volume_of_a_pix2pix_generator_gives_zone_ids():
     assert labels.shape == (20, 44, 3) and labels.max() < 5
 
 
+def test_predict_volume_with_target_spacing_sees_more_of_a_finer_scan():
+    # 80 x 80 pixels of 0.5 mm (40 mm) holding a box of 30 mm; a 32-pixel model.
+    mask = np.zeros((80, 80, 2), bool)
+    mask[10:70, 20:70, :] = True  # edges on even pixels: resampling to 1 mm keeps them exactly
+    volume = Volume(mask.astype(np.float32) * 100.0, np.diag([0.5, 0.5, 3.0, 1.0]))
+    native = predict_volume(identity_model(32), volume)  # the central 32 pixels: 16 mm
+    resampled = predict_volume(identity_model(32), volume, target_spacing=1.0)  # 32 pixels of 1 mm
+    central = np.zeros_like(mask)
+    central[24:56, 24:56] = True
+    np.testing.assert_array_equal(native, mask & central)
+    assert resampled.shape == mask.shape and resampled.dtype == np.uint8
+    central[:] = False
+    central[8:72, 8:72] = True
+    np.testing.assert_array_equal(resampled, mask & central)
+    with pytest.raises(ValueError, match="Volume"):
+        predict_volume(identity_model(32), volume.data, target_spacing=1.0)
+
+
+def test_largest_component_removes_false_islands_of_masks_and_zone_maps():
+    mask = np.zeros((40, 40, 4), bool)
+    mask[10:25, 12:30, 1:4] = True  # the gland
+    mask[33:36, 2:5, 0] = True  # an island
+    mask[2, 38, 3] = True  # another one
+    volume = mask.astype(np.float32) * 100.0
+    np.testing.assert_array_equal(predict_volume(identity_model(32), volume), np.pad(
+        mask[4:36, 4:36], ((4, 4), (4, 4), (0, 0))))  # the crop to 32 cuts the corner island only
+    cleaned = predict_volume(identity_model(32), volume, largest_component=True)
+    expected = np.zeros_like(mask)
+    expected[10:25, 12:30, 1:4] = True
+    np.testing.assert_array_equal(cleaned, expected)
+    generator = build_pix2pix_generator((32, 32, 3), base_filters=2)
+    stack = np.random.default_rng(0).random((20, 44, 3, 3))
+    zones = predict_volume(generator, stack)
+    np.testing.assert_array_equal(predict_volume(generator, stack, largest_component=True),
+                                  largest_gland_component(zones))
+
+
 def test_wrong_channels_name_the_file_and_the_expected_input(tmp_path):
     stack = Volume(np.zeros((32, 32, 2, 3), np.float32), np.eye(4), tmp_path / "stack.nii.gz")
     with pytest.raises(InputError, match="a U-Net taking a single-channel") as caught:
@@ -83,6 +122,36 @@ def test_predict_case_writes_labels_aligned_to_the_las_source(phantom_dir, unet_
     # The same labels as predict_volume on the canonical volume, stored in file order.
     expected = predict_volume(load_model(unet_path), load_volume(source))
     np.testing.assert_array_equal(load_volume(out, label=True).data, expected)
+
+
+def test_predict_case_applies_the_target_spacing_of_the_models_run(phantom_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    UNetTrainingConfig(phantom_dir, run, image_size=32, target_spacing=2.0).to_json(run / "config.json")
+    identity_model(32).save(run / "best.keras")
+    assert run_target_spacing(run / "best.keras") == 2.0
+    case = phantom_dir / "phantom-000"
+    t2w = load_volume(case / "t2w.nii.gz")  # 96 x 96 pixels of 1.4 mm
+    out = predict_case(run / "best.keras", case, tmp_path / "pred.nii.gz")
+    written = load_volume(out, label=True).data
+    np.testing.assert_array_equal(written, predict_volume(identity_model(32), t2w, target_spacing=2.0))
+    assert not np.array_equal(written, predict_volume(identity_model(32), t2w))  # it made a difference
+    # The same value given explicitly is accepted; a contradicting one is refused.
+    predict_case(run / "best.keras", case, tmp_path / "again.nii.gz", target_spacing=2.0)
+    with pytest.raises(InputError, match="trained with target_spacing 2.0"):
+        predict_case(run / "best.keras", case, tmp_path / "other.nii.gz", target_spacing=1.0)
+    # A model object, or a model without its run, takes the value as an argument.
+    loose = predict_case(identity_model(32), case, tmp_path / "loose.nii.gz", target_spacing=2.0)
+    np.testing.assert_array_equal(load_volume(loose, label=True).data, written)
+    # The command line reads the run's value and cleans up islands when asked.
+    cleaned = tmp_path / "cleaned.nii.gz"
+    args = ["predict", "--model", str(run / "best.keras"), "--image", str(case), "--out", str(cleaned)]
+    assert main([*args, "--largest-component"]) == 0
+    expected = predict_volume(identity_model(32), t2w, target_spacing=2.0, largest_component=True)
+    np.testing.assert_array_equal(load_volume(cleaned, label=True).data, expected)
+    assert len(component_sizes(written)) > 1 and len(component_sizes(expected)) == 1
+    assert main([*args, "--overwrite", "--target-spacing", "1.5"]) == 2
+    assert "trained with target_spacing 2.0" in capsys.readouterr().err
 
 
 def test_cli_predict_refuses_to_overwrite(phantom_dir, unet_path, tmp_path, capsys):

@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 
 from prostseg.dataset import NUM_ZONE_CLASSES, Case, discover_cases  # noqa: E402
 from prostseg.errors import InputError  # noqa: E402
-from prostseg.io import load_volume, save_like  # noqa: E402
+from prostseg.io import Volume, load_volume, save_like  # noqa: E402
 from prostseg.pipeline import (  # noqa: E402
     augment_pair,
     count_slices,
@@ -25,7 +25,8 @@ from prostseg.pipeline import (  # noqa: E402
     restore_unet_slices,
     unet_dataset,
 )
-from prostseg.preprocessing import center_pad_crop  # noqa: E402
+from prostseg.metrics import dice  # noqa: E402
+from prostseg.preprocessing import center_pad_crop, resize_image, zscore_normalize  # noqa: E402
 
 REAL_LESION_CASES = ("ProstateX-0101", "ProstateX-0152", "ProstateX-0199")
 
@@ -168,6 +169,94 @@ def test_restore_slices_undo_the_geometry(cases):
     np.testing.assert_array_equal(restored.argmax(axis=-1), zones)
     with pytest.raises(ValueError, match="slices"):
         restore_unet_slices(np.zeros((3, 8, 8, 1)), (8, 8, 4))
+
+
+# --- a common physical scale (target_spacing) ---------------------------------------
+
+
+def same_anatomy_at(spacing: float, field_of_view: float = 128.0, slices: int = 6):
+    """(T2W, zones) Volumes of phantom seed 5 sampled at ``spacing`` mm over one field of view."""
+    from prostseg.phantom import make_phantom_case
+
+    n = round(field_of_view / spacing)
+    case = make_phantom_case(5, shape=(n, n, slices), spacing=(spacing, spacing, 8.0), n_lesions=0)
+    (t2w, affine), (zones, _) = case.volumes()["t2w"], case.volumes()["zones"]
+    return Volume(t2w.astype(np.float32), affine), Volume(zones, affine)
+
+
+def test_target_spacing_shows_scans_of_any_spacing_at_one_scale():
+    (fine_t2w, fine), (coarse_t2w, coarse) = same_anatomy_at(0.5), same_anatomy_at(1.0)
+    assert fine.shape[:2] == (256, 256) and coarse.shape[:2] == (128, 128)
+    # At the native spacing, 96 pixels hold different parts of the body...
+    native = [prepare_unet_mask(zones, 96)[..., 0] for zones in (fine, coarse)]
+    assert (native[0] != native[1]).mean() > 0.05
+    # ...resampled to 1 mm they show the same gland in the same pixels.
+    same = [prepare_unet_mask(zones, 96, target_spacing=1.0)[..., 0] for zones in (fine, coarse)]
+    assert same[0].sum() > 1000 and (same[0] != same[1]).mean() < 0.01
+    images = [prepare_unet_volume(t2w, 96, target_spacing=1.0)[..., 0] for t2w in (fine_t2w, coarse_t2w)]
+    assert np.corrcoef(images[0].ravel(), images[1].ravel())[0, 1] > 0.9
+    # Pix2Pix: resized whole, the gland's size in pixels follows the field of view;
+    # resampled and cropped, 64 pixels of 2 mm cover 128 mm whatever the scan.
+    wide_t2w, wide = same_anatomy_at(1.0, field_of_view=200.0)
+    resized = [prepare_zone_labels(zones, 64).argmax(-1) > 0 for zones in (coarse, wide)]
+    assert resized[0].sum() > 1.5 * resized[1].sum()
+    scaled = [prepare_zone_labels(zones, 64, target_spacing=2.0).argmax(-1) for zones in (coarse, wide)]
+    assert (scaled[0] != scaled[1]).mean() < 0.01
+
+
+def test_target_spacing_resamples_labels_without_new_values():
+    zones = np.random.default_rng(0).integers(0, 5, size=(50, 40, 3)).astype(np.uint8)
+    zones[..., 2] = 3
+    mask = prepare_unet_mask(zones, 48, target_spacing=0.7, spacing=(0.5, 0.5))
+    assert set(np.unique(mask)) == {0.0, 1.0}
+    targets = prepare_zone_labels(zones, 32, target_spacing=0.7, spacing=(0.5, 0.5))
+    assert set(np.unique(targets)) == {0.0, 1.0} and (targets.sum(axis=-1) == 1).all()
+    # 50 x 40 pixels of 0.5 mm become 36 x 29 pixels of 0.7 mm, cropped/padded to 32:
+    # a slice of one label keeps that label, plus background in the padding only.
+    assert (targets[2, :, 1:30].argmax(-1) == 3).all() and (targets[2, :, [0, 30, 31]].argmax(-1) == 0).all()
+
+
+def test_pix2pix_target_spacing_resamples_then_crops_instead_of_resizing():
+    stack = np.random.default_rng(1).normal(size=(120, 100, 2, 3)).astype(np.float32)
+    prepared = prepare_pix2pix_volume(stack, 32, target_spacing=2.0, spacing=(1.0, 1.0))
+    expected = center_pad_crop(resize_image(zscore_normalize(stack, channel_axis=-1), (60, 50)), 32)
+    np.testing.assert_allclose(prepared, np.moveaxis(expected, 2, 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("spacing", [(0.45, 0.45), (0.9, 0.6)])
+def test_restore_with_target_spacing_comes_back_on_the_original_grid(spacing):
+    t2w, zones = same_anatomy_at(spacing[0], field_of_view=100.0)
+    t2w = Volume(t2w.data, np.diag([*spacing, 8.0, 1.0]))  # anisotropic pixels as well
+    geometry = dict(target_spacing=0.8, spacing=t2w.spacing)
+    # A prediction equal to the prepared mask comes back as the mask itself,
+    # up to a pixel along the gland's edge (nearest in, bilinear out).
+    slices = prepare_unet_mask(zones.data, 96, **geometry)
+    restored = restore_unet_slices(slices, zones.shape, **geometry)
+    assert restored.shape == (*zones.shape, 1) and restored.dtype == np.float32
+    gland = zones.data > 0
+    assert dice(restored[..., 0] > 0.5, gland) > 0.97
+    one_hot = prepare_zone_labels(zones.data, 128, **geometry)
+    labels = restore_pix2pix_slices(one_hot, zones.shape, **geometry).argmax(-1)
+    assert labels.shape == zones.shape and (labels == zones.data).mean() > 0.99
+    # 96 pixels of 0.8 mm cover 76.8 mm: a prediction of "everything" comes back as
+    # a centred box of 76.8 mm, or the whole axis where the scan is narrower.
+    everything = restore_unet_slices(np.ones((zones.shape[2], 96, 96, 1), np.float32), zones.shape, **geometry)
+    covered = everything[..., 0, 0] > 0.5
+    for axis in (0, 1):
+        kept = np.flatnonzero(covered.any(axis=1 - axis))
+        size = zones.shape[axis]
+        assert abs(len(kept) * spacing[axis] - min(76.8, size * spacing[axis])) <= 2 * spacing[axis]
+        assert abs((kept[0] + kept[-1] + 1) / 2 - size / 2) <= 1
+    assert covered.sum() == len(np.flatnonzero(covered.any(axis=1))) * len(np.flatnonzero(covered.any(axis=0)))
+
+
+def test_target_spacing_needs_the_spacing_of_an_array():
+    with pytest.raises(ValueError, match="spacing"):
+        prepare_unet_volume(np.zeros((10, 10, 2)), 8, target_spacing=1.0)
+    with pytest.raises(ValueError, match="spacing"):
+        restore_pix2pix_slices(np.zeros((2, 8, 8, 5)), (10, 10, 2), target_spacing=1.0)
+    with pytest.raises(ValueError, match="target_spacing must be a positive"):
+        prepare_unet_mask(np.zeros((10, 10, 2)), 8, target_spacing=0.0, spacing=(1.0, 1.0))
 
 
 # --- streaming ----------------------------------------------------------------------

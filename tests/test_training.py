@@ -18,11 +18,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import ndimage
 
 from prostseg.cli import main
 from prostseg.errors import InputError
-from prostseg.inference import load_model, predict_volume
+from prostseg.inference import load_model, predict_volume, run_target_spacing
 from prostseg.io import load_volume, save_like
 from prostseg.pipeline import prepare_unet_mask
 from prostseg.metrics import iou
@@ -83,10 +84,20 @@ def model_weights(path: Path) -> list[np.ndarray]:
 
 
 def test_config_round_trips_through_json(tmp_path):
-    config = UNetTrainingConfig("data", "runs/a", epochs=3, loss="bce_dice", label="zones")
+    config = UNetTrainingConfig("data", "runs/a", epochs=3, loss="bce_dice", label="zones", target_spacing=1)
+    assert config.target_spacing == 1.0 and isinstance(config.target_spacing, float)
     assert load_config(config.to_json(tmp_path / "config.json")) == config
-    pix2pix = Pix2PixTrainingConfig("data", "runs/b", checkpoint_every=5)
+    pix2pix = Pix2PixTrainingConfig("data", "runs/b", checkpoint_every=5, target_spacing=1.5,
+                                    crossentropy_weight=10.0, generator_upsampling="resize", decay_epochs=4)
     assert load_config(pix2pix.to_json(tmp_path / "p.json")) == pix2pix
+
+
+def test_defaults_keep_the_seed_recipe():
+    unet, pix2pix = UNetTrainingConfig("d", "o"), Pix2PixTrainingConfig("d", "o")
+    assert unet.target_spacing is None and pix2pix.target_spacing is None
+    assert (pix2pix.l1_weight, pix2pix.crossentropy_weight, pix2pix.generator_upsampling, pix2pix.decay_epochs) == (
+        100.0, 0.0, "transpose", 0)
+    assert [pix2pix.learning_rate_at(epoch) for epoch in (0, 99)] == [2e-4, 2e-4]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +108,12 @@ def test_config_round_trips_through_json(tmp_path):
         ('{"kind": "unet", "data_dir": "d", "output_dir": "o", "lr": 1}', r"unknown configuration keys \['lr'\]"),
         ('{"kind": "unet", "data_dir": "d", "output_dir": "o", "loss": "mse"}', "loss must be one of"),
         ('{"kind": "unet", "data_dir": "d", "output_dir": "o", "image_size": 100}', "not divisible"),
+        ('{"kind": "unet", "data_dir": "d", "output_dir": "o", "target_spacing": 0}', "target_spacing must be"),
+        ('{"kind": "pix2pix", "data_dir": "d", "output_dir": "o", "target_spacing": "1"}', "target_spacing must be"),
+        ('{"kind": "pix2pix", "data_dir": "d", "output_dir": "o", "crossentropy_weight": -1}', "crossentropy_weight"),
+        ('{"kind": "pix2pix", "data_dir": "d", "output_dir": "o", "generator_upsampling": "bilinear"}',
+         "generator_upsampling must be one of"),
+        ('{"kind": "pix2pix", "data_dir": "d", "output_dir": "o", "decay_epochs": -2}', "decay_epochs"),
     ],
 )
 def test_bad_config_file_names_file_and_problem(tmp_path, content, problem):
@@ -177,6 +194,40 @@ def test_pix2pix_generator_l1_falls_and_is_validated_on_held_out_patients(stack_
     best_epoch = max(history, key=lambda row: row["val_dice_mean"])
     assert result.best["val_dice_mean"] == best_epoch["val_dice_mean"]
     assert load_model(tmp_path / "run" / "best_generator.keras").output_shape == (None, 32, 32, 5)
+
+
+@pytest.mark.slow
+def test_pix2pix_options_cross_entropy_resize_upsampling_decay_and_target_spacing(stack_dir, tmp_path):
+    config = Pix2PixTrainingConfig(
+        stack_dir, tmp_path / "run", val_fraction=0.34, test_fraction=0.0, epochs=3, batch_size=2,
+        learning_rate=1e-3, crossentropy_weight=5.0, generator_upsampling="resize", decay_epochs=2,
+        target_spacing=3.0, **TINY_PIX2PIX,
+    )
+    result = train_pix2pix(config)
+    history = read_history(result.history_path)
+    # The cross-entropy term is logged and part of the generator's total (epoch means are linear).
+    for row in history:
+        assert row["gen_ce"] > 0
+        assert row["gen_total"] == pytest.approx(row["gen_gan"] + 100.0 * row["gen_l1"] + 5.0 * row["gen_ce"],
+                                                 rel=1e-4)
+    assert history[-1]["gen_ce"] < history[0]["gen_ce"]
+    # Both optimisers ran the last epoch at the decayed rate: 1e-3 * (1 - 2 / 3).
+    reader = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    rates = [reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if "learning_rate" in name]
+    assert len(rates) == 2 and rates == pytest.approx([1e-3 / 3] * 2)
+    generator = load_model(result.model_path)
+    kinds = {type(layer).__name__ for layer in generator.layers}
+    assert "UpSampling2D" in kinds and "Conv2DTranspose" not in kinds
+    assert load_config(tmp_path / "run" / "config.json").target_spacing == 3.0
+
+
+@pytest.mark.slow
+def test_unet_with_target_spacing_records_it_for_inference(phantom_dir, split_file, tmp_path):
+    config = UNetTrainingConfig(phantom_dir, tmp_path / "run", split_file=split_file, label="zones", epochs=1,
+                                steps_per_epoch=3, drop_empty=True, target_spacing=2.0, **TINY_UNET)
+    result = train_unet(config)
+    assert np.isfinite(result.last["val_loss"])
+    assert run_target_spacing(result.model_path) == 2.0
 
 
 # --- resuming -----------------------------------------------------------------------
