@@ -16,6 +16,8 @@ takes in the central zone and the anterior fibromuscular stroma. :func:`to_two_z
 merges a four-zone map the same way, :func:`two_zone_dice` scores a prediction against
 such a map, and :func:`reference_agreement` measures how well the delineations of one
 case agree with each other: the ceiling for any model scored against them.
+:func:`score_real_case` applies a gland U-Net and a zone Pix2Pix to one real case,
+registration included, and scores both against its two-zone map.
 
 Examples
 --------
@@ -36,7 +38,7 @@ import numpy as np
 
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
-from prostseg.io import check_same_grid, load_volume
+from prostseg.io import Volume, check_same_grid, load_volume
 from prostseg.metrics import dice, per_class_dice
 from prostseg.splits import PatientSplit
 
@@ -49,6 +51,8 @@ __all__ = [
     "to_two_zones",
     "two_zone_dice",
     "reference_agreement",
+    "RealCaseResult",
+    "score_real_case",
 ]
 
 #: Labels of a two-zone map; its transition zone includes the central zone and the AFS.
@@ -297,3 +301,98 @@ def reference_agreement(case_dir: str | os.PathLike) -> list[dict[str, object]]:
         rows.append({"reference": path.name, "whole gland": scores["whole gland"],
                      **{name: scores.get(name, float("nan")) for name in TWO_ZONE_NAMES[1:]}})
     return rows
+
+
+@dataclass(frozen=True)
+class RealCaseResult:
+    """What :func:`score_real_case` found on one case.
+
+    Attributes
+    ----------
+    t2w : Volume
+        The case's T2W volume.
+    reference : numpy.ndarray or None
+        Its two-zone map (0, 1 PZ, 2 TZ) on the T2W grid; None when the case has none.
+    predictions : dict
+        ``"U-Net"``: the predicted gland mask (0/1); ``"Pix2Pix"``: the predicted
+        four-zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`); both on the T2W grid.
+    scores : list of dict
+        One row per model: ``"model"``, ``"whole gland"``, ``"peripheral zone"`` and
+        ``"transition zone"`` (NaN where the model does not predict zones); empty when
+        the case has no zone map.
+    """
+
+    t2w: Volume
+    reference: np.ndarray | None
+    predictions: dict[str, np.ndarray]
+    scores: list[dict[str, object]]
+
+
+def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLike | None = None,
+                    pix2pix_model: str | os.PathLike | None = None,
+                    largest_component: bool = True) -> RealCaseResult:
+    """Segment one real case with a gland U-Net and a zone Pix2Pix, and score both.
+
+    The Pix2Pix input is the case's registered stack: when ``aligned/`` holds none,
+    :func:`prostseg.registration.register_case` registers DWI and ADC onto the T2W
+    grid first (and writes ``aligned/`` into the case folder). Each model is applied
+    with the ``target_spacing`` of its training run
+    (:func:`prostseg.inference.run_target_spacing`). When the case holds a two-zone
+    map (``zones``: 0, 1 PZ, 2 TZ, as :func:`reference_agreement` reads it), both
+    predictions are scored against it with :func:`two_zone_dice`: the U-Net on the
+    whole gland, Pix2Pix on the gland and on the two zones (its central zone and AFS
+    count as transition zone).
+
+    Parameters
+    ----------
+    case_dir : str or os.PathLike
+        A case folder (:mod:`prostseg.dataset`) with ``t2w`` and, for Pix2Pix, ``dwi``
+        (or ``hbv``) and ``adc``.
+    unet_model, pix2pix_model : str or os.PathLike, optional
+        Model files of training runs (``best.keras``, ``generator.keras``); a model
+        left out is not applied.
+    largest_component : bool, optional
+        Keep only the largest connected gland component of each prediction
+        (:func:`prostseg.postprocessing.largest_gland_component`).
+
+    Returns
+    -------
+    RealCaseResult
+
+    Raises
+    ------
+    InputError
+        When the case lacks a volume a model needs, or its zone map holds labels other
+        than 0, 1 and 2.
+    """
+    from prostseg.inference import load_model, predict_volume, run_target_spacing
+    from prostseg.registration import register_case
+
+    require = ("t2w", "dwi", "adc") if pix2pix_model is not None else ("t2w",)
+    case = find_case(case_dir, require=require)
+    t2w = load_volume(case.path("t2w"))
+    inputs = {}
+    if unet_model is not None:
+        inputs["U-Net"] = (unet_model, t2w)
+    if pix2pix_model is not None:
+        if not case.has("stack"):
+            register_case(case.folder)
+            case = find_case(case.folder, require=require)
+        inputs["Pix2Pix"] = (pix2pix_model, load_volume(case.path("stack"), channels=3))
+    predictions = {
+        name: predict_volume(load_model(path), volume, target_spacing=run_target_spacing(path),
+                             largest_component=largest_component)
+        for name, (path, volume) in inputs.items()
+    }
+    reference = None
+    if case.has("zones"):
+        zones = load_volume(case.path("zones"), num_classes=len(TWO_ZONE_NAMES))
+        check_same_grid(t2w, zones)
+        reference = zones.data
+    scores = []
+    for name, predicted in predictions.items() if reference is not None else ():
+        per_zone = name == "Pix2Pix"
+        values = two_zone_dice(predicted, reference, per_zone=per_zone)
+        scores.append({"model": name, **{column: values.get(column, float("nan"))
+                                         for column in ("whole gland", *TWO_ZONE_NAMES[1:])}})
+    return RealCaseResult(t2w, reference, predictions, scores)
