@@ -242,6 +242,8 @@ def _add_train_commands(subparsers) -> None:
                                 help="train on slices with foreground only")
             parser.add_argument("--foreground-fraction", type=float,
                                 help="draw foreground slices with this probability (oversampling)")
+            parser.add_argument("--intensity-augment", action=argparse.BooleanOptionalAction, default=None,
+                                help="randomise gamma, bias field, contrast and noise of training slices")
         else:
             parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
             parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")

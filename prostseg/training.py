@@ -235,6 +235,10 @@ class UNetTrainingConfig(_TrainingConfig):
         (:func:`prostseg.pipeline.unet_dataset`).
     augment, shuffle : bool
         Random quarter turns and flips; shuffling of cases and slices.
+    intensity_augment : bool
+        Randomise the intensities of every training slice (gamma, bias field,
+        contrast, noise; :func:`prostseg.pipeline.augment_intensity`), e.g. to train on
+        phantoms for real scans.
     mixed_precision : bool
         Compute in float16 (``mixed_float16``; for GPUs), keeping float32 weights and
         float32 output probabilities.
@@ -267,6 +271,7 @@ class UNetTrainingConfig(_TrainingConfig):
     drop_empty: bool = False
     foreground_fraction: float | None = None
     steps_per_epoch: int | None = None
+    intensity_augment: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -748,7 +753,8 @@ def train_unet(
     train_data = unet_dataset(
         train_cases, batch_size=config.batch_size, shuffle=config.shuffle, augment=config.augment,
         drop_empty=config.drop_empty, foreground_fraction=config.foreground_fraction,
-        seed=config.seed, repeat=True, cache=config.cache, **options,
+        seed=config.seed, repeat=True, cache=config.cache, intensity_augment=config.intensity_augment,
+        **options,
     )
     val_data = val_steps = None
     if val_cases:
