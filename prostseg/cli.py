@@ -216,7 +216,7 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--config", type=Path, help="JSON configuration (e.g. a run's config.json)")
         parser.add_argument("--split-file", type=Path, help="patient split JSON (default: random, --seed)")
         parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int, help="global batch size")
+        parser.add_argument("--batch-size", type=int, help="slices per step on each replica (global: x replicas)")
         parser.add_argument("--image-size", type=int, help="side of the square slices")
         parser.add_argument("--target-spacing", type=float, metavar="MM",
                             help="resample slices to this in-plane spacing (mm) before the network")

@@ -33,8 +33,19 @@ not depend on the epoch (``shuffle=False``, ``augment=False``, no
 
 Distribution
 ------------
-``strategy`` picks a :class:`tf.distribute.Strategy` (:func:`make_strategy`);
-``batch_size`` is always the *global* batch, split over the replicas. Multi-worker
+``strategy`` picks a :class:`tf.distribute.Strategy` (:func:`make_strategy`).
+``batch_size`` is the batch of *one replica*: every step feeds each replica
+``batch_size`` slices, so the global batch is ``batch_size x replicas``
+(:attr:`TrainingResult.global_batch_size`), and a recipe written for one device (the
+Pix2Pix paper's batch of 1, say) runs unchanged on any number of devices, with the
+batch normalisation statistics of every replica taken over the same number of slices.
+
+Learning rate: ``learning_rate`` is used as given, whatever the number of replicas;
+nothing is scaled behind your back. Adding replicas multiplies the global batch, so an
+epoch takes proportionally fewer (larger) steps. The linear scaling rule (Goyal et al.
+2017: multiply the learning rate by the number of replicas, with a warm-up) is the
+usual starting point; set ``learning_rate`` yourself and check the validation curves.
+Multi-worker
 training (``strategy="multiworker"``) reads the cluster from the ``TF_CONFIG``
 environment variable; start the same command on every worker. The chief writes the
 run folder; the other workers keep their own files in ``OUTPUT_DIR/workers/``.
@@ -212,7 +223,8 @@ class UNetTrainingConfig(_TrainingConfig):
         project) slices keep their own spacing. Inference reads it from the run's
         ``config.json`` (:func:`prostseg.inference.predict_case`).
     batch_size : int
-        Global batch size (all replicas together).
+        Slices per step *on each replica*; the global batch is ``batch_size`` times
+        the number of replicas (see the module documentation on the learning rate).
     epochs : int
         Number of epochs; an epoch is ``steps_per_epoch`` batches.
     learning_rate : float
@@ -619,6 +631,8 @@ class TrainingResult:
         without validation patients).
     num_replicas : int
         Replicas the batches were split over.
+    global_batch_size : int
+        Slices per step over all replicas: ``batch_size x num_replicas``.
     """
 
     output_dir: Path
@@ -628,6 +642,7 @@ class TrainingResult:
     last: dict[str, float]
     best: dict[str, float]
     num_replicas: int
+    global_batch_size: int
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
@@ -660,13 +675,15 @@ def _truncate_history(path: Path, epochs_kept: int) -> list[dict[str, float]]:
     return read_history(path)
 
 
-def _result(folder: Path, model_path: Path, key: str, lower_is_better: bool, replicas: int) -> TrainingResult:
+def _result(folder: Path, model_path: Path, key: str, lower_is_better: bool, replicas: int,
+            global_batch: int) -> TrainingResult:
     history_path = folder / HISTORY_FILE
     rows = read_history(history_path) if history_path.exists() else []
     scored = [row for row in rows if math.isfinite(row.get(key, math.nan))]
     sign = 1 if lower_is_better else -1
     best = min(scored, key=lambda row: sign * row[key]) if scored else {}
-    return TrainingResult(folder, model_path, history_path, len(rows), rows[-1] if rows else {}, best, replicas)
+    return TrainingResult(folder, model_path, history_path, len(rows), rows[-1] if rows else {}, best, replicas,
+                          global_batch)
 
 
 # --- U-Net --------------------------------------------------------------------------
@@ -733,6 +750,7 @@ def train_unet(
         )
     strategy = make_strategy(config.strategy)
     worker = _worker_name(strategy)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
     cases = discover_cases(config.data_dir, require=("t2w", config.label))
     split = _patient_split(config, [case.case_id for case in cases])
     folder = _prepare_run_folder(config, worker, overwrite)
@@ -743,17 +761,17 @@ def train_unet(
     train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
     options = dict(image_size=config.image_size, label=config.label, target_spacing=config.target_spacing)
     steps = config.steps_per_epoch or max(
-        1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // config.batch_size
+        1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // global_batch
     )
     train_data = unet_dataset(
-        train_cases, batch_size=config.batch_size, shuffle=config.shuffle, augment=config.augment,
+        train_cases, batch_size=global_batch, shuffle=config.shuffle, augment=config.augment,
         drop_empty=config.drop_empty, foreground_fraction=config.foreground_fraction,
         seed=config.seed, repeat=True, cache=config.cache, **options,
     )
     val_data = val_steps = None
     if val_cases:
-        val_data = unet_dataset(val_cases, batch_size=config.batch_size, shuffle=False, **options)
-        val_steps = math.ceil(count_slices(val_cases, **options) / config.batch_size)
+        val_data = unet_dataset(val_cases, batch_size=global_batch, shuffle=False, **options)
+        val_steps = math.ceil(count_slices(val_cases, **options) / global_batch)
 
     with _dtype_policy(config.mixed_precision), strategy.scope():
         model = build_unet(
@@ -794,7 +812,7 @@ def train_unet(
     )
     model_path = folder / "model.keras"
     model.save(model_path)
-    return _result(folder, model_path, monitor, True, strategy.num_replicas_in_sync)
+    return _result(folder, model_path, monitor, True, strategy.num_replicas_in_sync, global_batch)
 
 
 # --- Pix2Pix ------------------------------------------------------------------------
@@ -861,17 +879,13 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     Raises
     ------
     ValueError
-        When ``batch_size`` is not a multiple of the number of replicas.
+        When the training patients hold fewer slices than one global batch.
     InputError
         As for :func:`train_unet`.
     """
     strategy = make_strategy(config.strategy)  # first: multi-worker set-up precedes other ops
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not a multiple of the {replicas} replicas; every replica "
-            "needs the same number of slices (batch normalisation of an empty batch gives NaN)"
-        )
+    global_batch = config.batch_size * replicas
     worker = _worker_name(strategy)
     cases = discover_cases(config.data_dir, require=("zones", STACK))
     split = _patient_split(config, [case.case_id for case in cases])
@@ -929,7 +943,7 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
                 crossentropy = losses.categorical_crossentropy(targets, generated)
                 per_example[0] = total + config.crossentropy_weight * crossentropy
                 per_example.append(crossentropy)
-            averaged = [tf.nn.compute_average_loss(v, global_batch_size=config.batch_size) for v in per_example]
+            averaged = [tf.nn.compute_average_loss(v, global_batch_size=global_batch) for v in per_example]
             generator_objective, discriminator_objective = averaged[0], averaged[3]
             if config.mixed_precision:
                 generator_objective = generator_optimizer.scale_loss(generator_objective)
@@ -963,13 +977,14 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
         started = time.perf_counter()
         for optimizer in optimizers:
             optimizer.learning_rate.assign(config.learning_rate_at(epoch))
-        train_data = next(epochs_data).rebatch(config.batch_size, drop_remainder=True)
+        train_data = next(epochs_data).rebatch(global_batch, drop_remainder=True)
         sums, steps = np.zeros(len(loss_columns)), 0
         for images, targets in strategy.experimental_distribute_dataset(train_data):
             sums += [float(v) for v in distributed_step(images, targets)]
             steps += 1
         if steps == 0:
-            raise ValueError(f"the training patients hold fewer than batch_size={config.batch_size} slices")
+            raise ValueError(f"the training patients hold fewer slices than one global batch "
+                             f"({config.batch_size} x {replicas} replicas)")
         row = {"epoch": epoch, **dict(zip(loss_columns, (sums / steps).tolist()))}
         if val_data is not None:
             row.update(_zone_dice(predict_labels, val_data))
@@ -989,7 +1004,7 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     generator.save(model_path)
     discriminator.save(folder / "discriminator.keras")
     key, lower = ("val_dice_mean", False) if val_cases else ("gen_l1", True)
-    return _result(folder, model_path, key, lower, replicas)
+    return _result(folder, model_path, key, lower, replicas, global_batch)
 
 
 def _append_row(path: Path, row: dict[str, float]) -> None:
