@@ -300,8 +300,8 @@ class Pix2PixTrainingConfig(_TrainingConfig):
     """How to train Pix2Pix on registered T2W/DWI/ADC stacks (see :func:`train_pix2pix`).
 
     Fields shared with :class:`UNetTrainingConfig` mean the same; the defaults follow
-    the Pix2Pix paper and the original project (Adam 2e-4, ``beta_1`` 0.5, batch 1,
-    lambda 100, random flips and quarter turns).
+    the Pix2Pix paper and the original project (300 epochs, Adam 2e-4, ``beta_1`` 0.5,
+    batch 1 per replica, lambda 100, random flips and quarter turns).
 
     Parameters
     ----------
@@ -359,7 +359,7 @@ class Pix2PixTrainingConfig(_TrainingConfig):
 
     image_size: int = 256
     batch_size: int = 1
-    epochs: int = 100
+    epochs: int = 300
     learning_rate: float = 2e-4
     base_filters: int = 64
     augment: bool = True

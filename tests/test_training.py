@@ -97,6 +97,7 @@ def test_defaults_keep_the_seed_recipe():
     assert unet.target_spacing is None and pix2pix.target_spacing is None
     assert (pix2pix.l1_weight, pix2pix.crossentropy_weight, pix2pix.generator_upsampling, pix2pix.decay_epochs) == (
         100.0, 0.0, "transpose", 0)
+    assert (pix2pix.epochs, pix2pix.batch_size, pix2pix.learning_rate, pix2pix.beta_1) == (300, 1, 2e-4, 0.5)
     assert [pix2pix.learning_rate_at(epoch) for epoch in (0, 99)] == [2e-4, 2e-4]
 
 
