@@ -79,7 +79,7 @@ from prostseg.errors import InputError
 from prostseg.metrics import ThresholdedDice, ThresholdedIoU, per_class_dice
 from prostseg.models import PIX2PIX_UPSAMPLING, build_pix2pix_discriminator, build_pix2pix_generator, build_unet
 from prostseg.pipeline import count_slices, pix2pix_dataset, pix2pix_epochs, unet_dataset
-from prostseg.splits import PatientSplit, split_patients
+from prostseg.splits import PatientSplit, patients_across_parts, read_patient_ids, split_patients
 
 __all__ = [
     "STRATEGIES",
@@ -566,14 +566,19 @@ def _prepare_run_folder(config: _TrainingConfig, worker: str | None, overwrite: 
 
 def _patient_split(config: _TrainingConfig, case_ids: Sequence[str]) -> PatientSplit:
     """The configured split, checked against the cases found in ``data_dir``."""
+    patient_ids = read_patient_ids(config.data_dir, case_ids)
     if config.split_file is None:
         return split_patients(
-            case_ids, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+            case_ids, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed,
+            patient_ids=patient_ids,
         )
     split = PatientSplit.from_json(config.split_file)
     missing = sorted(set(split.train + split.val) - set(case_ids))
     if missing:
         raise InputError(config.split_file, f"cases not found in {config.data_dir}: {', '.join(missing)}")
+    crossing = patients_across_parts(split, patient_ids)
+    if crossing:
+        raise InputError(config.split_file, f"patients in more than one part: {'; '.join(crossing[:3])}")
     return split
 
 
