@@ -229,6 +229,9 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
         parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                             help="keep the prepared training volumes in memory after epoch 1")
+        parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
+        parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                            help="op determinism and seeds: two runs give identical weights")
         parser.add_argument("--verbose", type=int, choices=(0, 1, 2))
         parser.add_argument("--overwrite", action="store_true",
                             help="replace another run (or other files) in --out")
@@ -243,7 +246,6 @@ def _add_train_commands(subparsers) -> None:
             parser.add_argument("--foreground-fraction", type=float,
                                 help="draw foreground slices with this probability (oversampling)")
         else:
-            parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
             parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")
             parser.add_argument("--crossentropy-weight", type=float,
                                 help="weight of a cross-entropy term on the zone probabilities (0: none)")

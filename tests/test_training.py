@@ -393,3 +393,25 @@ def test_mixed_precision_and_xla_runs_train_both_models(phantom_dir, stack_dir, 
         assert all(weight.dtype == "float32" for weight in model.weights)
         assert model.output.dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # the run restored it
+
+
+# --- determinism and the TensorFlow-free run folder ------------------------------------
+
+
+@pytest.mark.slow
+def test_deterministic_runs_give_identical_weights(phantom_dir, split_file, tmp_path):
+    settings = dict(split_file=split_file, label="zones", epochs=2, steps_per_epoch=3, augment=True,
+                    deterministic=True, **TINY_UNET)
+    first = train_unet(UNetTrainingConfig(phantom_dir, tmp_path / "first", **settings))
+    second = train_unet(UNetTrainingConfig(phantom_dir, tmp_path / "second", **settings))
+    for expected, actual in zip(model_weights(first.model_path), model_weights(second.model_path)):
+        np.testing.assert_array_equal(actual, expected)
+    assert load_config(tmp_path / "first" / "config.json").deterministic is True
+
+
+def test_reading_runs_does_not_start_tensorflow():
+    code = ("import sys, prostseg.runs; "
+            "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
