@@ -5,9 +5,10 @@ that both can be given. The U-Net of this package predicts one mask (the whole g
 when trained with ``label="zones"``); the Pix2Pix generator predicts the four zones.
 Both can be scored on the whole gland, and Pix2Pix also zone by zone:
 
-* :func:`finished_run` -- find a completed training run (a run folder of
-  :mod:`prostseg.training`) that used a given patient split, so that its model can be
-  reused instead of trained again;
+* :func:`finished_run` -- find a completed training run that used a given patient
+  split, so that its model can be reused instead of trained again (it lives in
+  :mod:`prostseg.runs`, with the rest of the run-folder protocol, and is re-exported
+  here);
 * :func:`gland_and_zone_dice` -- Dice of the whole gland and, for zone maps, of each zone.
 
 Real zone masks are often drawn with two zones only (the Medical Segmentation Decathlon,
@@ -31,8 +32,6 @@ Examples
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -40,7 +39,7 @@ from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
 from prostseg.io import Volume, check_same_grid, load_volume
 from prostseg.metrics import dice, per_class_dice
-from prostseg.splits import PatientSplit
+from prostseg.runs import FinishedRun, finished_run
 
 __all__ = [
     "FinishedRun",
@@ -60,107 +59,6 @@ TWO_ZONE_NAMES = ("background", "peripheral zone", "transition zone")
 #: Folder of a case that holds further delineations of its anatomy (see :func:`reference_agreement`).
 REFERENCE_FOLDER = "reference"
 
-#: The final model file of each kind of run (see :mod:`prostseg.training`).
-_MODEL_FILES = {"unet": "model.keras", "pix2pix": "generator.keras"}
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """A completed training run found by :func:`finished_run`.
-
-    Attributes
-    ----------
-    config : UNetTrainingConfig or Pix2PixTrainingConfig
-        The run's ``config.json``.
-    model_path : pathlib.Path
-        The final model (``model.keras`` or ``generator.keras``).
-    history_path : pathlib.Path
-        The run's ``history.csv``.
-    """
-
-    config: object
-    model_path: Path
-    history_path: Path
-
-
-def finished_run(
-    run_dir: str | os.PathLike,
-    split: PatientSplit,
-    *,
-    kind: str,
-    data_dir: str | os.PathLike | None = None,
-    **settings,
-) -> FinishedRun | None:
-    """Return the run in ``run_dir`` if it finished and used ``split``, else None.
-
-    A run qualifies when ``run_dir`` holds a ``config.json`` of the given ``kind``,
-    its ``split.json`` equals ``split``, its final model exists, ``history.csv`` has
-    a row for every configured epoch (an interrupted run does not qualify), it was
-    trained on ``data_dir`` (compared as resolved paths; relative paths in the run's
-    configuration are taken relative to the current folder), and every keyword of
-    ``settings`` equals the configuration field of that name.
-
-    Parameters
-    ----------
-    run_dir : str or os.PathLike
-        A run folder of :func:`prostseg.training.train_unet` or
-        :func:`prostseg.training.train_pix2pix`; it need not exist.
-    split : PatientSplit
-        The split the run must have used.
-    kind : {"unet", "pix2pix"}
-        The model the run must have trained.
-    data_dir : str or os.PathLike, optional
-        The data folder the run must have used.
-    **settings
-        Further configuration fields and their required values, e.g. ``label="zones"``.
-
-    Returns
-    -------
-    FinishedRun or None
-
-    Raises
-    ------
-    ValueError
-        For an unknown ``kind`` or a keyword that is no configuration field of it.
-    InputError
-        When ``run_dir`` holds a ``config.json`` or ``split.json`` that cannot be read
-        (a damaged run is reported, not silently skipped).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> split = PatientSplit(train=["a", "b"], val=[], test=["c"], seed=0)
-    >>> finished_run(tempfile.mkdtemp(), split, kind="unet") is None  # no run there
-    True
-    """
-    from prostseg.training import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
-
-    if kind not in _MODEL_FILES:
-        raise ValueError(f"kind must be one of {tuple(_MODEL_FILES)}, got {kind!r}")
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        return None
-    config = load_config(config_path)
-    if config.KIND != kind:
-        return None
-    unknown = sorted(name for name in settings if not hasattr(config, name))
-    if unknown:
-        raise ValueError(f"{kind} configurations have no field(s) {unknown}")
-    model_path, history_path, split_path = (
-        run_dir / _MODEL_FILES[kind], run_dir / HISTORY_FILE, run_dir / SPLIT_FILE
-    )
-    if not (model_path.is_file() and history_path.is_file() and split_path.is_file()):
-        return None
-    if PatientSplit.from_json(split_path) != split:
-        return None
-    if data_dir is not None and Path(config.data_dir).resolve() != Path(data_dir).resolve():
-        return None
-    if any(getattr(config, name) != value for name, value in settings.items()):
-        return None
-    if len(read_history(history_path)) < config.epochs:
-        return None
-    return FinishedRun(config, model_path, history_path)
 
 
 def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str, float]:
