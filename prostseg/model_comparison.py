@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
