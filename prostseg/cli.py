@@ -315,6 +315,38 @@ def _run_predict(args) -> int:
     return 0
 
 
+def _add_export_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a trained model as a SavedModel and an ONNX model for serving",
+        description="Write OUT/saved_model/ and OUT/model.onnx, each carrying the model's "
+                    "preprocessing contract (input size, channels, normalisation, spacing).",
+    )
+    parser.add_argument("--model", type=Path, required=True, help=".keras model file (best in its run folder)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the exports into")
+    parser.add_argument("--format", dest="formats", action="append", choices=("savedmodel", "onnx"),
+                        help="format to write (repeat for both; default both)")
+    parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+                        help="in-plane spacing the model was trained at, when no run config.json records it")
+    parser.add_argument("--label", choices=("lesion", "zones"), default=None,
+                        help="what a one-channel U-Net segments, when no run config.json records it")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    import json
+
+    from prostseg.export import export_model, load_exported
+
+    paths = export_model(args.model, args.out, formats=tuple(args.formats or ("savedmodel", "onnx")),
+                         target_spacing=args.target_spacing, label=args.label, overwrite=args.overwrite)
+    for path in paths.values():
+        print(path)
+    print(json.dumps(load_exported(next(iter(paths.values()))).contract, indent=2))
+    return 0
+
+
 def _add_evaluate_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -354,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_register_commands(subparsers)
     _add_train_commands(subparsers)
     _add_predict_command(subparsers)
+    _add_export_command(subparsers)
     _add_evaluate_command(subparsers)
     return parser
 

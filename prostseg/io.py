@@ -352,6 +352,7 @@ def save_like(
     path: str | os.PathLike,
     *,
     overwrite: bool = False,
+    scale: float | None = None,
 ) -> Path:
     """Write a canonical-order array as NIfTI in the voxel order of ``reference``'s file.
 
@@ -368,6 +369,10 @@ def save_like(
         Output file ending in ``.nii`` or ``.nii.gz``; parent folders are created.
     overwrite : bool, optional
         Replace an existing file. Without it an existing file raises.
+    scale : float, optional
+        For an integer ``array`` of quantised values: the value of one step, stored as
+        the NIfTI ``scl_slope`` so that readers see ``array * scale`` (e.g. probabilities
+        as ``uint16`` steps of ``1 / 65535``).
 
     Returns
     -------
@@ -405,6 +410,10 @@ def save_like(
         image.header.set_xyzt_units("mm")
     image.header.set_data_dtype(data.dtype)
     image.header["cal_min"] = image.header["cal_max"] = 0
+    if scale is not None:
+        if not np.issubdtype(data.dtype, np.integer):
+            raise ValueError(f"scale applies to quantised integer arrays, not {data.dtype}")
+        image.header.set_slope_inter(scale, 0.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, path)
     return path
