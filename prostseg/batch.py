@@ -257,6 +257,13 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
     model, target_spacing = resolve_model(model, target_spacing)
     options = dict(threshold=threshold, target_spacing=target_spacing, largest_component=largest_component,
                    min_lesion_size=min_lesion_size, tta=tta, classes=_label_names(model, model_path))
+    if dicom_seg:
+        from prostseg.dicom_seg import SEGMENT_CODES
+
+        if not set(options["classes"].values()) <= set(SEGMENT_CODES):
+            raise InputError(model_path, "the model does not record what it segments (lesion or gland), "
+                             "which a DICOM SEG must say: keep the .keras file in its run folder, or "
+                             "export it with --label")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -172,6 +172,25 @@ class Volume:
         to_source = orientations.ornt_transform(_RAS, source_ornt)
         return np.ascontiguousarray(orientations.apply_orientation(array, to_source))
 
+    def from_source(self, array: np.ndarray) -> np.ndarray:
+        """Reorder an array given in the voxel order of this volume's file to canonical
+        order; the inverse of :meth:`to_source`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> volume = Volume(np.zeros((2, 3, 4)), np.eye(4))
+        >>> values = np.arange(24).reshape(2, 3, 4)
+        >>> bool(np.array_equal(volume.from_source(volume.to_source(values)), values))
+        True
+        """
+        array = np.asanyarray(array)
+        expected = tuple(int(n) for n in self._source.shape[:3])
+        if array.shape[:3] != expected:
+            raise ValueError(f"array of shape {array.shape} does not match the file's shape {expected}")
+        source_ornt = orientations.io_orientation(self._source.affine)
+        return np.ascontiguousarray(orientations.apply_orientation(array, orientations.ornt_transform(source_ornt, _RAS)))
+
 
 def load_volume(
     path: str | os.PathLike,
@@ -539,6 +558,20 @@ def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
         raise InputError(path, f"cannot read {kind}: {_itk_reason(err)}") from err
     array, affine = _itk_array_affine(image)
     return array, affine, None
+
+
+def dicom_series_files(folder: str | os.PathLike) -> list[Path]:
+    """The files of the one DICOM series in ``folder``, in the order :func:`load_volume`
+    stacks them: file ``k`` is slice ``k`` of the volume in its file's voxel order
+    (:meth:`Volume.to_source`), whose first axis runs along the columns of the images
+    and second along their rows.
+
+    Raises
+    ------
+    InputError
+        When the folder holds no DICOM series, or more than one.
+    """
+    return [Path(name) for name in _dicom_series_files(_itk(), Path(folder))]
 
 
 def _dicom_series_files(itk, folder: Path) -> list[str]:
