@@ -151,11 +151,15 @@ def _data_licence(data_dir: Path, case_ids) -> str:
     return "not recorded: state the licence of the dataset (see its manifest in data_manifests/)"
 
 
+def _patients(count: int) -> str:
+    return f"{count} patient" + ("" if count == 1 else "s")
+
+
 def _score_table(title: str, scores: dict[str, dict[str, float]]) -> list[str]:
     if not scores:
         return [f"### {title}", "", "No patients in this part of the split.", ""]
     names = list(next(iter(scores.values())))
-    lines = [f"### {title} ({len(scores)} patients)", "",
+    lines = [f"### {title} ({_patients(len(scores))})", "",
              "| score | mean | 95% CI (bootstrap over patients) |", "|---|---|---|"]
     for name in names:
         mean, low, high = bootstrap_ci([row[name] for row in scores.values()])
@@ -251,7 +255,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     lines += ["## Data", "", f"- data folder: `{config.data_dir}`", f"- licence: {licence}"]
     for part in ("train", "val", "test"):
         ids = getattr(split, part)
-        lines.append(f"- {part} ({len(ids)} patients): {', '.join(ids) if ids else 'none'}")
+        lines.append(f"- {part} ({_patients(len(ids))}): {', '.join(ids) if ids else 'none'}")
     lines += ["", "## Training", ""]
     lines.append(f"- epochs: {len(history)}")
     lines.append("- training time: " + (f"{training_seconds:.0f} s" if training_seconds is not None
