@@ -72,7 +72,8 @@ def _expand(path: Path, from_list: Path | None) -> list[tuple[str, Path]]:
     if path.is_file():
         if path.suffix.lower() in _LIST_SUFFIXES and from_list is None:
             lines = path.read_text(encoding="utf-8").splitlines()
-            entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            entries = [line.strip() for line in lines
+                       if line.strip() and not line.lstrip().startswith("#")]
             return [pair for entry in entries for pair in _expand(path.parent / entry, path)]
         ending = _volume_ending(path.name)
         if ending is None:
@@ -81,7 +82,8 @@ def _expand(path: Path, from_list: Path | None) -> list[tuple[str, Path]]:
         return [(path.name[: -len(ending)], path)]
     if not path.is_dir():
         raise InputError(where, f"{path}: no such file or folder")
-    folders = [entry for entry in sorted(path.iterdir()) if entry.is_dir() and not entry.name.startswith(".")]
+    folders = [entry for entry in sorted(path.iterdir())
+               if entry.is_dir() and not entry.name.startswith(".")]
     if find_case(path, require=(), check_grids=False).files or not folders:
         return [(path.name, path)]  # a case folder, or a DICOM series folder (files only)
     return [(entry.name, entry) for entry in folders]  # a data folder
@@ -95,8 +97,9 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
     paths : iterable of str or os.PathLike
         Each one is a case folder (:mod:`prostseg.dataset` layout), a volume file, a
         DICOM series folder (a folder of files only), a data folder (any other folder
-        with sub-folders: each sub-folder is a case folder or DICOM series folder) or a text file (``.txt``, ``.lst``) listing such paths,
-        one a line, relative to the list's folder (``#`` starts a comment line).
+        with sub-folders: each sub-folder is a case folder or DICOM series folder) or
+        a text file (``.txt``, ``.lst``) listing such paths, one a line, relative to
+        the list's folder (``#`` starts a comment line).
         The case id is the folder's name, or the file's name without its ending.
 
     Returns
@@ -203,7 +206,8 @@ def _label_names(model, model_path: Path | None) -> dict[int, str]:
 
     contract = getattr(model, "contract", None)
     if contract is None:
-        label = _run_settings(model_path)[1] if model_path is not None and model_path.suffix == ".keras" else None
+        in_run = model_path is not None and model_path.suffix == ".keras"
+        label = _run_settings(model_path)[1] if in_run else None
         contract = preprocessing_contract(model, label=label)
     classes = contract["output"]["classes"]
     return {1: classes[0]} if len(classes) == 1 else {i: name for i, name in enumerate(classes) if i}

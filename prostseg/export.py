@@ -126,7 +126,8 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
         names = ["gland" if label == "zones" else (label or "foreground")]
         output = {"activation": "sigmoid", "classes": names, "threshold": 0.5}
     else:
-        names = list(ZONE_NAMES) if classes == len(ZONE_NAMES) else [f"class {i}" for i in range(classes)]
+        names = (list(ZONE_NAMES) if classes == len(ZONE_NAMES)
+                 else [f"class {i}" for i in range(classes)])
         output = {"activation": "softmax", "classes": names}
     if target_spacing is not None:
         geometry = f"resample each slice bilinearly to {target_spacing} mm pixels, then {geometry}"
@@ -177,9 +178,14 @@ def _write_saved_model(model, contract: dict, path: Path) -> None:
     text = json.dumps(contract, sort_keys=True)
     archive.add_endpoint(_CONTRACT_SIGNATURE,
                          tf.function(lambda: {CONTRACT_KEY: tf.constant(text)}, input_signature=[]))
+    logger, level = tf.get_logger(), tf.get_logger().level
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
-        archive.write_out(str(staged), verbose=False)
+        logger.setLevel("ERROR")  # no "Assets written to" line for a temporary folder
+        try:
+            archive.write_out(str(staged), verbose=False)
+        finally:
+            logger.setLevel(level)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staged, path)
@@ -305,7 +311,9 @@ class ExportedModel:
         slices = np.asarray(slices, dtype=np.float32)
         outputs = [self._run(slices[start:start + batch_size])
                    for start in range(0, len(slices), max(1, int(batch_size)))]
-        return np.concatenate(outputs) if outputs else np.zeros((0,) + self.output_shape[1:], np.float32)
+        if not outputs:
+            return np.zeros((0,) + self.output_shape[1:], np.float32)
+        return np.concatenate(outputs)
 
 
 def _load_onnx(path: Path) -> ExportedModel:
