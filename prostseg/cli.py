@@ -293,29 +293,90 @@ def _run_train(args) -> int:
 def _add_predict_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="segment a case or volume with a trained model",
-        description="Write the predicted label map as NIfTI aligned to the source image.",
+        help="segment cases or volumes with a trained or exported model",
+        description="Write predicted label maps as NIfTI aligned to the source images: one file "
+                    "(--out FILE.nii.gz, one --image), or a folder of CASE_ID.nii.gz with a summary.csv "
+                    "(--out FOLDER); a rerun skips the cases already predicted.",
     )
-    parser.add_argument("--model", type=Path, required=True, help=".keras model file")
-    parser.add_argument("--image", type=Path, required=True,
-                        help="case folder, or a volume file (T2W for a U-Net, registered stack for Pix2Pix)")
-    parser.add_argument("--out", type=Path, required=True, help="output .nii.gz file")
+    parser.add_argument("--model", type=Path, required=True,
+                        help=".keras model file, or an exported model.onnx / saved_model folder")
+    parser.add_argument("--image", type=Path, required=True, nargs="+",
+                        help="case folders, volume files (T2W for a U-Net, registered stack for Pix2Pix), "
+                             "DICOM series folders, data folders of them, or .txt lists of them")
+    parser.add_argument("--out", type=Path, required=True, help="output .nii.gz file, or output folder")
     parser.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold")
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest connected component of the predicted gland (removes islands)")
+    parser.add_argument("--min-lesion-size", type=float, default=None, metavar="MM3",
+                        help="remove predicted components smaller than this volume (mm³)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average over the 8 flips and quarter turns")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write OUT/probabilities/CASE_ID.nii.gz (16-bit; folder output only)")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="also write OUT/CASE_ID.seg.dcm, a DICOM Segmentation, for DICOM series inputs")
     parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
                         help="in-plane spacing the model was trained at; read from the run's config.json "
                              "when the model file lies in its run folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args) -> int:
+    from prostseg.batch import predict_batch
     from prostseg.inference import predict_case
 
-    print(predict_case(args.model, args.image, args.out, threshold=args.threshold,
-                       target_spacing=args.target_spacing, largest_component=args.largest_component,
-                       overwrite=args.overwrite))
+    options = dict(threshold=args.threshold, target_spacing=args.target_spacing,
+                   largest_component=args.largest_component, min_lesion_size=args.min_lesion_size,
+                   tta=args.tta, overwrite=args.overwrite)
+    if args.out.name.lower().endswith((".nii", ".nii.gz")):
+        if len(args.image) != 1 or args.probabilities or args.dicom_seg:
+            raise ProstsegError("--out FILE.nii.gz takes one --image and writes labels only; "
+                                "give an output folder for several images, --probabilities or --dicom-seg")
+        print(predict_case(args.model, args.image[0], args.out, **options))
+        return 0
+    result = predict_batch(args.model, args.image, args.out, probabilities=args.probabilities,
+                           dicom_seg=args.dicom_seg, progress=not args.no_progress, **options)
+    counts = {status: sum(row["status"] == status for row in result.rows)
+              for status in ("predicted", "skipped", "failed")}
+    print(", ".join(f"{count} {status}" for status, count in counts.items()))
+    for row in result.rows:
+        if row["status"] == "failed":
+            print(f"failed: {row['error']}", file=sys.stderr)
+    print(result.summary_path)
+    return 1 if result.failed else 0
+
+
+def _add_export_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a trained model as a SavedModel and an ONNX model for serving",
+        description="Write OUT/saved_model/ and OUT/model.onnx, each carrying the model's "
+                    "preprocessing contract (input size, channels, normalisation, spacing).",
+    )
+    parser.add_argument("--model", type=Path, required=True, help=".keras model file (best in its run folder)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the exports into")
+    parser.add_argument("--format", dest="formats", action="append", choices=("savedmodel", "onnx"),
+                        help="format to write (repeat for both; default both)")
+    parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+                        help="in-plane spacing the model was trained at, when no run config.json records it")
+    parser.add_argument("--label", choices=("lesion", "zones"), default=None,
+                        help="what a one-channel U-Net segments, when no run config.json records it")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    import json
+
+    from prostseg.export import export_model, load_exported
+
+    paths = export_model(args.model, args.out, formats=tuple(args.formats or ("savedmodel", "onnx")),
+                         target_spacing=args.target_spacing, label=args.label, overwrite=args.overwrite)
+    for path in paths.values():
+        print(path)
+    print(json.dumps(load_exported(next(iter(paths.values()))).contract, indent=2))
     return 0
 
 
@@ -358,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_register_commands(subparsers)
     _add_train_commands(subparsers)
     _add_predict_command(subparsers)
+    _add_export_command(subparsers)
     _add_evaluate_command(subparsers)
     return parser
 

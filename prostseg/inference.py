@@ -1,6 +1,10 @@
 """Apply trained models to volumes, write label maps, and score them against the truth.
 
-* :func:`load_model` -- read a ``.keras`` model file safely (``safe_mode=True``).
+* :func:`load_model` -- read a ``.keras`` model file safely (``safe_mode=True``), or a
+  model written by :mod:`prostseg.export` (ONNX file or SavedModel folder).
+* :func:`predict_probabilities` -- class probabilities of one volume on its own grid,
+  optionally averaged over the 8 flips and rotations of training (test-time
+  augmentation).
 * :func:`predict_volume` -- label map of one volume, on that volume's own grid.
 * :func:`predict_case` -- the same from files, written as NIfTI aligned to the source
   image (same affine, same voxel order), ready to overlay in 3D Slicer or ITK-SNAP.
@@ -15,7 +19,7 @@ preprocessing exactly (:func:`prostseg.pipeline.restore_unet_slices`,
 :func:`prostseg.pipeline.restore_pix2pix_slices`), so they lie voxel for voxel on the
 grid of the input volume.
 
-Two options change what is predicted, and both are off unless asked for:
+Four options change what is predicted, and all are off unless asked for:
 
 * ``target_spacing`` (mm): the slices are resampled to this pixel size before the
   network sees them, exactly as in training (see :mod:`prostseg.pipeline`). A model
@@ -24,6 +28,13 @@ Two options change what is predicted, and both are off unless asked for:
   (:func:`run_target_spacing`), so keep a model in its run folder or pass the value.
 * ``largest_component``: keep only the largest connected component of the predicted
   gland (:mod:`prostseg.postprocessing`), which removes false islands.
+* ``min_lesion_size`` (mm³): remove predicted components smaller than this
+  (:func:`prostseg.postprocessing.remove_small_components`), for lesion models whose
+  specks of a few voxels are false positives.
+* ``tta``: test-time augmentation. Each slice is predicted in the 8 orientations the
+  training augmentation draws from (:func:`prostseg.pipeline.augment_pair`: quarter
+  turns and flips), each prediction is turned back, and the 8 are averaged. It costs
+  8 forward passes.
 """
 
 from __future__ import annotations
@@ -36,19 +47,25 @@ from pathlib import Path
 
 import numpy as np
 
+from prostseg.atomic import atomic_path
 from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases, find_case
 from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
-from prostseg.postprocessing import largest_gland_component
+from prostseg.postprocessing import largest_gland_component, remove_small_components
 
 __all__ = [
     "EvaluationResult",
     "evaluate_folder",
     "load_model",
+    "labels_from_probabilities",
+    "postprocess",
     "predict_case",
+    "predict_probabilities",
     "predict_volume",
+    "resolve_model",
     "run_target_spacing",
+    "write_nifti_like",
 ]
 
 
@@ -56,16 +73,18 @@ def load_model(path: str | os.PathLike):
     """Load a model saved by :mod:`prostseg.training` (or any ``.keras`` file).
 
     The file is read with ``safe_mode=True`` (no arbitrary code from the file runs)
-    and without its training configuration (``compile=False``).
+    and without its training configuration (``compile=False``). A ``.onnx`` file or a
+    SavedModel folder written by :func:`prostseg.export.export_model` is read with
+    :func:`prostseg.export.load_exported` instead.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.keras`` file.
+        A ``.keras`` file, or an exported ``.onnx`` file or SavedModel folder.
 
     Returns
     -------
-    keras.Model
+    keras.Model or prostseg.export.ExportedModel
 
     Raises
     ------
@@ -76,6 +95,10 @@ def load_model(path: str | os.PathLike):
     import keras
 
     path = Path(path)
+    if path.suffix.lower() == ".onnx" or path.is_dir():
+        from prostseg.export import load_exported
+
+        return load_exported(path)
     if not path.is_file():
         raise InputError(path, "not a Keras model file: no such file")
     try:
@@ -121,14 +144,29 @@ def _input_size(model, image_size: int | None) -> int:
     return height
 
 
-def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
-                   threshold: float = 0.5, batch_size: int = 4, target_spacing: float | None = None,
-                   largest_component: bool = False) -> np.ndarray:
-    """Segment every axial slice of a volume and return the labels on its grid.
+def _dihedral_predict(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
+    """The mean prediction over the 8 flips and quarter turns of square slices, each
+    turned back before averaging (test-time augmentation)."""
+    total = None
+    for turns in range(4):
+        for flip in (False, True):
+            moved = np.rot90(slices, turns, axes=(1, 2))
+            moved = moved[:, :, ::-1] if flip else moved
+            out = np.asarray(model.predict(np.ascontiguousarray(moved), batch_size=batch_size, verbose=0))
+            out = out[:, :, ::-1] if flip else out
+            out = np.rot90(out, -turns, axes=(1, 2)).astype(np.float32)
+            total = out if total is None else total + out
+    return total / 8
+
+
+def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
+                          batch_size: int = 4, target_spacing: float | None = None,
+                          tta: bool = False) -> np.ndarray:
+    """Class probabilities of every voxel of a volume, on its own grid.
 
     Parameters
     ----------
-    model : keras.Model
+    model : keras.Model or prostseg.export.ExportedModel
         A U-Net (1-channel input; 1 sigmoid output channel, or several softmax ones) or
         a Pix2Pix generator (3-channel input, one softmax channel per zone).
     volume : Volume or numpy.ndarray
@@ -136,24 +174,21 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
         registered stack ``(X, Y, Z, 3)`` for Pix2Pix.
     image_size : int, optional
         Slice size the model takes; read from the model when it has a fixed size.
-    threshold : float, optional
-        Foreground when the probability is above it (single-channel outputs).
     batch_size : int, optional
         Slices per forward pass.
     target_spacing : float, optional
         The ``target_spacing`` (mm) the model was trained with; ``volume`` must then be
         a :class:`~prostseg.io.Volume` (its spacing is needed). By default slices keep
         their spacing (U-Net) or are resized whole (Pix2Pix).
-    largest_component : bool, optional
-        Keep only the largest connected component of the predicted foreground (the
-        whole gland for zone maps, zone labels kept inside it;
-        :func:`prostseg.postprocessing.largest_gland_component`, face connectivity in
-        3D).
+    tta : bool, optional
+        Average the predictions of the 8 flips and quarter turns of each slice (see
+        the module documentation).
 
     Returns
     -------
-    numpy.ndarray of uint8, shape (X, Y, Z)
-        0/1 for a single-channel U-Net, class ids (argmax) otherwise.
+    numpy.ndarray of float32, shape (X, Y, Z, C)
+        ``C`` is the number of output channels of the model. Voxels that the centre
+        crop left out of the network's view have probability 0.
 
     Raises
     ------
@@ -166,9 +201,9 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     --------
     >>> from prostseg.models import build_unet
     >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
-    >>> labels = predict_volume(model, np.random.default_rng(0).random((40, 30, 3)))
-    >>> labels.shape, labels.dtype
-    ((40, 30, 3), dtype('uint8'))
+    >>> probabilities = predict_probabilities(model, np.random.default_rng(0).random((40, 30, 3)))
+    >>> probabilities.shape, probabilities.dtype
+    ((40, 30, 3, 1), dtype('float32'))
     """
     from prostseg.pipeline import (
         prepare_pix2pix_volume,
@@ -187,21 +222,133 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     if target_spacing is not None and not isinstance(volume, Volume):
         raise ValueError("target_spacing needs the volume's spacing: pass a prostseg.io.Volume, not an array")
     geometry = dict(target_spacing=target_spacing, spacing=volume.spacing if isinstance(volume, Volume) else None)
-    if kind == "unet":
-        probabilities = restore_unet_slices(
-            model.predict(prepare_unet_volume(data, size, **geometry), batch_size=batch_size, verbose=0),
-            data.shape, **geometry,
-        )
+    prepare, restore = ((prepare_unet_volume, restore_unet_slices) if kind == "unet"
+                        else (prepare_pix2pix_volume, restore_pix2pix_slices))
+    slices = prepare(data, size, **geometry)
+    if tta:
+        outputs = _dihedral_predict(model, slices, batch_size)
     else:
-        probabilities = restore_pix2pix_slices(
-            model.predict(prepare_pix2pix_volume(data, size, **geometry), batch_size=batch_size, verbose=0),
-            data.shape[:3], **geometry,
-        )
+        outputs = np.asarray(model.predict(slices, batch_size=batch_size, verbose=0), dtype=np.float32)
+    return restore(outputs, data.shape[:3], **geometry).astype(np.float32, copy=False)
+
+
+def labels_from_probabilities(probabilities: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Label map of :func:`predict_probabilities` output.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray, shape (..., C)
+        One sigmoid channel (``C = 1``) or ``C`` softmax channels.
+    threshold : float, optional
+        Foreground when the probability is above it (one channel).
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (...)
+        0/1 for one channel, class ids (argmax) otherwise.
+
+    Examples
+    --------
+    >>> labels_from_probabilities(np.array([[0.2], [0.7]])).tolist()
+    [0, 1]
+    >>> labels_from_probabilities(np.array([[0.2, 0.5, 0.3]])).tolist()
+    [1]
+    """
+    probabilities = np.asarray(probabilities)
     if probabilities.shape[-1] == 1:
-        labels = (probabilities[..., 0] > threshold).astype(np.uint8)
-    else:
-        labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+        return (probabilities[..., 0] > threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def postprocess(labels: np.ndarray, *, largest_component: bool = False,
+                min_lesion_size: float | None = None,
+                spacing: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Apply the optional clean-ups of predicted labels (module documentation).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray, shape (X, Y, Z)
+        A predicted label map.
+    largest_component : bool, optional
+        Keep only the largest connected component of the foreground, zone labels kept
+        inside it (:func:`prostseg.postprocessing.largest_gland_component`).
+    min_lesion_size : float, optional
+        Remove connected components of the foreground smaller than this many mm³
+        (:func:`prostseg.postprocessing.remove_small_components`).
+    spacing : tuple of float, optional
+        Voxel size in mm; needed with ``min_lesion_size``.
+
+    Returns
+    -------
+    numpy.ndarray, same shape and dtype
+
+    Examples
+    --------
+    >>> labels = np.zeros((6, 1, 1), np.uint8)
+    >>> labels[0:3], labels[5] = 1, 1          # 3 voxels of 2 mm³ and 1 voxel
+    >>> postprocess(labels, min_lesion_size=4.0, spacing=(1.0, 1.0, 2.0)).ravel().tolist()
+    [1, 1, 1, 0, 0, 0]
+    """
+    if min_lesion_size is not None:
+        if spacing is None:
+            raise ValueError("min_lesion_size (mm³) needs the voxel spacing")
+        voxels = float(min_lesion_size) / float(np.prod(spacing))
+        labels = remove_small_components(labels, int(np.ceil(voxels - 1e-9)))
     return largest_gland_component(labels) if largest_component else labels
+
+
+def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
+                   threshold: float = 0.5, batch_size: int = 4, target_spacing: float | None = None,
+                   largest_component: bool = False, min_lesion_size: float | None = None,
+                   tta: bool = False) -> np.ndarray:
+    """Segment every axial slice of a volume and return the labels on its grid.
+
+    :func:`predict_probabilities`, then :func:`labels_from_probabilities` and
+    :func:`postprocess`.
+
+    Parameters
+    ----------
+    model, volume, image_size, batch_size, target_spacing, tta
+        See :func:`predict_probabilities`.
+    threshold : float, optional
+        Foreground when the probability is above it (single-channel outputs).
+    largest_component : bool, optional
+        Keep only the largest connected component of the predicted foreground (the
+        whole gland for zone maps, zone labels kept inside it;
+        :func:`prostseg.postprocessing.largest_gland_component`, face connectivity in
+        3D).
+    min_lesion_size : float, optional
+        Remove predicted components smaller than this many mm³; ``volume`` must then
+        be a :class:`~prostseg.io.Volume`.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (X, Y, Z)
+        0/1 for a single-channel U-Net, class ids (argmax) otherwise.
+
+    Raises
+    ------
+    InputError
+        When the volume does not have the shape the model takes (naming its file).
+    ValueError
+        When ``target_spacing`` or ``min_lesion_size`` is given with a plain array.
+
+    Examples
+    --------
+    >>> from prostseg.models import build_unet
+    >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
+    >>> labels = predict_volume(model, np.random.default_rng(0).random((40, 30, 3)))
+    >>> labels.shape, labels.dtype
+    ((40, 30, 3), dtype('uint8'))
+    """
+    if min_lesion_size is not None and not isinstance(volume, Volume):
+        raise ValueError("min_lesion_size (mm³) needs the volume's spacing: pass a prostseg.io.Volume")
+    probabilities = predict_probabilities(model, volume, image_size=image_size, batch_size=batch_size,
+                                          target_spacing=target_spacing, tta=tta)
+    spacing = volume.spacing if isinstance(volume, Volume) else None
+    return postprocess(labels_from_probabilities(probabilities, threshold=threshold),
+                       largest_component=largest_component, min_lesion_size=min_lesion_size,
+                       spacing=spacing)
 
 
 def _input_volume(image: Path, kind: str) -> tuple[Volume, Volume]:
@@ -262,68 +409,141 @@ def run_target_spacing(model_path: str | os.PathLike) -> float | None:
     return load_config(config_path).target_spacing if config_path.is_file() else None
 
 
+def resolve_model(model, target_spacing: float | None = None):
+    """A model object and the ``target_spacing`` to apply it with.
+
+    Parameters
+    ----------
+    model : keras.Model or prostseg.export.ExportedModel or str or os.PathLike
+        A model, or a file read with :func:`load_model`. A ``.keras`` file inside the
+        run folder it was trained in is applied with the run's ``target_spacing``
+        (:func:`run_target_spacing`); an exported model with its contract's.
+    target_spacing : float, optional
+        The model's ``target_spacing`` (mm) when nothing records it. A value that
+        contradicts the recorded one is an error.
+
+    Returns
+    -------
+    (model, target_spacing)
+
+    Raises
+    ------
+    InputError
+        When the file is not a model, is not a prostseg model kind, or
+        ``target_spacing`` contradicts the recorded value.
+    """
+    model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if model_path is not None:
+        model = load_model(model_path)
+    recorded = getattr(model, "target_spacing", None)  # exported models carry it
+    if model_path is not None and recorded is None:
+        recorded = run_target_spacing(model_path)
+    if recorded is not None and target_spacing is not None and recorded != target_spacing:
+        raise InputError(model_path, f"was trained with target_spacing {recorded} mm (recorded with the "
+                         f"model), not {target_spacing}")
+    try:
+        _model_kind(model)
+    except ValueError as err:
+        raise InputError(model_path, str(err)) from None
+    return model, recorded if recorded is not None else target_spacing
+
+
+def _check_nifti_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise InputError(path, "file exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(path, "predictions are written as NIfTI; use a name ending in .nii.gz or .nii")
+
+
+#: Probability maps are stored as uint16 steps of this size (NIfTI has no float16).
+PROBABILITY_STEP = 1.0 / 65535
+
+
+def write_nifti_like(array: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
+    """:func:`prostseg.io.save_like`, written atomically (replacing ``path``).
+
+    Labels are stored in the smallest integer type. Floating-point arrays are
+    probabilities: NIfTI has no 16-bit float type, so they are stored in 16 bits as
+    ``uint16`` steps of :data:`PROBABILITY_STEP` (the ``scl_slope``; every NIfTI
+    reader returns the scaled values, within 0.000008 of the probability): half the
+    size of float32, and finer than float16 over ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import tempfile, nibabel as nib
+    >>> from prostseg.io import Volume
+    >>> reference = Volume(np.zeros((2, 1, 1)), np.eye(4))
+    >>> path = Path(tempfile.mkdtemp()) / "p.nii.gz"
+    >>> _ = write_nifti_like(np.array([0.25, 1.0]).reshape(2, 1, 1), reference, path)
+    >>> nib.load(path).get_data_dtype().name, nib.load(path).get_fdata().ravel().round(5).tolist()
+    ('uint16', [0.25, 1.0])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(array)
+    scale = None
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.round(np.clip(array, 0.0, 1.0) / PROBABILITY_STEP).astype(np.uint16)
+        scale = PROBABILITY_STEP
+    with atomic_path(path) as tmp:
+        save_like(array, reference, tmp, scale=scale)
+    return path
+
+
 def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *,
                  threshold: float = 0.5, target_spacing: float | None = None,
-                 largest_component: bool = False, overwrite: bool = False) -> Path:
+                 largest_component: bool = False, min_lesion_size: float | None = None,
+                 tta: bool = False, probabilities_path: str | os.PathLike | None = None,
+                 overwrite: bool = False) -> Path:
     """Segment one case and write the label map as NIfTI aligned to the source image.
 
     Parameters
     ----------
     model : keras.Model or str or os.PathLike
-        A model, or a ``.keras`` file (read with :func:`load_model`). A file inside
-        the run folder it was trained in is applied with the run's
-        ``target_spacing`` (:func:`run_target_spacing`).
+        A model, or a model file (see :func:`resolve_model`): a ``.keras`` file inside
+        the run folder it was trained in is applied with the run's ``target_spacing``.
     image : str or os.PathLike
         A case folder (:mod:`prostseg.dataset` layout: its ``t2w`` for a U-Net, its
         ``aligned/stack`` for Pix2Pix), or a volume file (or DICOM series folder).
     out_path : str or os.PathLike
         Output ``.nii`` or ``.nii.gz`` file.
-    threshold : float, optional
+    threshold, largest_component, min_lesion_size, tta : optional
         See :func:`predict_volume`.
     target_spacing : float, optional
         The model's ``target_spacing`` (mm), for a model object or a model file kept
-        outside its run folder. A value that contradicts the run's ``config.json`` is
-        an error.
-    largest_component : bool, optional
-        Keep only the largest connected component of the prediction (see
-        :func:`predict_volume`).
+        outside its run folder (see :func:`resolve_model`).
+    probabilities_path : str or os.PathLike, optional
+        Also write the probabilities (:func:`predict_probabilities`, before
+        post-processing) here, one channel per output class, in 16 bits
+        (:func:`write_nifti_like`).
     overwrite : bool, optional
-        Replace an existing ``out_path``.
+        Replace existing output files.
 
     Returns
     -------
     pathlib.Path
-        The written file. Its voxel order, shape and affine are those of the source
-        image file (the case's T2W), whatever orientation that file uses.
+        The written label file. Its voxel order, shape and affine are those of the
+        source image file (the case's T2W), whatever orientation that file uses.
 
     Raises
     ------
     InputError
-        When ``out_path`` exists (without ``overwrite``), the model file is not a
+        When an output exists (without ``overwrite``), the model file is not a
         model, ``target_spacing`` contradicts the model's run, or the image cannot be
         read or does not suit the model.
     """
-    out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise InputError(out_path, "file exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if not out_path.name.lower().endswith((".nii", ".nii.gz")):
-        raise InputError(out_path, "predictions are written as NIfTI; use a name ending in .nii.gz or .nii")
-    model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-    if model_path is not None:
-        recorded = run_target_spacing(model_path)
-        if recorded is not None and target_spacing is not None and recorded != target_spacing:
-            raise InputError(model_path, f"was trained with target_spacing {recorded} mm (its run's config.json), "
-                             f"not {target_spacing}")
-        target_spacing = recorded if recorded is not None else target_spacing
-        model = load_model(model_path)
-    try:
-        kind = _model_kind(model)
-    except ValueError as err:
-        raise InputError(model_path, str(err)) from None
-    volume, reference = _input_volume(Path(image), kind)
-    labels = predict_volume(model, volume, threshold=threshold, target_spacing=target_spacing,
-                            largest_component=largest_component)
-    return save_like(labels, reference, out_path, overwrite=overwrite)
+    outputs = [Path(out_path)] + ([Path(probabilities_path)] if probabilities_path is not None else [])
+    for path in outputs:
+        _check_nifti_target(path, overwrite)
+    model, target_spacing = resolve_model(model, target_spacing)
+    volume, reference = _input_volume(Path(image), _model_kind(model))
+    probabilities = predict_probabilities(model, volume, target_spacing=target_spacing, tta=tta)
+    labels = postprocess(labels_from_probabilities(probabilities, threshold=threshold),
+                         largest_component=largest_component, min_lesion_size=min_lesion_size,
+                         spacing=volume.spacing)
+    if probabilities_path is not None:
+        write_nifti_like(probabilities, reference, probabilities_path)
+    return write_nifti_like(labels, reference, out_path)
 
 
 # --- evaluation ---------------------------------------------------------------------

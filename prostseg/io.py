@@ -172,6 +172,25 @@ class Volume:
         to_source = orientations.ornt_transform(_RAS, source_ornt)
         return np.ascontiguousarray(orientations.apply_orientation(array, to_source))
 
+    def from_source(self, array: np.ndarray) -> np.ndarray:
+        """Reorder an array given in the voxel order of this volume's file to canonical
+        order; the inverse of :meth:`to_source`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> volume = Volume(np.zeros((2, 3, 4)), np.eye(4))
+        >>> values = np.arange(24).reshape(2, 3, 4)
+        >>> bool(np.array_equal(volume.from_source(volume.to_source(values)), values))
+        True
+        """
+        array = np.asanyarray(array)
+        expected = tuple(int(n) for n in self._source.shape[:3])
+        if array.shape[:3] != expected:
+            raise ValueError(f"array of shape {array.shape} does not match the file's shape {expected}")
+        source_ornt = orientations.io_orientation(self._source.affine)
+        return np.ascontiguousarray(orientations.apply_orientation(array, orientations.ornt_transform(source_ornt, _RAS)))
+
 
 def load_volume(
     path: str | os.PathLike,
@@ -352,6 +371,7 @@ def save_like(
     path: str | os.PathLike,
     *,
     overwrite: bool = False,
+    scale: float | None = None,
 ) -> Path:
     """Write a canonical-order array as NIfTI in the voxel order of ``reference``'s file.
 
@@ -368,6 +388,10 @@ def save_like(
         Output file ending in ``.nii`` or ``.nii.gz``; parent folders are created.
     overwrite : bool, optional
         Replace an existing file. Without it an existing file raises.
+    scale : float, optional
+        For an integer ``array`` of quantised values: the value of one step, stored as
+        the NIfTI ``scl_slope`` so that readers see ``array * scale`` (e.g. probabilities
+        as ``uint16`` steps of ``1 / 65535``).
 
     Returns
     -------
@@ -405,6 +429,10 @@ def save_like(
         image.header.set_xyzt_units("mm")
     image.header.set_data_dtype(data.dtype)
     image.header["cal_min"] = image.header["cal_max"] = 0
+    if scale is not None:
+        if not np.issubdtype(data.dtype, np.integer):
+            raise ValueError(f"scale applies to quantised integer arrays, not {data.dtype}")
+        image.header.set_slope_inter(scale, 0.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, path)
     return path
@@ -530,6 +558,20 @@ def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
         raise InputError(path, f"cannot read {kind}: {_itk_reason(err)}") from err
     array, affine = _itk_array_affine(image)
     return array, affine, None
+
+
+def dicom_series_files(folder: str | os.PathLike) -> list[Path]:
+    """The files of the one DICOM series in ``folder``, in the order :func:`load_volume`
+    stacks them: file ``k`` is slice ``k`` of the volume in its file's voxel order
+    (:meth:`Volume.to_source`), whose first axis runs along the columns of the images
+    and second along their rows.
+
+    Raises
+    ------
+    InputError
+        When the folder holds no DICOM series, or more than one.
+    """
+    return [Path(name) for name in _dicom_series_files(_itk(), Path(folder))]
 
 
 def _dicom_series_files(itk, folder: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Clean up predicted masks: keep the largest connected component.
+"""Clean up predicted masks: keep the largest connected component, drop small ones.
 
 A prostate is one organ, so a segmentation of it should be one connected piece. A
 network that looks at one slice at a time can still mark a few pixels elsewhere (a
@@ -9,6 +9,9 @@ largest connected component removes them without touching the main prediction.
 * :func:`largest_component` -- a binary mask reduced to its largest component.
 * :func:`largest_gland_component` -- a zone label map reduced to the largest component
   of the whole gland (all zones together), each voxel kept keeping its zone label.
+* :func:`remove_small_components` -- drop the components smaller than a number of
+  voxels (specks of a lesion map that a radiologist would not call a lesion), each
+  voxel kept keeping its label.
 
 Connectivity
 ------------
@@ -46,7 +49,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-__all__ = ["component_sizes", "largest_component", "largest_gland_component"]
+__all__ = ["component_sizes", "largest_component", "largest_gland_component", "remove_small_components"]
 
 
 def _labelled(mask: ArrayLike, connectivity: int) -> tuple[np.ndarray, int]:
@@ -166,3 +169,40 @@ def largest_gland_component(labels: ArrayLike, *, connectivity: int = 1) -> np.n
     """
     labels = np.asarray(labels)
     return np.where(largest_component(labels, connectivity=connectivity), labels, 0).astype(labels.dtype)
+
+
+def remove_small_components(labels: ArrayLike, min_voxels: int, *, connectivity: int = 1) -> np.ndarray:
+    """Set to 0 the connected components of the foreground smaller than ``min_voxels``.
+
+    Components are those of the foreground (every non-zero label together), as in
+    :func:`largest_gland_component`; the voxels of the components kept keep their labels.
+
+    Parameters
+    ----------
+    labels : array_like
+        Binary mask or label map, any number of axes.
+    min_voxels : int
+        Components of fewer voxels are removed (0 or 1 removes nothing).
+    connectivity : int, optional
+        See :func:`largest_component`.
+
+    Returns
+    -------
+    numpy.ndarray, same shape and dtype as ``labels``
+
+    Examples
+    --------
+    >>> lesions = np.array([[1, 1, 0, 2],
+    ...                     [1, 0, 0, 0]], np.uint8)
+    >>> remove_small_components(lesions, 2)
+    array([[1, 1, 0, 0],
+           [1, 0, 0, 0]], dtype=uint8)
+    """
+    if isinstance(min_voxels, bool) or not isinstance(min_voxels, (int, np.integer)) or min_voxels < 0:
+        raise ValueError(f"min_voxels must be an int >= 0, got {min_voxels!r}")
+    labels = np.asarray(labels)
+    components, count = _labelled(labels, connectivity)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return np.where(keep[components], labels, 0).astype(labels.dtype)
