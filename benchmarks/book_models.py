@@ -115,15 +115,17 @@ def new_patients(folder: Path, count: int, quick: bool) -> list:
     return dataset.discover_cases(folder / "new-patients", require=("t2w", "zones", "stack"))
 
 
-def run_seed(seed: int, data_dir: Path, extra_cases: list, work: Path, unet: dict, pix2pix: dict) -> dict:
-    from prostseg import dataset, inference, io, metrics, splits, training
+def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix: dict) -> dict:
+    """Split the patients with ``seed`` and train both models with the given settings.
+
+    Returns the split, both configurations and results, and the seconds of each
+    training (used by ``real_data_report.py`` as well).
+    """
+    from prostseg import dataset, splits, training
 
     cases = {case.case_id: case for case in dataset.discover_cases(data_dir, require=("t2w", "zones", "stack"))}
     split = splits.split_patients(list(cases), val_fraction=0.15, test_fraction=0.15, seed=seed)
     split_file = split.to_json(work / f"split-{seed}.json", overwrite=True)
-    held_out = [("val", cases[i]) for i in split.val] + [("test", cases[i]) for i in split.test]
-    held_out += [("new", case) for case in extra_cases]
-
     unet_config = training.UNetTrainingConfig(
         data_dir, work / f"unet-{seed}", split_file=split_file, seed=seed, label="zones", verbose=0, **unet)
     unet_seconds, unet_result = common.timed(lambda: training.train_unet(unet_config))
@@ -131,8 +133,24 @@ def run_seed(seed: int, data_dir: Path, extra_cases: list, work: Path, unet: dic
         data_dir, work / f"pix2pix-{seed}", split_file=split_file, seed=seed,
         discriminator_filters=pix2pix["base_filters"], verbose=0, **pix2pix)
     pix2pix_seconds, pix2pix_result = common.timed(lambda: training.train_pix2pix(pix2pix_config))
+    return {"cases": cases, "split": split, "unet_config": unet_config, "unet_result": unet_result,
+            "unet_seconds": unet_seconds, "unet_model": unet_result.output_dir / "best.keras",
+            "pix2pix_config": pix2pix_config, "pix2pix_result": pix2pix_result,
+            "pix2pix_seconds": pix2pix_seconds, "pix2pix_model": pix2pix_result.model_path}
 
-    gland_model = inference.load_model(unet_result.output_dir / "best.keras")
+
+def run_seed(seed: int, data_dir: Path, extra_cases: list, work: Path, unet: dict, pix2pix: dict) -> dict:
+    from prostseg import dataset, inference, io, metrics
+
+    trained = train_book_models(seed, data_dir, work, unet, pix2pix)
+    cases, split = trained["cases"], trained["split"]
+    unet_config, pix2pix_config = trained["unet_config"], trained["pix2pix_config"]
+    unet_result, pix2pix_result = trained["unet_result"], trained["pix2pix_result"]
+    unet_seconds, pix2pix_seconds = trained["unet_seconds"], trained["pix2pix_seconds"]
+    held_out = [("val", cases[i]) for i in split.val] + [("test", cases[i]) for i in split.test]
+    held_out += [("new", case) for case in extra_cases]
+
+    gland_model = inference.load_model(trained["unet_model"])
     generator = inference.load_model(pix2pix_result.model_path)
     rows = []
     for part, case in held_out:

@@ -15,7 +15,15 @@ temporary folder.
 2. **Registration** of ``prostatex-mpmri/ProstateX-0000`` (a copy):
    :func:`prostseg.registration.register_case`, mutual information with T2W before
    (header-only resampling) and after, for ADC and DWI, and the time taken.
-3. **Published reference numbers**, each checked against its source (see
+3. **The book's models on ProstateX-0000**: chapter 7's gland U-Net and chapter 10's
+   zone Pix2Pix, trained as in the chapters (``book_models.CHAPTER_7`` /
+   ``CHAPTER_10``) on the tutorial phantom data, and a gland U-Net trained on phantoms
+   only with intensity randomisation (:data:`PHANTOM_TO_REAL`), applied to a copy of
+   ``prostatex-mpmri-zones/ProstateX-0000`` with
+   :func:`prostseg.model_comparison.score_real_case` (registration included) and scored
+   against its AI zone masks, beside the agreement of the two other AI models
+   (:func:`prostseg.model_comparison.reference_agreement`).
+4. **Published reference numbers**, each checked against its source (see
    ``REFERENCES``), and the command that reproduces a full-scale run on a GPU.
 
 Writes ``real_data_report.json`` and ``real_data_report.md`` (replaced each run).
@@ -34,9 +42,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+import book_models
 import common
 
 NAME = "real_data_report"
+
+#: A gland U-Net trained on phantoms only, for real scans: chapter 7's network with
+#: intensity randomisation (:func:`prostseg.pipeline.augment_intensity`), trained on
+#: ``PHANTOM_TO_REAL_CASES`` phantom patients.
+PHANTOM_TO_REAL = {**book_models.CHAPTER_7, "intensity_augment": True, "epochs": 60}
+PHANTOM_TO_REAL_CASES = 6
+#: Where the scored case lies below ``$PROSTSEG_REAL_DATA``.
+ZONES_CASE = Path("prostatex-mpmri-zones") / "ProstateX-0000"
 
 #: Published numbers, as printed in the sources (verified with the project's search tool).
 REFERENCES = [
@@ -153,6 +172,73 @@ def registration_case(source: Path, work: Path) -> dict:
             "mi_region": report["adc"].get("mi_region")}
 
 
+def book_models_on_real_case(real: Path, work: Path, quick: bool) -> dict:
+    """Train the book's models as in chapters 7 and 10 and score them on ProstateX-0000."""
+    from prostseg import phantom, training
+    from prostseg.model_comparison import reference_agreement, score_real_case
+
+    data_dir, _ = book_models.prepare_data(work / "book", quick)
+    unet, pix2pix = (book_models.QUICK_7, book_models.QUICK_10) if quick else (
+        book_models.CHAPTER_7, book_models.CHAPTER_10)
+    trained = book_models.train_book_models(0, data_dir, work / "book", unet, pix2pix)
+    transfer = {**book_models.QUICK_7, "intensity_augment": True} if quick else PHANTOM_TO_REAL
+    transfer_data = work / "phantom-to-real-data"
+    grid = dict(shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0)) if quick else {}
+    phantom.write_phantom_dataset(transfer_data, n_cases=PHANTOM_TO_REAL_CASES, seed=0, **grid)
+    transfer_config = training.UNetTrainingConfig(transfer_data, work / "phantom-to-real", label="zones",
+                                                  verbose=0, **transfer)
+    transfer_seconds, transfer_result = common.timed(lambda: training.train_unet(transfer_config))
+
+    case_dir = work / ZONES_CASE.name
+    shutil.copytree(real / ZONES_CASE, case_dir, ignore=shutil.ignore_patterns("aligned"))
+    seconds, book = common.timed(lambda: score_real_case(case_dir, unet_model=trained["unet_model"],
+                                                         pix2pix_model=trained["pix2pix_model"]))
+    transfer_scores = score_real_case(case_dir, unet_model=transfer_result.output_dir / "best.keras")
+    rows = [{**row, "model": f"{row['model']} (chapter {7 if row['model'] == 'U-Net' else 10})"}
+            for row in book.scores]
+    rows += [{**row, "model": "U-Net, phantoms + intensity randomisation"} for row in transfer_scores.scores]
+    return {"settings": {"chapter_7": unet, "chapter_10": pix2pix, "phantom_to_real": transfer,
+                         "phantom_to_real_cases": PHANTOM_TO_REAL_CASES},
+            "train_s": {"chapter_7": trained["unet_seconds"], "chapter_10": trained["pix2pix_seconds"],
+                        "phantom_to_real": transfer_seconds},
+            "score_s_incl_registration": seconds,
+            "predicted_ml": {name: float(mask.astype(bool).sum() * np.prod(book.t2w.spacing) / 1000)
+                             for name, mask in {**book.predictions,
+                                                "phantom_to_real": transfer_scores.predictions["U-Net"]}.items()},
+            "reference_ml": float((book.reference > 0).sum() * np.prod(book.t2w.spacing) / 1000),
+            "scores": rows, "agreement": reference_agreement(case_dir)}
+
+
+def real_case_section(real_case: dict) -> list[str]:
+    settings, seconds = real_case["settings"], real_case["train_s"]
+    zone_columns = ("whole gland", "peripheral zone", "transition zone")
+    rows = [[row["model"], *(row[c] for c in zone_columns)] for row in real_case["scores"]]
+    rows += [[f"{row['reference']} (another AI model)", *(row[c] for c in zone_columns)]
+             for row in real_case["agreement"]]
+    rows += [["Prostate158 baseline U-ResNet vs reader 1 (19 other patients, expert masks)", "-",
+              "0.754", "0.877 (central gland)"]]
+    volumes = ", ".join(f"{name} {ml:.0f} ml" for name, ml in real_case["predicted_ml"].items())
+    return [
+        "## 3. The book's models on ProstateX-0000",
+        "",
+        "Chapter 7's gland U-Net and chapter 10's zone Pix2Pix, trained exactly as in the chapters on the "
+        "tutorial phantom data (6 phantom patients, split 4/1/1 with seed 0; "
+        f"{seconds['chapter_7']:.0f} s and {seconds['chapter_10']:.0f} s of training), and a gland U-Net "
+        f"trained on {settings['phantom_to_real_cases']} phantom patients with intensity randomisation "
+        f"(`intensity_augment`, {settings['phantom_to_real']['epochs']} epochs, {seconds['phantom_to_real']:.0f} s), "
+        "applied to a copy of `prostatex-mpmri-zones/ProstateX-0000` with `score_real_case` (ADC and DWI "
+        f"registered onto T2W first; {real_case['score_s_incl_registration']:.0f} s with the registration). "
+        "Scored with `two_zone_dice` against the case's zone masks, which a published AI model made (not "
+        "radiologists); the Pix2Pix central zone and AFS count as transition zone. The rows below the models "
+        "are the ceiling: how well two other published AI models agree with the same masks.",
+        "",
+        common.table(["delineation", "gland Dice", "PZ Dice", "TZ Dice"], rows),
+        "",
+        f"Gland volumes: reference {real_case['reference_ml']:.0f} ml; predicted: {volumes}.",
+        "",
+    ]
+
+
 def markdown(results: dict) -> str:
     info, s = results["machine"], results["settings"]
     folds, reg = results["folds"], results["registration"]
@@ -209,7 +295,8 @@ def markdown(results: dict) -> str:
         f"{reg['wall_s_incl_elastix_load']:.3g} s wall time including the first elastix load. "
         f"MI region: {reg['mi_region']}.",
         "",
-        "## 3. Published reference numbers",
+        *real_case_section(results["real_case"]),
+        "## 4. Published reference numbers",
         "",
     ]
     for ref in results["references"]:
@@ -217,7 +304,7 @@ def markdown(results: dict) -> str:
                   f"{ref['note']}"]
     lines += [
         "",
-        "## 4. Reproducing a full-scale result (GPU, full dataset)",
+        "## 5. Reproducing a full-scale result (GPU, full dataset)",
         "",
         "With the data imported into the case layout (`prostseg` manifests, or your own folder) and a GPU:",
         "",
@@ -259,11 +346,12 @@ def main(argv=None) -> int:
         work = Path(folder)
         folds = lesion_unet_loocv(real / "prostatex-t2w-lesion", work, settings)
         registration = registration_case(real / "prostatex-mpmri" / "ProstateX-0000", work)
+        real_case = book_models_on_real_case(real, work, args.quick)
     total = time.perf_counter() - started
     results = {"benchmark": NAME, "quick": args.quick, "machine": info, "settings": settings, "folds": folds,
                "mean_dice": sum(f["dice"] for f in folds) / len(folds),
                "mean_iou": sum(f["iou"] for f in folds) / len(folds),
-               "registration": registration, "references": REFERENCES,
+               "registration": registration, "real_case": real_case, "references": REFERENCES,
                "full_run_command": FULL_RUN_COMMAND, "total_s": total}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{NAME}.json").write_text(json.dumps(results, indent=2) + "\n")

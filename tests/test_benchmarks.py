@@ -217,7 +217,15 @@ def test_real_data_report_quick(real_data_dir, tmp_path):
     registration = results["registration"]
     for modality in ("adc", "dwi"):
         _positive(registration[modality]["mi_before"], registration[modality]["mi_after"])
+    real_case = results["real_case"]
+    models = {row["model"] for row in real_case["scores"]}
+    assert models == {"U-Net (chapter 7)", "Pix2Pix (chapter 10)", "U-Net, phantoms + intensity randomisation"}
+    for row in real_case["scores"]:
+        assert 0 <= row["whole gland"] <= 1
+    agreement = {row["reference"]: row for row in real_case["agreement"]}
+    assert round(agreement["gland_guerbet23.nii.gz"]["whole gland"], 2) == 0.94
     report = (tmp_path / "real_data_report.md").read_text()
+    assert "## 3. The book's models on ProstateX-0000" in report and "another AI model" in report
     assert "not verified" in report and "book/07_train-unet.ipynb" in report and "-p image_size 384" in report
     # the data folder is read only
     assert not list(real_data_dir.rglob("aligned"))
