@@ -73,7 +73,7 @@ def one_line(err: BaseException) -> str:
 
 def _call(task: Callable, name: str, item, threads: int) -> dict:
     """Run ``task(item, threads)`` for case ``name``; never raises: a row either way."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for category in _IGNORED_WARNINGS:
@@ -85,6 +85,7 @@ def _call(task: Callable, name: str, item, threads: int) -> dict:
     notes = list(row.pop("warnings", []))
     notes += [f"{w.category.__name__}: {w.message}" for w in caught]
     return {"case": name, **row, "seconds": round(time.perf_counter() - started, 2),
+            "cpu_seconds": round(time.process_time() - cpu_started, 2),
             "warnings": "; ".join(dict.fromkeys(" ".join(str(n).split()) for n in notes))}
 
 
@@ -204,8 +205,9 @@ def run_cases(
     -------
     list of dict
         Rows in the order of ``items``: ``case``, ``status`` (``failed`` with ``error``
-        when the task raised or its worker died), the task's values, ``seconds`` (in the
-        task) and ``warnings`` (one string; Python warnings included).
+        when the task raised or its worker died), the task's values, ``seconds`` (wall
+        time in the task), ``cpu_seconds`` (CPU time of the process that ran it, all its
+        threads) and ``warnings`` (one string; Python warnings included).
     """
     from tqdm import tqdm
 
