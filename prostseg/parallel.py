@@ -163,7 +163,8 @@ def connect(scheduler: str):
     try:
         return Client(scheduler, timeout="20s")
     except (OSError, TimeoutError, ValueError) as err:
-        raise ProstsegError(f"cannot reach the Dask scheduler at {scheduler}: {one_line(err)}") from None
+        problem = one_line(err)
+        raise ProstsegError(f"cannot reach the Dask scheduler at {scheduler}: {problem}") from None
 
 
 def run_cases(

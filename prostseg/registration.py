@@ -6,8 +6,10 @@ against 0.5 mm for T2W) and minutes later, so the patient may have moved: resamp
 them with their headers alone ("header-only resampling", ``resample_to(moving,
 fixed)``) can leave the anatomy a few millimetres off. :func:`register` finds the
 rigid (then affine) transform that aligns a diffusion volume (the *moving* image) with
-the T2W volume (the *fixed* image) by maximising their mutual information, and
-:func:`register_case` does it for a whole case folder and writes the stack.
+the T2W volume (the *fixed* image) by maximising their mutual information,
+:func:`register_case` does it for a whole case folder and writes the stack, and
+:func:`register_dataset` for every case of a data folder that lacks up-to-date results,
+several at a time (``prostseg register-dataset``; :mod:`prostseg.parallel`).
 
 Conventions
 -----------
@@ -734,7 +736,8 @@ _REPORT = "registration.json"
 def _output_paths(out_dir: Path) -> list[Path]:
     """What :func:`register_case` writes, ``registration.json`` last."""
     paths = [out_dir / "stack.nii.gz"]
-    paths += [out_dir / f"{m}{suffix}" for m in ("dwi", "adc") for suffix in (".nii.gz", "_transform.txt")]
+    paths += [out_dir / f"{m}{suffix}" for m in ("dwi", "adc")
+              for suffix in (".nii.gz", "_transform.txt")]
     return [*paths, out_dir / _REPORT]
 
 
@@ -878,14 +881,16 @@ def registration_state(
     if report.get("status") == "incomplete":
         return RegistrationState(False, "an earlier registration was interrupted", True)
     if "inputs" not in report:
-        return RegistrationState(False, "registered by an older prostseg (no input checksums)", True)
+        return RegistrationState(False, "registered by an older prostseg (no input checksums)",
+                                 True)
     if report.get("parameters") != _parameters(transforms):
         return RegistrationState(False, f"registered with other parameters (transforms "
                                  f"{report.get('transforms')}, now {list(transforms)})", True)
     changed = [case.path(name).name for name in _REGISTERED_INPUTS
                if not _same_input(report["inputs"].get(name), case.path(name), case.folder)]
     if changed:
-        return RegistrationState(False, f"inputs changed since the registration: {', '.join(changed)}", True)
+        return RegistrationState(False, "inputs changed since the registration: "
+                                 + ", ".join(changed), True)
     missing = [path.name for path in outputs if path not in existing]
     if missing:
         return RegistrationState(False, f"results missing: {', '.join(missing)}", True)
@@ -959,7 +964,8 @@ def register_case(
     --------
     >>> aligned = register_case("data/phantom/phantom-000")  # doctest: +SKIP
     >>> sorted(json.loads((aligned / "registration.json").read_text()))  # doctest: +SKIP
-    ['adc', 'case', 'dwi', 'fixed', 'inputs', 'parameters', 'seconds', 'status', 'transform_from', 'transforms']
+    ['adc', 'case', 'dwi', 'fixed', 'inputs', 'parameters', 'seconds', 'status',
+     'transform_from', 'transforms']
     """
     started = time.perf_counter()
     case = find_case(case_dir, require=_REGISTERED_INPUTS, check_grids=False)
@@ -1013,7 +1019,8 @@ def _use_threads(threads: int) -> None:
 
 
 def _quality_columns(report: dict) -> dict:
-    return {f"{m}_mi_{when}": report[m][f"mi_{when}"] for m in ("adc", "dwi") for when in ("before", "after")}
+    return {f"{m}_mi_{when}": report[m][f"mi_{when}"]
+            for m in ("adc", "dwi") for when in ("before", "after")}
 
 
 def _register_task(item: tuple, threads: int) -> dict:
@@ -1026,8 +1033,10 @@ def _register_task(item: tuple, threads: int) -> dict:
                   number_of_threads=threads)
     columns = _quality_columns(json.loads((out_dir / _REPORT).read_text()))
     notes = [note] if note else []
-    notes += [f"{m} mutual information fell ({columns[f'{m}_mi_before']} -> {columns[f'{m}_mi_after']})"
-              for m in ("adc", "dwi") if columns[f"{m}_mi_after"] < columns[f"{m}_mi_before"]]
+    for m in ("adc", "dwi"):
+        before, after = columns[f"{m}_mi_before"], columns[f"{m}_mi_after"]
+        if after < before:
+            notes.append(f"{m} mutual information fell ({before} -> {after})")
     return {"status": "registered", **columns, "warnings": notes}
 
 
@@ -1063,7 +1072,8 @@ class DatasetRegistration:
         """Raise :class:`ProstsegError` listing every failed case with its error."""
         if self.failed:
             listed = "".join(f"\n  {row['case']}: {row['error']}" for row in self.failed)
-            raise ProstsegError(f"{len(self.failed)} of {len(self.rows)} cases failed to register:{listed}")
+            raise ProstsegError(
+                f"{len(self.failed)} of {len(self.rows)} cases failed to register:{listed}")
 
 
 def _write_summary(rows: Sequence[dict], path: Path) -> None:
@@ -1152,9 +1162,11 @@ def register_dataset(
         else:
             if state.up_to_date and not overwrite:
                 report = json.loads((folder / "aligned" / _REPORT).read_text())
-                rows[folder.name] = {"case": folder.name, "status": "up to date", **_quality_columns(report)}
+                rows[folder.name] = {"case": folder.name, "status": "up to date",
+                                     **_quality_columns(report)}
             else:
-                note = "" if overwrite or state.reason == "not registered" else f"replaced: {state.reason}"
+                fresh = overwrite or state.reason == "not registered"
+                note = "" if fresh else f"replaced: {state.reason}"
                 to_register[folder.name] = (folder, transforms, overwrite, note)
                 rows[folder.name] = {"case": folder.name, "status": "waiting"}
         rows[folder.name]["seconds"] = round(time.perf_counter() - started, 2)
