@@ -1077,11 +1077,14 @@ class DatasetRegistration:
 
 
 def _write_summary(rows: Sequence[dict], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+    except OSError as err:
+        raise InputError(path, f"cannot write the summary: {err.strerror or err}") from None
 
 
 def register_dataset(

@@ -195,8 +195,10 @@ def test_a_missing_data_folder_is_one_clear_error(tmp_path, capsys):
 
 
 def _without_seconds(value):
+    """A row or report without its timings (``seconds``, ``cpu_seconds``)."""
     if isinstance(value, dict):
-        return {key: _without_seconds(item) for key, item in value.items() if key != "seconds"}
+        return {key: _without_seconds(item) for key, item in value.items()
+                if key not in ("seconds", "cpu_seconds")}
     return value
 
 
