@@ -20,7 +20,8 @@ from pathlib import Path
 import common
 
 BENCHMARKS = ("data_loading", "input_pipeline", "training_throughput", "inference_registration",
-              "book_execution", "book_models", "phantom_realism", "real_data_report")
+              "dataset_registration", "book_execution", "book_models", "phantom_realism",
+              "real_data_report")
 
 
 def _load(out: Path, name: str) -> dict | None:
@@ -61,6 +62,15 @@ def _inference(r: dict) -> list[str]:
     rows = [[f"predict_volume {'x'.join(map(str, i['volume_shape']))}", i["first_call_s"], i["warm"]["median_s"]]]
     rows += [[f"register_case {x['case']}", x["first_call_s"], x["warm"]["median_s"]] for x in r["registration"]]
     return [common.table(["operation", "first call s", "warm s"], rows)]
+
+
+def _dataset_registration(r: dict) -> list[str]:
+    runs = [f"{x['workers']} worker(s) x {x['threads']} thread(s) {x['wall_s']:.3g} s" for x in r["runs"]]
+    s, p = r["speedup"], r["projection"]
+    return [f"{r['settings']['cases']} phantom cases: {'; '.join(runs)}. Speed-up of the parallel workers "
+            f"{s['end_to_end_vs_serial']:.2f}x end to end ({s['steady_vs_serial']:.2f}x steady state) over "
+            f"1 worker x 1 thread. Projected {p['studies']} studies on {p['cores']} cores: "
+            f"{p['wall_s'] / 60:.0f} min."]
 
 
 def _book(r: dict) -> list[str]:
@@ -118,6 +128,7 @@ def _real(r: dict) -> list[str]:
 SECTIONS = {"data_loading": ("Data loading", _data_loading), "input_pipeline": ("Input pipeline", _input_pipeline),
             "training_throughput": ("Training throughput", _training),
             "inference_registration": ("Inference and registration", _inference),
+            "dataset_registration": ("Dataset registration", _dataset_registration),
             "book_execution": ("Book execution", _book), "book_models": ("Book models", _book_models),
             "phantom_realism": ("Phantom realism", _phantom),
             "real_data_report": ("Real data", _real)}

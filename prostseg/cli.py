@@ -156,6 +156,32 @@ def _add_register_commands(subparsers) -> None:
     case_parser.add_argument("--overwrite", action="store_true", help="replace CASE/aligned")
     case_parser.set_defaults(handler=_run_register_case)
 
+    dataset_parser = subparsers.add_parser(
+        "register-dataset",
+        help="register every case of a data folder that lacks up-to-date results, in parallel",
+        description="Run register-case on every case of DATA_DIR whose aligned/ folder is missing "
+        "or out of date (inputs or parameters changed, run interrupted), several at a time, here "
+        "or on a Dask cluster. Writes a summary CSV; exits 1 if any case failed.",
+    )
+    dataset_parser.add_argument("data_dir", type=Path, help="folder of case folders")
+    where = dataset_parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="cases at a time on this machine "
+                       "(default: its cores; 1: one after the other in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
+    dataset_parser.add_argument("--threads", type=int, help="elastix/ITK threads per case "
+                                "(default: cores / workers; 1 on Dask)")
+    dataset_parser.add_argument(
+        "--transforms", nargs="+", choices=("rigid", "affine", "bspline"), default=None,
+        help="transforms to estimate, in order (default: rigid)",
+    )
+    dataset_parser.add_argument("--summary", type=Path,
+                                help="summary CSV (default: DATA_DIR/registration_summary.csv)")
+    dataset_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dataset_parser.add_argument("--overwrite", action="store_true",
+                                help="register every case again, replacing its aligned/ results")
+    dataset_parser.set_defaults(handler=_run_register_dataset)
+
 
 def _run_register(args) -> int:
     from prostseg.errors import InputError
@@ -194,6 +220,22 @@ def _run_register_case(args) -> int:
         print(f"{modality}: {_mutual_information_change(report[modality])}")
     print(f"{report['seconds']:.1f} s")
     return 0
+
+
+def _run_register_dataset(args) -> int:
+    from prostseg import registration
+
+    summary = args.summary or args.data_dir / "registration_summary.csv"
+    result = registration.register_dataset(
+        args.data_dir, workers=args.workers, client=args.scheduler, threads=args.threads,
+        transforms=tuple(args.transforms or registration.DEFAULT_TRANSFORMS),
+        overwrite=args.overwrite, summary_csv=summary, progress=not args.no_progress,
+    )
+    print(", ".join(f"{count} {status}" for status, count in result.counts().items()))
+    for row in result.failed:
+        print(f"FAILED {row['case']}: {row['error']}", file=sys.stderr)
+    print(f"summary: {summary}")
+    return 1 if result.failed else 0
 
 
 def _mutual_information_change(quality: dict) -> str:

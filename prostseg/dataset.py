@@ -69,6 +69,7 @@ __all__ = [
     "FILE_ALIASES",
     "Case",
     "find_case",
+    "case_folders",
     "discover_cases",
 ]
 
@@ -269,6 +270,41 @@ def find_case(
     return case
 
 
+def case_folders(data_dir: str | os.PathLike) -> list[Path]:
+    """The case folders of a data folder, sorted, without reading them.
+
+    Every sub-folder of ``data_dir`` whose name does not start with ``.`` is a case.
+    Commands that treat each case on its own (and report a bad case instead of
+    stopping) list the cases with this function and check each with :func:`find_case`.
+
+    Raises
+    ------
+    InputError
+        Naming ``data_dir`` when it is missing or holds no case folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> data_dir = Path(tempfile.mkdtemp())
+    >>> for name in ("b", "a", ".hidden"):
+    ...     (data_dir / name).mkdir()
+    >>> [folder.name for folder in case_folders(data_dir)]
+    ['a', 'b']
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "no such data folder")
+    folders = [entry for entry in _entries(data_dir) if entry.is_dir()]
+    if not folders:
+        raise InputError(
+            data_dir,
+            "no case folders; expected DATA_DIR/CASE_ID/t2w.nii.gz and optional adc, dwi, "
+            "lesion, zones files (see prostseg.dataset)",
+        )
+    return folders
+
+
 def discover_cases(
     data_dir: str | os.PathLike, *, require: Iterable[str] = ("t2w",), check_grids: bool = True
 ) -> list[Case]:
@@ -309,16 +345,7 @@ def discover_cases(
     prostseg.errors.InputError: ...: no case folders; expected DATA_DIR/CASE_ID/t2w.nii.gz ...
     """
     require = _checked_require(require)
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise InputError(data_dir, "no such data folder")
-    folders = [entry for entry in _entries(data_dir) if entry.is_dir()]
-    if not folders:
-        raise InputError(
-            data_dir,
-            "no case folders; expected DATA_DIR/CASE_ID/t2w.nii.gz and optional adc, dwi, "
-            "lesion, zones files (see prostseg.dataset)",
-        )
+    folders = case_folders(data_dir)
     cases, report, bad = [], [], 0
     for folder in folders:
         case, problems = _scan(folder, require, check_grids)

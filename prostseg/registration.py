@@ -6,8 +6,10 @@ against 0.5 mm for T2W) and minutes later, so the patient may have moved: resamp
 them with their headers alone ("header-only resampling", ``resample_to(moving,
 fixed)``) can leave the anatomy a few millimetres off. :func:`register` finds the
 rigid (then affine) transform that aligns a diffusion volume (the *moving* image) with
-the T2W volume (the *fixed* image) by maximising their mutual information, and
-:func:`register_case` does it for a whole case folder and writes the stack.
+the T2W volume (the *fixed* image) by maximising their mutual information,
+:func:`register_case` does it for a whole case folder and writes the stack, and
+:func:`register_dataset` for every case of a data folder that lacks up-to-date results,
+several at a time (``prostseg register-dataset``; :mod:`prostseg.parallel`).
 
 Conventions
 -----------
@@ -36,6 +38,8 @@ True
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -46,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prostseg.atomic import atomic_path
 from prostseg.dataset import find_case
 from prostseg.errors import InputError, ProstsegError
 from prostseg.io import Volume, load_volume, save_like, volume_to_itk
@@ -53,13 +58,18 @@ from prostseg.io import Volume, load_volume, save_like, volume_to_itk
 __all__ = [
     "DEFAULT_TRANSFORMS",
     "PARAMETER_NOTES",
+    "SUMMARY_COLUMNS",
+    "DatasetRegistration",
     "RegistrationResult",
+    "RegistrationState",
     "central_region",
     "default_parameter_maps",
     "load_transform",
     "mutual_information",
     "register",
     "register_case",
+    "register_dataset",
+    "registration_state",
     "resample_to",
     "save_transform",
     "translation_map",
@@ -716,6 +726,182 @@ def load_transform(path: str | os.PathLike) -> list[dict[str, list[str]]]:
         path = candidate if candidate.is_absolute() or not (path.parent / candidate).is_file() else path.parent / candidate
 
 
+# ------------------------------------------------------- inputs and up-to-dateness
+
+#: Volumes of a case that a registration reads; their checksums go into registration.json.
+_REGISTERED_INPUTS = ("t2w", "dwi", "adc")
+_REPORT = "registration.json"
+
+
+def _output_paths(out_dir: Path) -> list[Path]:
+    """What :func:`register_case` writes, ``registration.json`` last."""
+    paths = [out_dir / "stack.nii.gz"]
+    paths += [out_dir / f"{m}{suffix}" for m in ("dwi", "adc")
+              for suffix in (".nii.gz", "_transform.txt")]
+    return [*paths, out_dir / _REPORT]
+
+
+def _input_files(path: Path) -> list[Path]:
+    """The files whose bytes make up one input volume.
+
+    The file itself with its siblings of the same stem (the ``.raw`` data file of a
+    ``.mhd`` header), or every file of a DICOM series folder.
+    """
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    stem = path.name.lower().split(".")[0]
+    return sorted(p for p in path.parent.iterdir()
+                  if p.is_file() and p.name.lower().split(".")[0] == stem)
+
+
+def _stat(files: Sequence[Path]) -> dict:
+    stats = [f.stat() for f in files]
+    return {"bytes": sum(s.st_size for s in stats), "mtime_ns": max(s.st_mtime_ns for s in stats)}
+
+
+def _sha256(files: Sequence[Path], folder: Path) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _fingerprint(path: Path, folder: Path) -> dict:
+    """Name, SHA-256, size and newest modification time of one input volume."""
+    files = _input_files(path)
+    return {"file": path.name, "sha256": _sha256(files, folder), **_stat(files)}
+
+
+def _same_input(recorded, path: Path, folder: Path) -> bool:
+    """Whether ``path`` holds what ``recorded`` describes: the same size and time
+    (no reading), else the same checksum (a copied or touched file)."""
+    if not isinstance(recorded, dict) or recorded.get("file") != path.name:
+        return False
+    files = _input_files(path)
+    stat = _stat(files)
+    if all(recorded.get(key) == value for key, value in stat.items()):
+        return True
+    return recorded.get("sha256") == _sha256(files, folder)
+
+
+def _parameters(transforms: Sequence[str]) -> dict:
+    """The settings a registration depends on besides its inputs.
+
+    The checksum covers every entry of :func:`default_parameter_maps` (iterations,
+    samples, metric, ...), so that a change of the defaults makes results out of date;
+    the entries that depend on the voxel sizes follow from the inputs.
+    """
+    maps = json.dumps(default_parameter_maps(transforms), sort_keys=True).encode()
+    return {"transforms": list(transforms), "elastix_maps_sha256": hashlib.sha256(maps).hexdigest()}
+
+
+def _read_report(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _written_by_prostseg(report) -> bool:
+    return isinstance(report, dict) and "case" in report and "transforms" in report
+
+
+@dataclass(frozen=True)
+class RegistrationState:
+    """Whether a case's registration results are up to date (see :func:`registration_state`).
+
+    Attributes
+    ----------
+    up_to_date : bool
+        The results exist, are complete and were made from the same input files with
+        the same parameters.
+    reason : str
+        Why not (empty when up to date).
+    replaceable : bool
+        Registering again may replace what is there: nothing is there, or
+        ``registration.json`` shows that prostseg wrote it. False for results
+        without a ``registration.json`` (made by someone else): they are kept unless
+        ``overwrite`` is asked for.
+    """
+
+    up_to_date: bool
+    reason: str
+    replaceable: bool
+
+
+def registration_state(
+    case_dir: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    transforms: Sequence[str] = DEFAULT_TRANSFORMS,
+) -> RegistrationState:
+    """Check whether a case's ``aligned/`` folder matches its inputs and parameters.
+
+    Reads ``registration.json``: its status (an interrupted registration leaves
+    ``incomplete``), the transforms and elastix settings, and the checksums of T2W,
+    DWI and ADC, compared with the files now in the case folder (files whose size and
+    modification time are unchanged are not read again). Loads no image and no ITK.
+
+    Parameters
+    ----------
+    case_dir : path
+        Case folder with ``t2w``, ``dwi`` (or ``hbv``) and ``adc``.
+    out_dir : path, optional
+        Results folder (default ``case_dir/aligned``).
+    transforms : sequence of str
+        The transforms the results should have been made with.
+
+    Returns
+    -------
+    RegistrationState
+
+    Raises
+    ------
+    InputError
+        If the case folder lacks a modality (see :func:`prostseg.dataset.find_case`).
+
+    Examples
+    --------
+    >>> state = registration_state("data/phantom/phantom-000")  # doctest: +SKIP
+    >>> state.up_to_date, state.reason  # doctest: +SKIP
+    (False, 'inputs changed since the registration: adc.nii.gz')
+    """
+    case = find_case(case_dir, require=_REGISTERED_INPUTS, check_grids=False)
+    out_dir = case.folder / "aligned" if out_dir is None else Path(out_dir)
+    outputs = _output_paths(out_dir)
+    existing = [path for path in outputs if path.exists()]
+    report = _read_report(out_dir / _REPORT)
+    if not _written_by_prostseg(report):
+        if existing:
+            return RegistrationState(False, f"{existing[0]} exists but was not written by prostseg "
+                                     "(no readable registration.json)", False)
+        return RegistrationState(False, "not registered", True)
+    if report.get("status") == "incomplete":
+        return RegistrationState(False, "an earlier registration was interrupted", True)
+    if "inputs" not in report:
+        return RegistrationState(False, "registered by an older prostseg (no input checksums)",
+                                 True)
+    if report.get("parameters") != _parameters(transforms):
+        return RegistrationState(False, f"registered with other parameters (transforms "
+                                 f"{report.get('transforms')}, now {list(transforms)})", True)
+    changed = [case.path(name).name for name in _REGISTERED_INPUTS
+               if not _same_input(report["inputs"].get(name), case.path(name), case.folder)]
+    if changed:
+        return RegistrationState(False, "inputs changed since the registration: "
+                                 + ", ".join(changed), True)
+    missing = [path.name for path in outputs if path not in existing]
+    if missing:
+        return RegistrationState(False, f"results missing: {', '.join(missing)}", True)
+    return RegistrationState(True, "", True)
+
+
+def _write_report(report: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
 # ---------------------------------------------------------------------- one case
 
 
@@ -742,7 +928,11 @@ def register_case(
     ``T2W.shape + (3,)``, channels T2W, DWI, ADC, in the T2W file's voxel order and
     affine so that it overlays the T2W in viewers) and ``registration.json`` (mutual
     information with T2W after header-only resampling and after registration, per
-    modality, and the seconds taken).
+    modality, the seconds taken, and what :func:`registration_state` compares: the
+    checksums of the three inputs and the parameters). ``registration.json`` is written
+    first with ``"status": "incomplete"`` and replaced, atomically, by the full report
+    once everything else is written, so that an interrupted registration is known as
+    such.
 
     Parameters
     ----------
@@ -756,7 +946,8 @@ def register_case(
     transforms : sequence of str
         Passed to :func:`register`.
     number_of_threads : int, optional
-        Passed to :func:`register`.
+        Passed to :func:`register`. Results are bit-identical for the same inputs and
+        the same number of threads; another number of threads changes the last digits.
 
     Returns
     -------
@@ -773,35 +964,226 @@ def register_case(
     --------
     >>> aligned = register_case("data/phantom/phantom-000")  # doctest: +SKIP
     >>> sorted(json.loads((aligned / "registration.json").read_text()))  # doctest: +SKIP
-    ['adc', 'case', 'dwi', 'fixed', 'seconds', 'transform_from', 'transforms']
+    ['adc', 'case', 'dwi', 'fixed', 'inputs', 'parameters', 'seconds', 'status',
+     'transform_from', 'transforms']
     """
     started = time.perf_counter()
-    case = find_case(case_dir, require=("t2w", "dwi", "adc"), check_grids=False)
+    case = find_case(case_dir, require=_REGISTERED_INPUTS, check_grids=False)
     out_dir = case.folder / "aligned" if out_dir is None else Path(out_dir)
-    outputs = [out_dir / name for name in ("stack.nii.gz", "registration.json")]
-    outputs += [out_dir / f"{m}{suffix}" for m in ("dwi", "adc") for suffix in (".nii.gz", "_transform.txt")]
-    existing = [path for path in outputs if path.exists()]
+    existing = [path for path in _output_paths(out_dir) if path.exists()]
     if existing and not overwrite:
         raise InputError(existing[0], "already exists; pass overwrite=True to replace the registration results")
+
+    report = {
+        "case": case.case_id,
+        "status": "incomplete",
+        "transforms": list(transforms),
+        "parameters": _parameters(transforms),
+        "inputs": {name: _fingerprint(case.path(name), case.folder) for name in _REGISTERED_INPUTS},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_report(report, out_dir / _REPORT)
 
     t2w = load_volume(case.path("t2w"))
     result = register(t2w, case.path("adc"), transforms=transforms, number_of_threads=number_of_threads)
     dwi = load_volume(case.path("dwi"))
     aligned = {"dwi": resample_to(dwi, t2w, result), "adc": result.aligned}
-    report = {
-        "case": case.case_id,
+    report.update({
         "fixed": case.path("t2w").name,
-        "transforms": list(transforms),
         "transform_from": case.path("adc").name,
         "dwi": {"moving": case.path("dwi").name, **_mutual_information_before_after(t2w, dwi, result, aligned["dwi"])},
         "adc": {"moving": case.path("adc").name, **result.quality},
-    }
+    })
 
     for modality, volume in aligned.items():
         save_like(volume.data, t2w, out_dir / f"{modality}.nii.gz", overwrite=True)
         save_transform(result, out_dir / f"{modality}_transform.txt", overwrite=True)
     stack = np.stack([t2w.data, aligned["dwi"].data, aligned["adc"].data], axis=-1).astype(np.float32)
     save_like(stack, t2w, out_dir / "stack.nii.gz", overwrite=True)
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    (out_dir / "registration.json").write_text(json.dumps(report, indent=2) + "\n")
+    report.update(status="complete", seconds=round(time.perf_counter() - started, 2))
+    _write_report(report, out_dir / _REPORT)
     return out_dir
+
+
+# ------------------------------------------------------------------- a whole dataset
+
+#: Columns of the summary CSV of :func:`register_dataset`.
+SUMMARY_COLUMNS = ("case", "status", "adc_mi_before", "adc_mi_after", "dwi_mi_before",
+                   "dwi_mi_after", "seconds", "warnings", "error")
+
+
+def _use_threads(threads: int) -> None:
+    """Let ITK filters of this process (transformix resampling) use ``threads`` threads;
+    elastix gets the same number through ``number_of_threads``."""
+    _itk().MultiThreaderBase.SetGlobalDefaultNumberOfThreads(int(threads))
+
+
+def _quality_columns(report: dict) -> dict:
+    return {f"{m}_mi_{when}": report[m][f"mi_{when}"]
+            for m in ("adc", "dwi") for when in ("before", "after")}
+
+
+def _register_task(item: tuple, threads: int) -> dict:
+    """Register one case in a worker (see :func:`register_dataset`)."""
+    case_dir, transforms, overwrite, note = item
+    _use_threads(threads)
+    out_dir = Path(case_dir) / "aligned"
+    replace_ours = _written_by_prostseg(_read_report(out_dir / _REPORT))
+    register_case(case_dir, overwrite=overwrite or replace_ours, transforms=transforms,
+                  number_of_threads=threads)
+    columns = _quality_columns(json.loads((out_dir / _REPORT).read_text()))
+    notes = [note] if note else []
+    for m in ("adc", "dwi"):
+        before, after = columns[f"{m}_mi_before"], columns[f"{m}_mi_after"]
+        if after < before:
+            notes.append(f"{m} mutual information fell ({before} -> {after})")
+    return {"status": "registered", **columns, "warnings": notes}
+
+
+@dataclass
+class DatasetRegistration:
+    """What :func:`register_dataset` did, case by case.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per case folder, with the keys of :data:`SUMMARY_COLUMNS`; ``status``
+        is ``registered``, ``up to date`` (skipped) or ``failed`` (with ``error``).
+    summary_csv : Path or None
+        The summary file, when one was asked for.
+    """
+
+    rows: list[dict]
+    summary_csv: Path | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        """The rows of the cases that failed."""
+        return [row for row in self.rows if row["status"] == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        """Number of cases per status."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        return counts
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`ProstsegError` listing every failed case with its error."""
+        if self.failed:
+            listed = "".join(f"\n  {row['case']}: {row['error']}" for row in self.failed)
+            raise ProstsegError(
+                f"{len(self.failed)} of {len(self.rows)} cases failed to register:{listed}")
+
+
+def _write_summary(rows: Sequence[dict], path: Path) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+    except OSError as err:
+        raise InputError(path, f"cannot write the summary: {err.strerror or err}") from None
+
+
+def register_dataset(
+    data_dir: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    client=None,
+    threads: int | None = None,
+    transforms: Sequence[str] = DEFAULT_TRANSFORMS,
+    overwrite: bool = False,
+    summary_csv: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> DatasetRegistration:
+    """Register every case of a data folder that lacks up-to-date results, in parallel.
+
+    Each case folder of ``data_dir`` (:func:`prostseg.dataset.case_folders`) is checked
+    with :func:`registration_state`: cases whose ``aligned/`` folder matches their
+    inputs and parameters are skipped, so that a run that was stopped continues where
+    it stopped; the others are registered with :func:`register_case`, several at a
+    time (:func:`prostseg.parallel.run_cases`). Results that prostseg wrote but that
+    are out of date (inputs changed, other transforms, an interrupted run) are
+    replaced; results without a ``registration.json`` are kept unless ``overwrite``.
+    A case that fails (missing or unreadable file, elastix error, even a crash of its
+    worker process) is reported with its one-line error; the others go on.
+
+    Parameters
+    ----------
+    data_dir : path
+        Folder of case folders (see :mod:`prostseg.dataset`).
+    workers : int, optional
+        Cases registered at a time on this machine (default: its usable cores); 1
+        registers them in this process.
+    client : dask.distributed.Client or str, optional
+        Register on a Dask cluster instead: a client, or a scheduler address.
+    threads : int, optional
+        Threads of elastix and ITK per case. Default: the usable cores divided by the
+        workers (at least 1), so that the workers together use each core once; 1 per
+        case on Dask (run one single-threaded Dask worker process per core).
+    transforms : sequence of str
+        Passed to :func:`register_case`; results made with other transforms are out of
+        date.
+    overwrite : bool
+        Register every case again, replacing whatever its ``aligned/`` holds.
+    summary_csv : path, optional
+        Write the summary (:data:`SUMMARY_COLUMNS`) here; it is rewritten as each case
+        finishes, so it shows the progress of a long run.
+    progress : bool
+        Show a progress bar with the time left.
+
+    Returns
+    -------
+    DatasetRegistration
+        One row per case; :meth:`DatasetRegistration.raise_if_failed` stops on failures.
+
+    Raises
+    ------
+    InputError
+        If ``data_dir`` is missing or holds no case folder (a bad case is a failed row).
+
+    Examples
+    --------
+    >>> result = register_dataset("data/phantom", summary_csv="registration.csv")  # doctest: +SKIP
+    >>> result.counts()  # doctest: +SKIP
+    {'registered': 7, 'failed': 1}
+    """
+    from prostseg.dataset import case_folders
+    from prostseg.parallel import one_line, run_cases
+
+    transforms = tuple(transforms)
+    rows: dict[str, dict] = {}
+    to_register: dict[str, tuple] = {}
+    for folder in case_folders(data_dir):
+        started = time.perf_counter()
+        try:
+            state = registration_state(folder, transforms=transforms)
+        except InputError as err:
+            rows[folder.name] = {"case": folder.name, "status": "failed", "error": one_line(err)}
+        else:
+            if state.up_to_date and not overwrite:
+                report = json.loads((folder / "aligned" / _REPORT).read_text())
+                rows[folder.name] = {"case": folder.name, "status": "up to date",
+                                     **_quality_columns(report)}
+            else:
+                fresh = overwrite or state.reason == "not registered"
+                note = "" if fresh else f"replaced: {state.reason}"
+                to_register[folder.name] = (folder, transforms, overwrite, note)
+                rows[folder.name] = {"case": folder.name, "status": "waiting"}
+        rows[folder.name]["seconds"] = round(time.perf_counter() - started, 2)
+    summary_csv = None if summary_csv is None else Path(summary_csv)
+
+    def finished(row: dict) -> None:
+        rows[row["case"]] = row
+        if summary_csv is not None:
+            _write_summary(list(rows.values()), summary_csv)
+
+    skipped = len(rows) - len(to_register)
+    if summary_csv is not None:
+        _write_summary(list(rows.values()), summary_csv)
+    run_cases(_register_task, to_register, workers=workers, client=client, threads=threads,
+              progress=progress, description=f"registering ({skipped} of {len(rows)} skipped)",
+              on_row=finished)
+    return DatasetRegistration(list(rows.values()), summary_csv)

@@ -123,6 +123,24 @@ def test_inference_registration_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_dataset_registration_quick(tmp_path):
+    _run("dataset_registration.py", tmp_path)
+    results = _results(tmp_path, "dataset_registration", tensorflow=False)
+    _assert_finite(results)
+    runs = results["runs"]
+    assert [(run["workers"], run["threads"]) for run in runs] == [tuple(c) for c in results["settings"]["configurations"]]
+    assert runs[0]["workers"] == 1 and runs[-1]["workers"] >= 2
+    for run in runs:
+        assert len(run["case_seconds"]) == results["settings"]["cases"]
+        _positive(run["wall_s"], run["median_case_s"], run["median_case_cpu_s"], run["steady_cases_per_s"])
+        assert run["steady_cases_per_s"] == pytest.approx(run["workers"] / run["median_case_s"])
+    speedup, projection = results["speedup"], results["projection"]
+    assert speedup["end_to_end_vs_serial"] == pytest.approx(runs[0]["wall_s"] / runs[-1]["wall_s"])
+    assert projection["rounds"] == math.ceil(1500 / 32)
+    assert projection["wall_s"] == pytest.approx(projection["startup_s"] + projection["rounds"] * projection["case_s"])
+
+
+@pytest.mark.slow
 def test_book_execution_quick_lists_the_chapters(tmp_path):
     _run("book_execution.py", tmp_path)
     results = _results(tmp_path, "book_execution")
@@ -199,7 +217,7 @@ def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     book = summary.split("## Book execution")[1].split("## ")[0]
     assert "QUICK RUN" in book and "kernel start" in book
-    assert summary.count("Not run.") == 7  # the seven benchmarks that did not run
+    assert summary.count("Not run.") == 8  # the eight benchmarks that did not run
 
 
 @pytest.mark.slow
