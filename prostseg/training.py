@@ -63,7 +63,9 @@ import numpy as np
 import tensorflow as tf
 
 from prostseg import losses
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases
+from prostseg.atomic import atomic_path
+from prostseg.datacheck import check_training_data
+from prostseg.dataset import LESION_VALUES, MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases
 from prostseg.errors import InputError
 from prostseg.metrics import ThresholdedDice, ThresholdedIoU, per_class_dice
 from prostseg.models import PIX2PIX_UPSAMPLING, build_pix2pix_discriminator, build_pix2pix_generator, build_unet
@@ -180,8 +182,8 @@ class _TrainingConfig:
         path = Path(path)
         if path.exists() and not overwrite:
             raise InputError(path, "file exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
 
@@ -223,6 +225,9 @@ class UNetTrainingConfig(_TrainingConfig):
         Binary cross-entropy (the original project's choice), soft Dice, or their sum.
     label : {"lesion", "zones"}
         The mask to learn: lesions, or the whole gland (every non-zero zone).
+    lesion_value : {1, 255}
+        Value of lesion voxels in the lesion masks (background is 0); 255 must be
+        stated, see :func:`prostseg.dataset.load_mask`.
     drop_empty : bool
         Train on slices with foreground only.
     foreground_fraction : float, optional
@@ -264,6 +269,7 @@ class UNetTrainingConfig(_TrainingConfig):
     depth: int = 4
     loss: str = "bce"
     label: str = "lesion"
+    lesion_value: int = 1
     drop_empty: bool = False
     foreground_fraction: float | None = None
     steps_per_epoch: int | None = None
@@ -275,6 +281,8 @@ class UNetTrainingConfig(_TrainingConfig):
             raise ValueError(f"loss must be one of {tuple(UNET_LOSSES)}, got {self.loss!r}")
         if self.label not in MASKS:
             raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
+        if self.lesion_value not in LESION_VALUES:
+            raise ValueError(f"lesion_value must be one of {LESION_VALUES}, got {self.lesion_value!r}")
         if self.steps_per_epoch is not None:
             _check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         if self.image_size % 2**self.depth:
@@ -735,12 +743,13 @@ def train_unet(
     worker = _worker_name(strategy)
     cases = discover_cases(config.data_dir, require=("t2w", config.label))
     split = _patient_split(config, [case.case_id for case in cases])
+    by_id = {case.case_id: case for case in cases}
+    train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
+    check_training_data(config, train_cases, val_cases)  # before anything is written
     folder = _prepare_run_folder(config, worker, overwrite)
     _write_split(split, folder)
     keras.utils.set_random_seed(config.seed)
 
-    by_id = {case.case_id: case for case in cases}
-    train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
     options = dict(image_size=config.image_size, label=config.label, target_spacing=config.target_spacing)
     steps = config.steps_per_epoch or max(
         1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // config.batch_size
@@ -793,7 +802,8 @@ def train_unet(
         verbose=config.verbose,
     )
     model_path = folder / "model.keras"
-    model.save(model_path)
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
     return _result(folder, model_path, monitor, True, strategy.num_replicas_in_sync)
 
 
@@ -875,11 +885,12 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
     worker = _worker_name(strategy)
     cases = discover_cases(config.data_dir, require=("zones", STACK))
     split = _patient_split(config, [case.case_id for case in cases])
+    by_id = {case.case_id: case for case in cases}
+    train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
+    check_training_data(config, train_cases, val_cases)  # before anything is written
     folder = _prepare_run_folder(config, worker, overwrite)
     _write_split(split, folder)
     keras.utils.set_random_seed(config.seed)
-    by_id = {case.case_id: case for case in cases}
-    train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
 
     shape = (config.image_size, config.image_size, 3)
     with _dtype_policy(config.mixed_precision), strategy.scope():
@@ -986,8 +997,9 @@ def train_pix2pix(config: Pix2PixTrainingConfig, *, overwrite: bool = False) -> 
                 f"{key} {value:.4f}" for key, value in row.items() if key != "epoch"), flush=True)
 
     model_path = folder / "generator.keras"
-    generator.save(model_path)
-    discriminator.save(folder / "discriminator.keras")
+    for model, path in ((generator, model_path), (discriminator, folder / "discriminator.keras")):
+        with atomic_path(path) as tmp:
+            model.save(tmp)
     key, lower = ("val_dice_mean", False) if val_cases else ("gen_l1", True)
     return _result(folder, model_path, key, lower, replicas)
 
