@@ -118,6 +118,7 @@ import numpy as np
 from scipy import ndimage
 
 from prostseg.dataset import ZONE_NAMES
+from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 __all__ = [
@@ -1478,7 +1479,8 @@ def write_phantom_dataset(
         case = make_phantom_case(case_seed, **case_kwargs)
         case_dir.mkdir(parents=True, exist_ok=True)
         for name, (array, affine) in case.volumes().items():
-            nib.save(_las_nifti(array, affine), case_dir / f"{name}.nii.gz")
+            with atomic_path(case_dir / f"{name}.nii.gz") as tmp:
+                nib.save(_las_nifti(array, affine), tmp)
         metadata = {
             "generator": "prostseg.phantom",
             "generator_version": GENERATOR_VERSION,
@@ -1492,7 +1494,8 @@ def write_phantom_dataset(
             "adc_units": "1e-6 mm^2/s",
             "misalignment": case.misalignment.to_dict(),
         }
-        (case_dir / _METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        with atomic_path(case_dir / _METADATA) as tmp:  # last: marks a complete case
+            tmp.write_text(json.dumps(metadata, indent=2) + "\n")
     return case_dirs
 
 
