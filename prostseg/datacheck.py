@@ -240,7 +240,7 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
     n_slices = sum(report.slices[path] for path in train_images)
     what = "lesion" if label == "lesion" else "gland (zones)"
     if is_unet and (config.drop_empty or config.foreground_fraction is not None) and with_foreground == 0:
-        option = "drop_empty=True" if config.drop_empty else "foreground_fraction"
+        option = "drop_empty=True" if config.drop_empty else f"foreground_fraction={config.foreground_fraction}"
         raise InputError(
             config.data_dir,
             f"{option} leaves nothing to train on: no slice of the {len(train_masks)} training "
@@ -248,7 +248,8 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
             "pixels (0 steps per epoch); check the masks or train without it",
         )
     if is_unet and config.foreground_fraction is not None and with_foreground == n_slices:
-        raise InputError(config.data_dir, f"foreground_fraction needs slices without {what} too, but all "
+        raise InputError(config.data_dir, f"foreground_fraction={config.foreground_fraction} needs slices "
+                         f"without {what} too, but all "
                          f"{n_slices} training slices have foreground")
     if not is_unet and n_slices < config.batch_size:
         raise InputError(config.data_dir, f"the {len(train_cases)} training cases hold {n_slices} slices, "
