@@ -89,7 +89,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _check_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{suffix}",
+                                            dir=path.parent)
     except OSError as err:
         raise OutputError.from_os_error(path, err) from None
     os.close(handle)

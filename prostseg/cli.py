@@ -413,7 +413,8 @@ def _pipeline_error(err: Exception) -> ProstsegError | None:
     match = re.search(r"prostseg\.errors\.\w+: (.+)", str(err))
     if match:
         return ProstsegError(match[1].strip())
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
     return ProstsegError(f"TensorFlow stopped: {first}")
 
 
@@ -444,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             error = _pipeline_error(err)
             if error is None:
                 raise
-    print(f"prostseg {args.command}: error: {command_line_wording(str(error), parser)}", file=sys.stderr)
+    message = command_line_wording(str(error), parser)
+    print(f"prostseg {args.command}: error: {message}", file=sys.stderr)
     return 2
 
 

@@ -367,14 +367,14 @@ def load_mask(path: str | os.PathLike, name: str, *, lesion_value: int = 1) -> V
     >>> from pathlib import Path
     >>> import nibabel as nib
     >>> file = Path(tempfile.mkdtemp()) / "lesion.nii.gz"
-    >>> nib.save(nib.Nifti1Image(np.array([0, 255], np.uint8).reshape(1, 1, 2), np.eye(4)), file)
+    >>> mask = np.array([0, 255], np.uint8).reshape(1, 1, 2)
+    >>> nib.save(nib.Nifti1Image(mask, np.eye(4)), file)
     >>> int(load_mask(file, "lesion", lesion_value=255).data.max())
     255
     >>> load_mask(file, "lesion")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    prostseg.errors.InputError: ...lesion.nii.gz: lesion mask holds 255; expected 0 (background) and 1 \
-(lesion); if 255 marks lesions, say so with lesion_value=255
+    prostseg.errors.InputError: ...lesion.nii.gz: lesion mask holds 255; ... lesion_value=255
     """
     if name not in MASKS:
         raise ValueError(f"name must be one of {MASKS}, got {name!r}")
@@ -386,8 +386,8 @@ def load_mask(path: str | os.PathLike, name: str, *, lesion_value: int = 1) -> V
     present = _present_values(mask.data)
     unexpected = [int(v) for v in present if v not in (0, lesion_value)]
     if unexpected:
-        shown = ", ".join(map(str, unexpected[:5])) + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")
+        more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""
         hint = "; if 255 marks lesions, say so with lesion_value=255" if unexpected == [255] else ""
-        raise InputError(path, f"lesion mask holds {shown}; expected 0 (background) and {lesion_value} "
-                         f"(lesion){hint}")
+        raise InputError(path, f"lesion mask holds {', '.join(map(str, unexpected[:5]))}{more}; "
+                         f"expected 0 (background) and {lesion_value} (lesion){hint}")
     return mask

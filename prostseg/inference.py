@@ -79,14 +79,17 @@ def load_model(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "no such model file" if not path.exists() else "is a folder, not a .keras model file")
+        problem = "is a folder, not a .keras model file" if path.exists() else "no such model file"
+        raise InputError(path, problem)
     if not zipfile.is_zipfile(path):
-        raise InputError(path, "corrupt or not a Keras model (a .keras file is a zip archive; this is not)")
+        raise InputError(path, "corrupt or not a Keras model (a .keras file is a zip archive; "
+                         "this is not)")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except (ValueError, OSError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as err:
         reason = " ".join(str(err).split())[:200]
-        raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") from None
+        raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") \
+            from None
 
 
 _TAKES = {
@@ -486,7 +489,8 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
     for ax, (title, row) in zip(axes[0], shown):
         case = cases[row["case_id"]]
         image = load_volume(case.path("t2w"))
-        truth, pred = (volume.data for volume in _truth_and_prediction(case, predictions[row["case_id"]], label))
+        truth, pred = (volume.data for volume in
+                       _truth_and_prediction(case, predictions[row["case_id"]], label))
         if not per_zone:
             truth, pred = truth > 0, pred > 0
         areas = np.count_nonzero(truth, axis=(0, 1)) if truth.any() else np.count_nonzero(pred, axis=(0, 1))

@@ -594,7 +594,8 @@ def _checked_label(label: str) -> str:
 
 def _load_unet_mask(case: Case, label: str) -> Volume:
     """A case's mask; zone maps must hold 0..4 (lesion values: see prostseg.datacheck)."""
-    return load_volume(case.path(label), label=True, num_classes=NUM_ZONE_CLASSES if label == "zones" else None)
+    num_classes = NUM_ZONE_CLASSES if label == "zones" else None
+    return load_volume(case.path(label), label=True, num_classes=num_classes)
 
 
 def _load_unet_case(
@@ -756,7 +757,8 @@ def count_slices(
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
     for case in cases:
-        mask = prepare_unet_mask(_load_unet_mask(case, label), image_size, target_spacing=target_spacing)
+        mask = prepare_unet_mask(_load_unet_mask(case, label), image_size,
+                                 target_spacing=target_spacing)
         total += int(np.count_nonzero(mask.any(axis=(1, 2, 3))))
     return total
 

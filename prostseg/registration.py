@@ -340,8 +340,8 @@ def _check_not_constant(volume: Volume) -> None:
     data = np.asarray(volume.data)
     low, high = float(data.min()), float(data.max())
     if low == high:
-        raise InputError(volume.path, f"every voxel is {low:g}: a constant image has nothing to register "
-                         "(an empty or blank series?)")
+        raise InputError(volume.path, f"every voxel is {low:g}: a constant image has nothing to "
+                         "register (an empty or blank series?)")
 
 
 def _world_box(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
@@ -665,9 +665,9 @@ def _mutual_information_before_after(fixed: Volume, moving: Volume, transform, a
     }
     if not improved:
         quality["warning"] = (
-            f"registration of {_name(moving)} did not raise the mutual information with {_name(fixed)} "
-            f"by {MIN_MI_GAIN:.1%} ({before:.4f} -> {after:.4f}): the images may have been aligned "
-            "already, or the registration failed; check an overlay"
+            f"registration of {_name(moving)} did not raise the mutual information with "
+            f"{_name(fixed)} by {MIN_MI_GAIN:.1%} ({before:.4f} -> {after:.4f}): the images may "
+            "have been aligned already, or the registration failed; check an overlay"
         )
         warnings.warn(quality["warning"], DataWarning, stacklevel=3)
     return quality
@@ -714,7 +714,8 @@ def save_transform(transform, path: str | os.PathLike, *, overwrite: bool = Fals
     previous = "NoInitialTransform"
     for m, file in zip(maps, paths):
         with atomic_path(file) as tmp:
-            itk.ParameterObject.WriteParameterFile({**m, "InitialTransformParametersFileName": [previous]}, str(tmp))
+            chained = {**m, "InitialTransformParametersFileName": [previous]}
+            itk.ParameterObject.WriteParameterFile(chained, str(tmp))
         previous = file.name
     return paths
 

@@ -65,7 +65,9 @@ import tensorflow as tf
 from prostseg import losses
 from prostseg.atomic import atomic_path
 from prostseg.datacheck import check_training_data
-from prostseg.dataset import LESION_VALUES, MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases
+from prostseg.dataset import (
+    LESION_VALUES, MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases,
+)
 from prostseg.errors import InputError
 from prostseg.metrics import ThresholdedDice, ThresholdedIoU, per_class_dice
 from prostseg.models import PIX2PIX_UPSAMPLING, build_pix2pix_discriminator, build_pix2pix_generator, build_unet
@@ -282,7 +284,8 @@ class UNetTrainingConfig(_TrainingConfig):
         if self.label not in MASKS:
             raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
         if self.lesion_value not in LESION_VALUES:
-            raise ValueError(f"lesion_value must be one of {LESION_VALUES}, got {self.lesion_value!r}")
+            raise ValueError(f"lesion_value must be one of {LESION_VALUES}, "
+                             f"got {self.lesion_value!r}")
         if self.steps_per_epoch is not None:
             _check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         if self.image_size % 2**self.depth:
