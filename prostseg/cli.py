@@ -217,7 +217,7 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--config", type=Path, help="JSON configuration (e.g. a run's config.json)")
         parser.add_argument("--split-file", type=Path, help="patient split JSON (default: random, --seed)")
         parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int, help="global batch size")
+        parser.add_argument("--batch-size", type=int, help="slices per step on each replica (global: x replicas)")
         parser.add_argument("--image-size", type=int, help="side of the square slices")
         parser.add_argument("--target-spacing", type=float, metavar="MM",
                             help="resample slices to this in-plane spacing (mm) before the network")
@@ -230,6 +230,9 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
         parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                             help="keep the prepared training volumes in memory after epoch 1")
+        parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
+        parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                            help="op determinism and seeds: two runs give identical weights")
         parser.add_argument("--verbose", type=int, choices=(0, 1, 2))
         parser.add_argument("--overwrite", action="store_true",
                             help="replace another run (or other files) in --out")
@@ -245,8 +248,9 @@ def _add_train_commands(subparsers) -> None:
                                 help="train on slices with foreground only")
             parser.add_argument("--foreground-fraction", type=float,
                                 help="draw foreground slices with this probability (oversampling)")
+            parser.add_argument("--intensity-augment", action=argparse.BooleanOptionalAction, default=None,
+                                help="randomise gamma, bias field, contrast and noise of training slices")
         else:
-            parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
             parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")
             parser.add_argument("--crossentropy-weight", type=float,
                                 help="weight of a cross-entropy term on the zone probabilities (0: none)")

@@ -185,7 +185,8 @@ def check_case_files(
     return DataCheck(len(jobs), round(time.perf_counter() - started, 2), foreground, slices)
 
 
-def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence[Case] = ()) -> DataCheck:
+def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence[Case] = (), *,
+                        replicas: int = 1) -> DataCheck:
     """Check the data of a training run before it starts (see the module documentation).
 
     Parameters
@@ -196,6 +197,8 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
         and ``verbose`` (a progress bar unless 0) are used.
     train_cases, val_cases : sequence of Case
         The cases the run reads.
+    replicas : int, optional
+        Replicas of the run's strategy: a global batch is ``batch_size * replicas``.
 
     Returns
     -------
@@ -208,7 +211,7 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
         Listing every file that cannot be used; or, naming ``data_dir``, when the run
         would train on nothing: ``drop_empty`` (or ``foreground_fraction``) with no
         foreground slice, ``foreground_fraction`` without an empty slice, or fewer
-        training slices than one Pix2Pix batch.
+        training slices than one global Pix2Pix batch.
 
     Warns
     -----
@@ -251,9 +254,10 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
         raise InputError(config.data_dir, f"foreground_fraction={config.foreground_fraction} needs slices "
                          f"without {what} too, but all "
                          f"{n_slices} training slices have foreground")
-    if not is_unet and n_slices < config.batch_size:
-        raise InputError(config.data_dir, f"the {len(train_cases)} training cases hold {n_slices} slices, "
-                         f"fewer than batch_size={config.batch_size}: 0 steps per epoch")
+    if not is_unet and n_slices < config.batch_size * replicas:
+        raise InputError(config.data_dir, f"the {len(train_cases)} training cases hold {n_slices} "
+                         f"slices, fewer than one global batch (batch_size={config.batch_size} x "
+                         f"{replicas} replicas): 0 steps per epoch")
     if with_foreground == 0:
         warnings.warn(f"{config.data_dir}: all {len(train_masks)} training {what} masks are empty: the model "
                       "can only learn to predict background", DataWarning, stacklevel=2)

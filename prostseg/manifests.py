@@ -161,6 +161,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             "properties": {
                 "cases_from": {"type": "string", "pattern": "\\{case\\}"},
                 "case_id": {"type": "string", "pattern": "\\{case\\}"},
+                "patient_id": {"type": "string", "minLength": 1},
                 "files": {
                     "type": "object",
                     "required": ["t2w"],
@@ -468,7 +469,30 @@ def import_local(
             if written:
                 with atomic_path(record_path) as tmp:
                     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+                _write_patient_ids(manifest, dest, [case_dir.name for case_dir in written])
     return written
+
+
+def _write_patient_ids(manifest: Manifest, dest: Path, case_ids: list[str]) -> None:
+    """Add the cases' patient ids to ``dest/patients.json`` (:mod:`prostseg.splits`).
+
+    The layout's optional ``patient_id`` is a regular expression whose first group,
+    searched in the case id, is the patient id (PI-CAI: ``^([^_]+)_``).
+    """
+    pattern = manifest.layout.get("patient_id")
+    if pattern is None:
+        return
+    from prostseg.splits import PATIENTS_FILE
+
+    path = dest / PATIENTS_FILE
+    patients = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for case_id in case_ids:
+        match = re.search(pattern, case_id)
+        if match is None or not match.groups() or not match.group(1):
+            raise InputError(manifest.path, f"layout.patient_id {pattern!r} finds no patient id in case {case_id}")
+        patients[case_id] = match.group(1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(patients, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def verify(

@@ -5,9 +5,10 @@ that both can be given. The U-Net of this package predicts one mask (the whole g
 when trained with ``label="zones"``); the Pix2Pix generator predicts the four zones.
 Both can be scored on the whole gland, and Pix2Pix also zone by zone:
 
-* :func:`finished_run` -- find a completed training run (a run folder of
-  :mod:`prostseg.training`) that used a given patient split, so that its model can be
-  reused instead of trained again;
+* :func:`finished_run` -- find a completed training run that used a given patient
+  split, so that its model can be reused instead of trained again (it lives in
+  :mod:`prostseg.runs`, with the rest of the run-folder protocol, and is re-exported
+  here);
 * :func:`gland_and_zone_dice` -- Dice of the whole gland and, for zone maps, of each zone.
 
 Real zone masks are often drawn with two zones only (the Medical Segmentation Decathlon,
@@ -16,6 +17,8 @@ takes in the central zone and the anterior fibromuscular stroma. :func:`to_two_z
 merges a four-zone map the same way, :func:`two_zone_dice` scores a prediction against
 such a map, and :func:`reference_agreement` measures how well the delineations of one
 case agree with each other: the ceiling for any model scored against them.
+:func:`score_real_case` applies a gland U-Net and a zone Pix2Pix to one real case,
+registration included, and scores both against its two-zone map.
 
 Examples
 --------
@@ -30,15 +33,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
-from prostseg.io import check_same_grid, load_volume
+from prostseg.io import Volume, check_same_grid, load_volume
 from prostseg.metrics import dice, per_class_dice
-from prostseg.splits import PatientSplit
+from prostseg.runs import FinishedRun, finished_run
 
 __all__ = [
     "FinishedRun",
@@ -49,6 +51,8 @@ __all__ = [
     "to_two_zones",
     "two_zone_dice",
     "reference_agreement",
+    "RealCaseResult",
+    "score_real_case",
 ]
 
 #: Labels of a two-zone map; its transition zone includes the central zone and the AFS.
@@ -56,107 +60,6 @@ TWO_ZONE_NAMES = ("background", "peripheral zone", "transition zone")
 #: Folder of a case that holds further delineations of its anatomy (see :func:`reference_agreement`).
 REFERENCE_FOLDER = "reference"
 
-#: The final model file of each kind of run (see :mod:`prostseg.training`).
-_MODEL_FILES = {"unet": "model.keras", "pix2pix": "generator.keras"}
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """A completed training run found by :func:`finished_run`.
-
-    Attributes
-    ----------
-    config : UNetTrainingConfig or Pix2PixTrainingConfig
-        The run's ``config.json``.
-    model_path : pathlib.Path
-        The final model (``model.keras`` or ``generator.keras``).
-    history_path : pathlib.Path
-        The run's ``history.csv``.
-    """
-
-    config: object
-    model_path: Path
-    history_path: Path
-
-
-def finished_run(
-    run_dir: str | os.PathLike,
-    split: PatientSplit,
-    *,
-    kind: str,
-    data_dir: str | os.PathLike | None = None,
-    **settings,
-) -> FinishedRun | None:
-    """Return the run in ``run_dir`` if it finished and used ``split``, else None.
-
-    A run qualifies when ``run_dir`` holds a ``config.json`` of the given ``kind``,
-    its ``split.json`` equals ``split``, its final model exists, ``history.csv`` has
-    a row for every configured epoch (an interrupted run does not qualify), it was
-    trained on ``data_dir`` (compared as resolved paths; relative paths in the run's
-    configuration are taken relative to the current folder), and every keyword of
-    ``settings`` equals the configuration field of that name.
-
-    Parameters
-    ----------
-    run_dir : str or os.PathLike
-        A run folder of :func:`prostseg.training.train_unet` or
-        :func:`prostseg.training.train_pix2pix`; it need not exist.
-    split : PatientSplit
-        The split the run must have used.
-    kind : {"unet", "pix2pix"}
-        The model the run must have trained.
-    data_dir : str or os.PathLike, optional
-        The data folder the run must have used.
-    **settings
-        Further configuration fields and their required values, e.g. ``label="zones"``.
-
-    Returns
-    -------
-    FinishedRun or None
-
-    Raises
-    ------
-    ValueError
-        For an unknown ``kind`` or a keyword that is no configuration field of it.
-    InputError
-        When ``run_dir`` holds a ``config.json`` or ``split.json`` that cannot be read
-        (a damaged run is reported, not silently skipped).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> split = PatientSplit(train=["a", "b"], val=[], test=["c"], seed=0)
-    >>> finished_run(tempfile.mkdtemp(), split, kind="unet") is None  # no run there
-    True
-    """
-    from prostseg.training import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
-
-    if kind not in _MODEL_FILES:
-        raise ValueError(f"kind must be one of {tuple(_MODEL_FILES)}, got {kind!r}")
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        return None
-    config = load_config(config_path)
-    if config.KIND != kind:
-        return None
-    unknown = sorted(name for name in settings if not hasattr(config, name))
-    if unknown:
-        raise ValueError(f"{kind} configurations have no field(s) {unknown}")
-    model_path, history_path, split_path = (
-        run_dir / _MODEL_FILES[kind], run_dir / HISTORY_FILE, run_dir / SPLIT_FILE
-    )
-    if not (model_path.is_file() and history_path.is_file() and split_path.is_file()):
-        return None
-    if PatientSplit.from_json(split_path) != split:
-        return None
-    if data_dir is not None and Path(config.data_dir).resolve() != Path(data_dir).resolve():
-        return None
-    if any(getattr(config, name) != value for name, value in settings.items()):
-        return None
-    if len(read_history(history_path)) < config.epochs:
-        return None
-    return FinishedRun(config, model_path, history_path)
 
 
 def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str, float]:
@@ -297,3 +200,98 @@ def reference_agreement(case_dir: str | os.PathLike) -> list[dict[str, object]]:
         rows.append({"reference": path.name, "whole gland": scores["whole gland"],
                      **{name: scores.get(name, float("nan")) for name in TWO_ZONE_NAMES[1:]}})
     return rows
+
+
+@dataclass(frozen=True)
+class RealCaseResult:
+    """What :func:`score_real_case` found on one case.
+
+    Attributes
+    ----------
+    t2w : Volume
+        The case's T2W volume.
+    reference : numpy.ndarray or None
+        Its two-zone map (0, 1 PZ, 2 TZ) on the T2W grid; None when the case has none.
+    predictions : dict
+        ``"U-Net"``: the predicted gland mask (0/1); ``"Pix2Pix"``: the predicted
+        four-zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`); both on the T2W grid.
+    scores : list of dict
+        One row per model: ``"model"``, ``"whole gland"``, ``"peripheral zone"`` and
+        ``"transition zone"`` (NaN where the model does not predict zones); empty when
+        the case has no zone map.
+    """
+
+    t2w: Volume
+    reference: np.ndarray | None
+    predictions: dict[str, np.ndarray]
+    scores: list[dict[str, object]]
+
+
+def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLike | None = None,
+                    pix2pix_model: str | os.PathLike | None = None,
+                    largest_component: bool = True) -> RealCaseResult:
+    """Segment one real case with a gland U-Net and a zone Pix2Pix, and score both.
+
+    The Pix2Pix input is the case's registered stack: when ``aligned/`` holds none,
+    :func:`prostseg.registration.register_case` registers DWI and ADC onto the T2W
+    grid first (and writes ``aligned/`` into the case folder). Each model is applied
+    with the ``target_spacing`` of its training run
+    (:func:`prostseg.inference.run_target_spacing`). When the case holds a two-zone
+    map (``zones``: 0, 1 PZ, 2 TZ, as :func:`reference_agreement` reads it), both
+    predictions are scored against it with :func:`two_zone_dice`: the U-Net on the
+    whole gland, Pix2Pix on the gland and on the two zones (its central zone and AFS
+    count as transition zone).
+
+    Parameters
+    ----------
+    case_dir : str or os.PathLike
+        A case folder (:mod:`prostseg.dataset`) with ``t2w`` and, for Pix2Pix, ``dwi``
+        (or ``hbv``) and ``adc``.
+    unet_model, pix2pix_model : str or os.PathLike, optional
+        Model files of training runs (``best.keras``, ``generator.keras``); a model
+        left out is not applied.
+    largest_component : bool, optional
+        Keep only the largest connected gland component of each prediction
+        (:func:`prostseg.postprocessing.largest_gland_component`).
+
+    Returns
+    -------
+    RealCaseResult
+
+    Raises
+    ------
+    InputError
+        When the case lacks a volume a model needs, or its zone map holds labels other
+        than 0, 1 and 2.
+    """
+    from prostseg.inference import load_model, predict_volume, run_target_spacing
+    from prostseg.registration import register_case
+
+    require = ("t2w", "dwi", "adc") if pix2pix_model is not None else ("t2w",)
+    case = find_case(case_dir, require=require)
+    t2w = load_volume(case.path("t2w"))
+    inputs = {}
+    if unet_model is not None:
+        inputs["U-Net"] = (unet_model, t2w)
+    if pix2pix_model is not None:
+        if not case.has("stack"):
+            register_case(case.folder)
+            case = find_case(case.folder, require=require)
+        inputs["Pix2Pix"] = (pix2pix_model, load_volume(case.path("stack"), channels=3))
+    predictions = {
+        name: predict_volume(load_model(path), volume, target_spacing=run_target_spacing(path),
+                             largest_component=largest_component)
+        for name, (path, volume) in inputs.items()
+    }
+    reference = None
+    if case.has("zones"):
+        zones = load_volume(case.path("zones"), num_classes=len(TWO_ZONE_NAMES))
+        check_same_grid(t2w, zones)
+        reference = zones.data
+    scores = []
+    for name, predicted in predictions.items() if reference is not None else ():
+        per_zone = name == "Pix2Pix"
+        values = two_zone_dice(predicted, reference, per_zone=per_zone)
+        scores.append({"model": name, **{column: values.get(column, float("nan"))
+                                         for column in ("whole gland", *TWO_ZONE_NAMES[1:])}})
+    return RealCaseResult(t2w, reference, predictions, scores)

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from prostseg.runs import PIX2PIX_UPSAMPLING
+
 __all__ = [
     "PIX2PIX_UPSAMPLING",
     "build_pix2pix_discriminator",
@@ -248,9 +250,6 @@ def _pix2pix_down(x, filters: int, *, batchnorm: bool, name: str):
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.LeakyReLU(_LEAKY_SLOPE, name=f"{name}_lrelu")(x)
 
-
-#: Upsampling layers of the Pix2Pix generator (see :func:`build_pix2pix_generator`).
-PIX2PIX_UPSAMPLING = ("transpose", "resize")
 
 
 def _upsample(x, filters: int, *, upsampling: str, name: str, **conv_options):

@@ -106,6 +106,7 @@ __all__ = [
     "restore_pix2pix_slices",
     "resampled_size",
     "augment_pair",
+    "augment_intensity",
     "count_slices",
     "unet_dataset",
     "pix2pix_dataset",
@@ -572,6 +573,56 @@ def augment_pair(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[t
     return transform(image), transform(label)
 
 
+def augment_intensity(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Randomise the intensities of a U-Net input slice as scanners and coils would.
+
+    Every draw comes from ``seed`` alone. In turn: a gamma curve (exponent
+    ``exp(U(-0.4, 0.4))``), a smooth multiplicative bias field (the exponential of a
+    random second-order polynomial over the slice, up to about +-35 % at the edges:
+    receive-coil sensitivity, the bright rim of an endorectal coil), a contrast change
+    (x0.7 to x1.3 about the slice mean) with a brightness shift (+-0.1), and Gaussian
+    noise (standard deviation up to 0.04); the result is clipped to [0, 1]. Only
+    intensities change, so the mask keeps matching the image. It makes a network
+    trained on phantoms rely less on their exact grey values (the spirit of
+    synthetic-data training, where every contrast is drawn at random).
+
+    Parameters
+    ----------
+    image : tf.Tensor, shape (H, W, 1), float
+        A prepared slice, intensities in [0, 1] (:func:`prepare_unet_volume`).
+    seed : tf.Tensor, shape (2,), int32 or int64
+        Seed of the stateless random draws.
+
+    Returns
+    -------
+    tf.Tensor
+        The randomised slice, same shape, in [0, 1].
+
+    Examples
+    --------
+    >>> ramp = tf.reshape(tf.linspace(0.0, 1.0, 64), (8, 8, 1))
+    >>> out = augment_intensity(ramp, seed=tf.constant([3, 4]))
+    >>> out.shape, bool(tf.reduce_min(out) >= 0.0), bool(tf.reduce_max(out) <= 1.0)
+    (TensorShape([8, 8, 1]), True, True)
+    >>> bool(tf.reduce_all(out == augment_intensity(ramp, seed=tf.constant([3, 4]))))
+    True
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    seed = tf.cast(seed, tf.int64)
+    draws = tf.random.stateless_uniform([9], seed=seed, minval=-1.0, maxval=1.0)
+    image = tf.clip_by_value(image, 0.0, 1.0) ** tf.exp(0.4 * draws[0])
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    y = tf.linspace(-1.0, 1.0, height)[:, None]
+    x = tf.linspace(-1.0, 1.0, width)[None, :]
+    log_field = 0.12 * (draws[1] * x + draws[2] * y + draws[3] * x * y
+                        + draws[4] * (x * x - 1 / 3) + draws[5] * (y * y - 1 / 3))
+    image = image * tf.exp(log_field)[..., None]
+    mean = tf.reduce_mean(image)
+    image = (image - mean) * (1.0 + 0.3 * draws[6]) + mean + 0.1 * draws[7]
+    noise = tf.random.stateless_normal(tf.shape(image), seed=seed + 1) * 0.02 * (draws[8] + 1.0)
+    return tf.clip_by_value(image + noise, 0.0, 1.0)
+
+
 # --- streaming ----------------------------------------------------------------------
 
 
@@ -687,14 +738,20 @@ def _has_foreground(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.reduce_any(mask > 0)
 
 
-def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: int) -> tf.data.Dataset:
+def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: int,
+            intensity: bool = False) -> tf.data.Dataset:
     """Augment (seeded by each element's position), batch and prefetch."""
-    if augment:
-        dataset = dataset.enumerate().map(
-            lambda index, pair: augment_pair(*pair, seed=tf.stack([tf.constant(seed, tf.int64), index])),
-            num_parallel_calls=_AUTOTUNE,
-            deterministic=True,
-        )
+    if augment or intensity:
+        def transform(index, pair):
+            image, label = pair
+            element_seed = tf.stack([tf.constant(seed, tf.int64), index])
+            if augment:
+                image, label = augment_pair(image, label, seed=element_seed)
+            if intensity:
+                image = augment_intensity(image, seed=element_seed + tf.constant([0, 1 << 40], tf.int64))
+            return image, label
+
+        dataset = dataset.enumerate().map(transform, num_parallel_calls=_AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(_AUTOTUNE)
 
 
@@ -778,6 +835,7 @@ def unet_dataset(
     shuffle_buffer: int = 256,
     cache: bool = False,
     target_spacing: float | None = None,
+    intensity_augment: bool = False,
 ) -> tf.data.Dataset:
     """Stream (T2W slice, mask slice) batches for U-Net training or evaluation.
 
@@ -823,6 +881,10 @@ def unet_dataset(
     target_spacing : float, optional
         Resample every slice to pixels of this size (mm) before the centre pad/crop
         (:func:`prepare_unet_volume`); by default slices keep their own spacing.
+    intensity_augment : bool, optional
+        Randomise the intensities of every training slice with
+        :func:`augment_intensity` (after ``augment``'s rotation and flip), seeded like
+        ``augment``.
 
     Returns
     -------
@@ -893,7 +955,7 @@ def unet_dataset(
         slices = tf.data.Dataset.sample_from_datasets(
             [foreground, empty], weights=[foreground_fraction, 1 - foreground_fraction], seed=seed
         )
-    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size)
+    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size, intensity=intensity_augment)
 
 
 def pix2pix_dataset(

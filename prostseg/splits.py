@@ -1,9 +1,15 @@
 """Patient-level train/validation/test splits.
 
 Slices of one patient are strongly correlated, so a split must never put slices of the
-same patient into two parts. Here every split is made of *case ids* (one per patient,
-see :mod:`prostseg.dataset`), and a :class:`PatientSplit` cannot be built with a patient
-in two parts.
+same patient into two parts. A split is made of *case ids* (case folders, see
+:mod:`prostseg.dataset`), and a :class:`PatientSplit` cannot be built with a case in
+two parts. Usually a case is a patient; in collections with several examinations per
+patient (PI-CAI names its cases ``<patient_id>_<study_id>``) the cases of one patient
+are grouped: :func:`split_patients` takes a ``patient_ids`` mapping (case id to patient
+id) and puts all cases of a patient into the same part. A data folder supplies that
+mapping in a ``patients.json`` file (written by ``prostseg data import`` from the
+manifest's ``patient_id`` pattern); :func:`read_patient_ids` reads it, and
+:func:`patients_across_parts` checks a split against it.
 
 :func:`split_patients` is deterministic for a given seed and independent of the order
 of the ids: each id is ranked by the SHA-256 hash of ``"<seed>:<id>"``, which does not
@@ -29,7 +35,10 @@ from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 __all__ = [
+    "PATIENTS_FILE",
     "PatientSplit",
+    "patients_across_parts",
+    "read_patient_ids",
     "split_patients",
     "leave_one_out",
     "SliceLeakage",
@@ -39,6 +48,9 @@ __all__ = [
 ]
 
 _PARTS = ("train", "val", "test")
+
+#: File of a data folder mapping case ids to patient ids (a JSON object of strings).
+PATIENTS_FILE = "patients.json"
 
 
 def _checked_ids(case_ids: Iterable[str]) -> list[str]:
@@ -167,25 +179,35 @@ def _part_size(n_cases: int, fraction: float) -> int:
 
 
 def split_patients(
-    case_ids: Iterable[str], *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+    case_ids: Iterable[str],
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    patient_ids: Mapping[str, str] | None = None,
 ) -> PatientSplit:
     """Split patients at random into training, validation and test parts.
 
-    Part sizes: test and validation each get ``n * fraction`` cases rounded half up, and
-    at least one case when their fraction is positive; training gets the rest. When that
-    leaves no training case (tiny datasets), validation and then test give cases back
-    until training has one. With the default fractions: 1 case -> (1, 0, 0) for
-    (train, val, test); 2 -> (1, 0, 1); 3 -> (1, 1, 1); 10 -> (6, 2, 2); 20 -> (14, 3, 3).
-    For a handful of patients prefer :func:`leave_one_out`.
+    Part sizes count patients: test and validation each get ``n * fraction`` patients
+    rounded half up, and at least one when their fraction is positive; training gets
+    the rest. When that leaves no training patient (tiny datasets), validation and then
+    test give patients back until training has one. With the default fractions and one
+    case per patient: 1 case -> (1, 0, 0) for (train, val, test); 2 -> (1, 0, 1);
+    3 -> (1, 1, 1); 10 -> (6, 2, 2); 20 -> (14, 3, 3). For a handful of patients
+    prefer :func:`leave_one_out`.
 
     Parameters
     ----------
     case_ids : iterable of str
-        One id per patient; order does not matter, repeats are an error.
+        The cases; order does not matter, repeats are an error.
     val_fraction, test_fraction : float, optional
         Fractions in ``[0, 1)`` with a sum below 1.
     seed : int, optional
         Same seed and same set of ids give the same split.
+    patient_ids : mapping of str to str, optional
+        Patient id of each case (:func:`read_patient_ids`); all cases of a patient go
+        to the same part. By default every case is its own patient. Patients are ranked
+        by the SHA-256 hash of ``"<seed>:<patient id>"``.
 
     Returns
     -------
@@ -198,6 +220,14 @@ def split_patients(
     (6, 2, 2)
     >>> split == split_patients(reversed(split.train + split.val + split.test), seed=1)
     True
+
+    Two examinations of patient 10001 (PI-CAI style) stay together:
+
+    >>> cases = ["10001_1", "10001_2", "10002_1", "10003_1"]
+    >>> split = split_patients(cases, val_fraction=0, test_fraction=0.34, seed=0,
+    ...                        patient_ids={case: case.split("_")[0] for case in cases})
+    >>> patients_across_parts(split, {case: case.split("_")[0] for case in cases})
+    []
     """
     case_ids = _checked_ids(case_ids)
     if not case_ids:
@@ -209,17 +239,92 @@ def split_patients(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    n_cases = len(case_ids)
-    n_test, n_val = _part_size(n_cases, test_fraction), _part_size(n_cases, val_fraction)
-    while n_test + n_val >= n_cases and (n_test or n_val):
+    patient_of = _patient_map(case_ids, patient_ids)
+    cases_of = collections.defaultdict(list)
+    for case_id in case_ids:
+        cases_of[patient_of[case_id]].append(case_id)
+    n_patients = len(cases_of)
+    n_test, n_val = _part_size(n_patients, test_fraction), _part_size(n_patients, val_fraction)
+    while n_test + n_val >= n_patients and (n_test or n_val):
         if n_val:
             n_val -= 1
         else:
             n_test -= 1
-    ranked = sorted(case_ids, key=lambda case_id: hashlib.sha256(f"{seed}:{case_id}".encode()).hexdigest())
+    ranked = sorted(cases_of, key=lambda patient: hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest())
+
+    def cases(patients):
+        return [case_id for patient in patients for case_id in cases_of[patient]]
+
     return PatientSplit(
-        train=ranked[n_test + n_val :], val=ranked[n_test : n_test + n_val], test=ranked[:n_test], seed=seed
+        train=cases(ranked[n_test + n_val :]), val=cases(ranked[n_test : n_test + n_val]),
+        test=cases(ranked[:n_test]), seed=seed,
     )
+
+
+def _patient_map(case_ids: list[str], patient_ids: Mapping[str, str] | None) -> dict[str, str]:
+    if patient_ids is None:
+        return {case_id: case_id for case_id in case_ids}
+    missing = [case_id for case_id in case_ids if case_id not in patient_ids]
+    if missing:
+        raise ValueError(f"no patient id for case(s) {', '.join(missing[:5])}")
+    bad = [case_id for case_id in case_ids if not isinstance(patient_ids[case_id], str) or not patient_ids[case_id]]
+    if bad:
+        raise ValueError(f"patient ids must be non-empty strings; case {bad[0]} has {patient_ids[bad[0]]!r}")
+    return {case_id: patient_ids[case_id] for case_id in case_ids}
+
+
+def read_patient_ids(data_dir: str | os.PathLike, case_ids: Iterable[str]) -> dict[str, str]:
+    """The patient id of each case of a data folder.
+
+    From ``data_dir/patients.json`` (:data:`PATIENTS_FILE`, a JSON object mapping case
+    ids to patient ids) when the folder has one, else every case is its own patient.
+
+    Raises
+    ------
+    prostseg.errors.InputError
+        When ``patients.json`` is not a JSON object of strings or lacks a case.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> read_patient_ids(tempfile.mkdtemp(), ["a", "b"])
+    {'a': 'a', 'b': 'b'}
+    """
+    case_ids = list(case_ids)
+    path = Path(data_dir) / PATIENTS_FILE
+    if not path.is_file():
+        return {case_id: case_id for case_id in case_ids}
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(path, f"not valid JSON ({error})") from None
+    if not isinstance(content, dict) or not all(isinstance(v, str) and v for v in content.values()):
+        raise InputError(path, "expected a JSON object mapping case ids to non-empty patient id strings")
+    missing = [case_id for case_id in case_ids if case_id not in content]
+    if missing:
+        raise InputError(path, f"no patient id for case(s) {', '.join(missing[:5])}")
+    return {case_id: content[case_id] for case_id in case_ids}
+
+
+def patients_across_parts(split: PatientSplit, patient_ids: Mapping[str, str]) -> list[str]:
+    """Patients whose cases lie in more than one part of ``split``, as readable strings.
+
+    Examples
+    --------
+    >>> split = PatientSplit(train=["p1_a"], val=[], test=["p1_b"], seed=None)
+    >>> patients_across_parts(split, {"p1_a": "p1", "p1_b": "p1"})
+    ['p1 (train: p1_a; test: p1_b)']
+    """
+    parts_of = collections.defaultdict(dict)
+    for name in _PARTS:
+        for case_id in getattr(split, name):
+            parts_of[patient_ids.get(case_id, case_id)].setdefault(name, []).append(case_id)
+    crossings = []
+    for patient, parts in sorted(parts_of.items()):
+        if len(parts) > 1:
+            where = "; ".join(f"{part}: " + ", ".join(cases) for part, cases in parts.items())
+            crossings.append(f"{patient} ({where})")
+    return crossings
 
 
 def leave_one_out(case_ids: Iterable[str]) -> list[PatientSplit]:

@@ -41,9 +41,9 @@ NOT_ATOMIC = {
     ("manifests.py", "_write_case", "copyfile"): "into a staging folder renamed into place as a whole",
     ("manifests.py", "_extract", "extractall"): "into a temporary folder",
     ("widgets.py", "_png", "save"): "into an in-memory buffer",
-    ("training.py", "_truncate_history", "open"): "history.csv: issue 10 (branch scale) owns it",
-    ("training.py", "_append_row", "open"): "history.csv: issue 10 (branch scale) owns it",
-    ("training.py", "train_pix2pix", "save"): "checkpoints and best model: issue 10 (branch scale) owns them",
+    ("runs.py", "truncate_history", "open"): "history.csv: issue 10 (training loop) owns it",
+    ("runs.py", "append_row", "open"): "history.csv: issue 10 (training loop) owns it",
+    ("training.py", "_train_loop", "save"): "checkpoints and best model: issue 10 (training loop) owns them",
 }
 
 
@@ -120,7 +120,8 @@ def test_no_output_is_written_in_place():
     # the scan does see the atomic writes of each kind (a scan that finds nothing proves nothing)
     assert {("io.py", "save"), ("figure_png.py", "savefig"), ("inference.py", "open"),
             ("registration.py", "WriteParameterFile"), ("registration.py", "write_text"),
-            ("training.py", "save"), ("splits.py", "write_text"), ("phantom.py", "save")} <= atomic
+            ("training.py", "save"), ("runs.py", "write_text"), ("splits.py", "write_text"),
+            ("phantom.py", "save")} <= atomic
 
 
 def test_the_scan_flags_a_write_in_place(tmp_path):
@@ -164,7 +165,7 @@ def test_every_output_kind_uses_the_helper(phantom_dir, tmp_path, flushed):
     from prostseg.models import build_unet
     from prostseg.phantom import write_phantom_dataset
     from prostseg.splits import split_patients
-    from prostseg.training import UNetTrainingConfig
+    from prostseg.runs import UNetTrainingConfig
 
     case = phantom_dir / "phantom-000"
     t2w = load_volume(case / "t2w.nii.gz")

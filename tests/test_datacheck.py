@@ -106,8 +106,10 @@ def test_pix2pix_refuses_fewer_slices_than_a_batch(data):
         nib.save(nib.Nifti1Image(stack, t2w.affine), case / "aligned" / "stack.nii.gz")
     cases = _cases(data, "zones", "stack")
     config = Pix2PixTrainingConfig(data, "unused", batch_size=13, verbose=0)
-    with pytest.raises(InputError, match="hold 12 slices, fewer than batch_size=13: 0 steps per epoch"):
+    with pytest.raises(InputError, match=r"hold 12 slices, fewer than one global batch \(batch_size=13 x 1 "):
         check_training_data(config, cases[:1])
+    with pytest.raises(InputError, match=r"hold 12 slices, .*batch_size=7 x 2 replicas\): 0 steps"):
+        check_training_data(Pix2PixTrainingConfig(data, "unused", batch_size=7, verbose=0), cases[:1], replicas=2)
 
 
 def test_an_error_raised_inside_tf_data_is_unwrapped_to_its_first_line(tmp_path):

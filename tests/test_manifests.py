@@ -154,6 +154,19 @@ def test_imported_cases_are_discoverable(tmp_path):
     assert found[0].path("zones") == tmp_path / "out" / "msd_prostate_00" / "zones.nii.gz"
 
 
+def test_import_records_patient_ids_from_the_layout_pattern(tmp_path):
+    from prostseg.splits import read_patient_ids
+
+    _write_msd_like(tmp_path / "src", {"00": 0, "01": 1, "12": 2})
+    layout = json.loads((manifest_dir() / "msd-prostate.json").read_text())["layout"]
+    path = _manifest_copy(tmp_path, "msd-prostate", layout={**layout, "patient_id": r"^msd_prostate_(\d)"})
+    cases = import_local(path, tmp_path / "src", tmp_path / "out")
+    ids = [case.name for case in cases]
+    assert read_patient_ids(tmp_path / "out", ids) == {
+        "msd_prostate_00": "0", "msd_prostate_01": "0", "msd_prostate_12": "1"}
+    assert load_manifest("picai").layout["patient_id"] == "^([^_]+)_"
+
+
 def test_import_local_remaps_labels_and_merges_masks(tmp_path):
     """Prostate158-style swapped zone ids and PROSTATEx-style per-zone binary masks."""
     anatomy = np.zeros(SHAPE, np.uint8)

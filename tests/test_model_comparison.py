@@ -14,6 +14,7 @@ from prostseg.model_comparison import (
     finished_run,
     gland_and_zone_dice,
     reference_agreement,
+    score_real_case,
     to_two_zones,
     two_zone_dice,
 )
@@ -167,3 +168,51 @@ def test_reference_agreement_on_prostatex_0000_matches_the_published_figures(rea
     assert round(rows["gland_guerbet23.nii.gz"]["whole gland"], 2) == 0.94
     assert round(rows["zones_heviai23.nii.gz"]["peripheral zone"], 2) == 0.88
     assert round(rows["zones_heviai23.nii.gz"]["transition zone"], 2) == 0.85
+
+
+def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom_dir, tmp_path):
+    import shutil
+
+    from prostseg.io import load_volume, save_like
+    from prostseg.metrics import dice
+    from prostseg.models import build_pix2pix_generator, build_unet
+
+    case = tmp_path / "phantom-000"
+    shutil.copytree(phantom_dir / "phantom-000", case)
+    shutil.rmtree(case / "aligned", ignore_errors=True)
+    zones = load_volume(case / "zones.nii.gz", label=True)
+    save_like(to_two_zones(zones.data), zones, case / "zones.nii.gz", overwrite=True)
+    build_unet((32, 32, 1), base_filters=2, depth=2).save(tmp_path / "unet.keras")
+    build_pix2pix_generator((32, 32, 3), base_filters=2).save(tmp_path / "generator.keras")
+
+    result = score_real_case(case, unet_model=tmp_path / "unet.keras",
+                             pix2pix_model=tmp_path / "generator.keras")
+
+    assert (case / "aligned" / "stack.nii.gz").is_file()
+    reference = to_two_zones(zones.data)
+    np.testing.assert_array_equal(result.reference, reference)
+    gland, zone_map = result.predictions["U-Net"], result.predictions["Pix2Pix"]
+    assert gland.shape == zone_map.shape == zones.shape
+    assert set(np.unique(gland)) <= {0, 1} and zone_map.max() <= 4
+    rows = {row["model"]: row for row in result.scores}
+    assert math.isclose(rows["U-Net"]["whole gland"], dice(gland > 0, reference > 0))
+    assert math.isnan(rows["U-Net"]["peripheral zone"])
+    merged = to_two_zones(zone_map)
+    assert math.isclose(rows["Pix2Pix"]["peripheral zone"], dice(merged == 1, reference == 1))
+    assert math.isclose(rows["Pix2Pix"]["transition zone"], dice(merged == 2, reference == 2))
+
+
+def test_score_real_case_without_zones_predicts_and_needs_the_inputs(phantom_dir, tmp_path):
+    import shutil
+
+    from prostseg.models import build_unet
+
+    case = tmp_path / "case"
+    case.mkdir()
+    shutil.copy(phantom_dir / "phantom-001" / "t2w.nii.gz", case / "t2w.nii.gz")
+    build_unet((32, 32, 1), base_filters=2, depth=2).save(tmp_path / "unet.keras")
+    result = score_real_case(case, unet_model=tmp_path / "unet.keras")
+    assert result.reference is None and result.scores == []
+    assert result.predictions["U-Net"].shape == result.t2w.shape
+    with pytest.raises(InputError, match="dwi|adc"):
+        score_real_case(case, pix2pix_model=tmp_path / "unet.keras")

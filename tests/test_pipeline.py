@@ -14,6 +14,7 @@ from prostseg.dataset import NUM_ZONE_CLASSES, Case, discover_cases  # noqa: E40
 from prostseg.errors import InputError  # noqa: E402
 from prostseg.io import Volume, load_volume, save_like  # noqa: E402
 from prostseg.pipeline import (  # noqa: E402
+    augment_intensity,
     augment_pair,
     count_slices,
     pix2pix_dataset,
@@ -371,6 +372,31 @@ def test_augment_pair_covers_all_symmetries_and_keeps_labels():
         again = augment_pair(image, one_hot_labels, tf.constant([seed, 7]))[1].numpy()
         np.testing.assert_array_equal(again, out_labels)
     assert sorted(set(variants)) == list(range(8))
+
+
+def test_augment_intensity_is_seeded_bounded_and_keeps_the_order_of_grey_values():
+    ramp = tf.reshape(tf.linspace(0.0, 1.0, 32 * 32), (32, 32, 1))
+    outputs = [augment_intensity(ramp, tf.constant([seed, 5])).numpy() for seed in range(8)]
+    for seed, out in enumerate(outputs):
+        assert out.shape == (32, 32, 1) and out.min() >= 0.0 and out.max() <= 1.0
+        np.testing.assert_array_equal(out, augment_intensity(ramp, tf.constant([seed, 5])).numpy())
+        # the ramp rises along each row: gamma, field and contrast keep it rising on average
+        assert np.corrcoef(out.ravel(), ramp.numpy().ravel())[0, 1] > 0.8
+    assert len({out.tobytes() for out in outputs}) == len(outputs)
+    spread = np.std([out.mean() for out in outputs])
+    assert spread > 0.02  # the draws change the slice noticeably, not by rounding
+
+
+def test_unet_dataset_randomises_intensities_of_images_only(cases):
+    options = dict(image_size=64, batch_size=4, label="zones", shuffle=False)
+    plain_images, plain_masks = collect(unet_dataset(cases[:1], **options))
+    images, masks = collect(unet_dataset(cases[:1], intensity_augment=True, **options))
+    again, _ = collect(unet_dataset(cases[:1], intensity_augment=True, **options))
+    np.testing.assert_array_equal(masks, plain_masks)
+    np.testing.assert_array_equal(images, again)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    changed = [not np.allclose(image, plain) for image, plain in zip(images, plain_images)]
+    assert all(changed)
 
 
 def test_blank_case_streams_zeros(cases, tmp_path):

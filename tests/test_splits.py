@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prostseg.errors import InputError
-from prostseg.splits import PatientSplit, leave_one_out, split_patients
+from prostseg.splits import PatientSplit, leave_one_out, patients_across_parts, read_patient_ids, split_patients
 
 FEW = settings(max_examples=50, deadline=None)
 
@@ -299,3 +299,45 @@ def test_nearest_training_slice_reveals_a_slice_level_split():
                    "nearest: same patient": 0.0, "nearest: correlation": honest.nearest_correlation}
     with pytest.raises(ValueError, match="no volume for cases p5"):
         slice_leakage(by_patient["train"], by_patient["test"], {k: v for k, v in volumes.items() if k != "p5"})
+
+
+# --- several examinations per patient (PI-CAI ids) -----------------------------------
+
+
+def _picai_cases() -> dict[str, str]:
+    """60 patients with 1 to 3 studies each, ``<patient>_<study>`` as in PI-CAI."""
+    rng = np.random.default_rng(3)
+    cases = {}
+    for patient in range(10000, 10060):
+        for study in rng.choice(np.arange(1000000, 1000100), size=rng.integers(1, 4), replace=False):
+            cases[f"{patient}_{study}"] = str(patient)
+    return cases
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_patient_crosses_a_split_of_picai_style_cases(seed):
+    cases = _picai_cases()
+    split = split_patients(cases, seed=seed, patient_ids=cases)
+    assert patients_across_parts(split, cases) == []
+    parts = [{cases[c] for c in getattr(split, name)} for name in ("train", "val", "test")]
+    assert [len(p) for p in parts] == [42, 9, 9]  # sizes count patients, not cases
+    assert set(split.train + split.val + split.test) == set(cases)
+
+
+def test_splitting_picai_cases_as_patients_would_leak():
+    # The test above is not vacuous: grouping by case id puts studies of one patient apart.
+    cases = _picai_cases()
+    assert any(patients_across_parts(split_patients(cases, seed=seed), cases) for seed in range(5))
+
+
+def test_patient_ids_come_from_patients_json(tmp_path):
+    cases = _picai_cases()
+    assert read_patient_ids(tmp_path, cases) == {case: case for case in cases}
+    (tmp_path / "patients.json").write_text(json.dumps(cases))
+    assert read_patient_ids(tmp_path, cases) == cases
+    (tmp_path / "patients.json").write_text(json.dumps({"10000_1": "10000"}))
+    with pytest.raises(InputError, match="no patient id for case"):
+        read_patient_ids(tmp_path, cases)
+    (tmp_path / "patients.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="patients.json: expected a JSON object"):
+        read_patient_ids(tmp_path, cases)

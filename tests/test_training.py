@@ -97,6 +97,7 @@ def test_defaults_keep_the_seed_recipe():
     assert unet.target_spacing is None and pix2pix.target_spacing is None
     assert (pix2pix.l1_weight, pix2pix.crossentropy_weight, pix2pix.generator_upsampling, pix2pix.decay_epochs) == (
         100.0, 0.0, "transpose", 0)
+    assert (pix2pix.epochs, pix2pix.batch_size, pix2pix.learning_rate, pix2pix.beta_1) == (300, 1, 2e-4, 0.5)
     assert [pix2pix.learning_rate_at(epoch) for epoch in (0, 99)] == [2e-4, 2e-4]
 
 
@@ -341,18 +342,21 @@ _TWO_REPLICA_SCRIPT = textwrap.dedent(
 
     data_dir, out = sys.argv[1], sys.argv[2]
     common = dict(val_fraction=0.34, test_fraction=0.0, epochs=1, strategy="mirrored", verbose=0)
-    unet = train_unet(UNetTrainingConfig(data_dir, out + "/unet", image_size=32, base_filters=4, depth=2,
-                                         batch_size=4, steps_per_epoch=2, label="zones", **common))
-    pix2pix = train_pix2pix(Pix2PixTrainingConfig(data_dir, out + "/pix2pix", image_size=32, base_filters=4,
-                                                  discriminator_filters=4, batch_size=2, **common))
-    print("RESULT " + json.dumps({"unet": [unet.num_replicas, unet.last],
-                                  "pix2pix": [pix2pix.num_replicas, pix2pix.last]}))
+    # Chapter 7's and chapter 10's default model settings (one epoch); Pix2Pix at the
+    # paper's batch of 1 per replica.
+    unet = train_unet(UNetTrainingConfig(data_dir, out + "/unet", image_size=96, base_filters=8, depth=3,
+                                         batch_size=4, label="zones", loss="bce_dice", **common))
+    pix2pix = train_pix2pix(Pix2PixTrainingConfig(data_dir, out + "/pix2pix", image_size=64, base_filters=16,
+                                                  discriminator_filters=16, batch_size=1,
+                                                  learning_rate=2e-3, augment=False, **common))
+    print("RESULT " + json.dumps({name: [r.num_replicas, r.global_batch_size, r.last]
+                                  for name, r in (("unet", unet), ("pix2pix", pix2pix))}))
     """
 )
 
 
 @pytest.mark.slow
-def test_both_models_train_on_two_mirrored_replicas(stack_dir, tmp_path):
+def test_both_models_train_on_two_mirrored_replicas_with_per_replica_batches(stack_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run(
         [sys.executable, "-c", _TWO_REPLICA_SCRIPT, str(stack_dir), str(tmp_path)],
@@ -361,9 +365,9 @@ def test_both_models_train_on_two_mirrored_replicas(stack_dir, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
-    for name, loss in (("unet", "val_loss"), ("pix2pix", "gen_l1")):
-        replicas, last = result[name]
-        assert replicas == 2
+    for name, loss, global_batch in (("unet", "val_loss", 8), ("pix2pix", "gen_l1", 2)):
+        replicas, batch, last = result[name]
+        assert (replicas, batch) == (2, global_batch)
         assert np.isfinite(last[loss])
     assert (tmp_path / "unet" / "model.keras").is_file()
     assert (tmp_path / "pix2pix" / "generator.keras").is_file()
@@ -389,3 +393,25 @@ def test_mixed_precision_and_xla_runs_train_both_models(phantom_dir, stack_dir, 
         assert all(weight.dtype == "float32" for weight in model.weights)
         assert model.output.dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # the run restored it
+
+
+# --- determinism and the TensorFlow-free run folder ------------------------------------
+
+
+@pytest.mark.slow
+def test_deterministic_runs_give_identical_weights(phantom_dir, split_file, tmp_path):
+    settings = dict(split_file=split_file, label="zones", epochs=2, steps_per_epoch=3, augment=True,
+                    deterministic=True, **TINY_UNET)
+    first = train_unet(UNetTrainingConfig(phantom_dir, tmp_path / "first", **settings))
+    second = train_unet(UNetTrainingConfig(phantom_dir, tmp_path / "second", **settings))
+    for expected, actual in zip(model_weights(first.model_path), model_weights(second.model_path)):
+        np.testing.assert_array_equal(actual, expected)
+    assert load_config(tmp_path / "first" / "config.json").deterministic is True
+
+
+def test_reading_runs_does_not_start_tensorflow():
+    code = ("import sys, prostseg.runs; "
+            "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
