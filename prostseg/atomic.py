@@ -24,6 +24,11 @@ Examples
 ...     pass
 >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
 ('complete', ['notes.txt'])
+
+Errors of the file system (no permission, a read-only file system, a full disk) are
+raised as :class:`prostseg.errors.OutputError`, whose one-line message names the
+destination, not the temporary file. A destination without write permission is
+refused rather than silently replaced: the user protected it.
 """
 
 from __future__ import annotations
@@ -34,12 +39,26 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from prostseg.errors import OutputError
+
 __all__ = ["atomic_path"]
 
 
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a destination the user made read-only (root would replace it silently)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise OutputError.from_os_error(path, err) from None
+    if not mode & 0o222 or not os.access(path, os.W_OK):
+        raise OutputError(path, "is read-only; make it writable or choose another output")
 
 
 @contextlib.contextmanager
@@ -49,7 +68,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Parameters
     ----------
     path : str or os.PathLike
-        The destination file. Its folder must exist.
+        The destination file. Missing parent folders are created.
 
     Yields
     ------
@@ -57,11 +76,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         A new, not yet existing path in the same folder, with the same file name ending
         (``.nii.gz``, ``.png``...) so that writers that choose the format from the name
         still do.
+
+    Raises
+    ------
+    prostseg.errors.OutputError
+        When the destination is read-only, or the folder cannot be created or written
+        (no permission, read-only file system, disk full): ``"<path>: cannot write: ..."``.
     """
     path = Path(path)
     name = path.name
     suffix = "".join(path.suffixes[-2:]) if name.endswith(".nii.gz") else path.suffix
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    _check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{suffix}",
+                                            dir=path.parent)
+    except OSError as err:
+        raise OutputError.from_os_error(path, err) from None
     os.close(handle)
     tmp = Path(tmp_name)
     tmp.unlink()  # writers that refuse to overwrite get a path that does not exist
@@ -69,5 +100,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise OutputError.from_os_error(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)

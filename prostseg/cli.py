@@ -15,11 +15,13 @@ Write four phantom cases, then list the public dataset manifests::
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
-from prostseg.errors import ProstsegError
+from prostseg.errors import InputError, ProstsegError
 
 
 def _add_phantom_command(subparsers) -> None:
@@ -184,7 +186,6 @@ def _add_register_commands(subparsers) -> None:
 
 
 def _run_register(args) -> int:
-    from prostseg.errors import InputError
     from prostseg.io import load_volume, save_like
     from prostseg import registration
 
@@ -282,6 +283,8 @@ def _add_train_commands(subparsers) -> None:
             parser.add_argument("--loss", choices=("bce", "dice", "bce_dice"))
             parser.add_argument("--label", choices=("lesion", "zones"),
                                 help="lesion masks, or the whole gland (non-zero zones)")
+            parser.add_argument("--lesion-value", type=int, choices=(1, 255),
+                                help="value of lesion voxels in the lesion masks (default 1)")
             parser.add_argument("--steps-per-epoch", type=int)
             parser.add_argument("--drop-empty", action=argparse.BooleanOptionalAction, default=None,
                                 help="train on slices with foreground only")
@@ -302,7 +305,6 @@ def _add_train_commands(subparsers) -> None:
 
 def _run_train(args) -> int:
     from prostseg import training
-    from prostseg.errors import InputError
 
     config_class = training.UNetTrainingConfig if args.model == "unet" else training.Pix2PixTrainingConfig
     settings = {}
@@ -466,14 +468,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_names(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """``{keyword: action}`` of every ``--option`` of ``parser`` and its subcommands."""
+    names = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                names.update(_option_names(subparser))
+        elif action.option_strings and action.option_strings[0].startswith("--"):
+            names.setdefault(action.dest, action)
+    return names
+
+
+def command_line_wording(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with Python keywords of options (``overwrite=True``) as their flags.
+
+    The package's messages name keyword arguments; on the command line the user
+    needs the flag that sets them.
+
+    Examples
+    --------
+    >>> parser = build_parser()
+    >>> command_line_wording("out.csv: file exists; pass overwrite=True to replace it", parser)
+    'out.csv: file exists; pass --overwrite to replace it'
+    >>> command_line_wording("say so with lesion_value=255", parser)
+    'say so with --lesion-value 255'
+    """
+    options = _option_names(parser)
+
+    def flag(match: re.Match) -> str:
+        action = options.get(match[1])
+        if action is None:
+            return match[0]
+        option = action.option_strings[0]
+        if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+            return option if match[2] == "True" else f"--no-{option[2:]}"
+        return f"{option} {match[2]}"
+
+    message = re.sub(r"\s*\(CLI: [^)]*\)", "", message)
+    return re.sub(r"\b([a-z][a-z0-9_]*)=(True|False|[\w.]+)", flag, message)
+
+
+def _pipeline_error(err: Exception) -> ProstsegError | None:
+    """The prostseg error that TensorFlow wrapped, when ``err`` is such a wrapper.
+
+    A file that fails inside ``tf.data`` (read by ``tf.numpy_function``) reaches
+    ``Model.fit`` as a long ``InvalidArgumentError``; the first line of the original
+    message is all the user needs.
+    """
+    if not type(err).__module__.startswith(("tensorflow", "keras")):
+        return None
+    match = re.search(r"prostseg\.errors\.\w+: (.+)", str(err))
+    if match:
+        return ProstsegError(match[1].strip())
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    return ProstsegError(f"TensorFlow stopped: {first}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"prostseg: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``prostseg`` command; return its exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except ProstsegError as err:
-        print(f"prostseg {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    """Run the ``prostseg`` command; return its exit status.
+
+    Errors prostseg raises on purpose, file-system errors and errors TensorFlow
+    raised about a file are printed as one line, ``prostseg COMMAND: error: ...``,
+    with exit status 2; warnings as ``prostseg: warning: ...``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.handler(args)
+        except ProstsegError as err:
+            error = err
+        except OSError as err:  # a file the command reads or writes: name it, no traceback
+            if err.filename is None:
+                raise
+            error = InputError(err.filename, err.strerror or str(err))
+        except Exception as err:
+            error = _pipeline_error(err)
+            if error is None:
+                raise
+    message = command_line_wording(str(error), parser)
+    print(f"prostseg {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

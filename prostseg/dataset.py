@@ -57,7 +57,7 @@ from types import MappingProxyType
 import numpy as np
 
 from prostseg.errors import InputError
-from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, volume_grid
+from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, header_volume, load_volume
 
 __all__ = [
     "ZONE_NAMES",
@@ -68,9 +68,11 @@ __all__ = [
     "EXTENSIONS",
     "FILE_ALIASES",
     "Case",
+    "LESION_VALUES",
     "find_case",
     "case_folders",
     "discover_cases",
+    "load_mask",
 ]
 
 #: Class names of the zone label maps, indexed by label value.
@@ -83,6 +85,10 @@ ZONE_NAMES = (
 )
 #: Number of zone classes, background included.
 NUM_ZONE_CLASSES = len(ZONE_NAMES)
+
+#: Values a lesion mask may use for lesion voxels: 1, or 255 when stated explicitly
+#: (``lesion_value=255``); background is always 0.
+LESION_VALUES = (1, 255)
 
 #: Image volumes of a case.
 MODALITIES = ("t2w", "adc", "dwi")
@@ -192,16 +198,10 @@ def _scan(folder: Path, require: tuple[str, ...], check_grids: bool) -> tuple[Ca
     return case, problems
 
 
-def _header_volume(path: Path) -> Volume:
-    """A voxel-less :class:`Volume` with the grid read from the header of ``path``."""
-    shape, affine = volume_grid(path)
-    return Volume(np.broadcast_to(np.uint8(0), shape), affine, path)
-
-
 def _grid_problems(case: Case) -> list[str]:
     """Problems with files that must lie on the T2W grid (headers only where possible)."""
     try:
-        t2w = _header_volume(case.files["t2w"])
+        t2w = header_volume(case.files["t2w"])
     except InputError as err:
         return [f"{case.files['t2w'].name}: {err.problem}"]
     problems = []
@@ -210,7 +210,7 @@ def _grid_problems(case: Case) -> list[str]:
             continue
         label = str(case.files[name].relative_to(case.folder))
         try:
-            check_same_grid(t2w, _header_volume(case.files[name]))
+            check_same_grid(t2w, header_volume(case.files[name]))
         except InputError as err:
             problems.append(f"{label}: {err.problem}")
     return problems
@@ -355,3 +355,66 @@ def discover_cases(
     if report:
         raise InputError(data_dir, f"{bad} of {len(folders)} cases have problems:" + "".join(report))
     return sorted(cases, key=lambda case: case.case_id)
+
+
+def _present_values(data: np.ndarray) -> np.ndarray:
+    """The distinct values of a label array (a histogram for uint8, fast on big volumes)."""
+    if data.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(data.ravel(), minlength=256))
+    return np.unique(data)
+
+
+def load_mask(path: str | os.PathLike, name: str, *, lesion_value: int = 1) -> Volume:
+    """Read a mask of the case layout, checking the values its kind allows.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (see :func:`prostseg.io.load_volume`).
+    name : {"lesion", "zones"}
+        ``"zones"``: labels 0..4 (:data:`ZONE_NAMES`). ``"lesion"``: 0 and
+        ``lesion_value``.
+    lesion_value : {1, 255}, optional
+        The value of lesion voxels (:data:`LESION_VALUES`); 255 must be asked for, so
+        that an 8-bit image saved by mistake as a mask is not taken for one.
+
+    Returns
+    -------
+    Volume
+        ``uint8`` labels in canonical order.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the values it holds that its kind does not allow.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nibabel as nib
+    >>> file = Path(tempfile.mkdtemp()) / "lesion.nii.gz"
+    >>> mask = np.array([0, 255], np.uint8).reshape(1, 1, 2)
+    >>> nib.save(nib.Nifti1Image(mask, np.eye(4)), file)
+    >>> int(load_mask(file, "lesion", lesion_value=255).data.max())
+    255
+    >>> load_mask(file, "lesion")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...lesion.nii.gz: lesion mask holds 255; ... lesion_value=255
+    """
+    if name not in MASKS:
+        raise ValueError(f"name must be one of {MASKS}, got {name!r}")
+    if name == "zones":
+        return load_volume(path, num_classes=NUM_ZONE_CLASSES)
+    if lesion_value not in LESION_VALUES:
+        raise ValueError(f"lesion_value must be one of {LESION_VALUES}, got {lesion_value!r}")
+    mask = load_volume(path, label=True)
+    present = _present_values(mask.data)
+    unexpected = [int(v) for v in present if v not in (0, lesion_value)]
+    if unexpected:
+        more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""
+        hint = "; if 255 marks lesions, say so with lesion_value=255" if unexpected == [255] else ""
+        raise InputError(path, f"lesion mask holds {', '.join(map(str, unexpected[:5]))}{more}; "
+                         f"expected 0 (background) and {lesion_value} (lesion){hint}")
+    return mask

@@ -34,3 +34,26 @@ class InputError(ProstsegError, ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
+
+
+class OutputError(InputError):
+    """A file or folder cannot be written: no permission, a read-only file, a full disk.
+
+    The message names the destination the user asked for (never a temporary file).
+
+    Examples
+    --------
+    >>> import errno
+    >>> str(OutputError.from_os_error("runs/model.keras", OSError(errno.ENOSPC, "disk full")))
+    'runs/model.keras: cannot write: No space left on device'
+    """
+
+    @classmethod
+    def from_os_error(cls, path: str | os.PathLike, err: OSError) -> OutputError:
+        """The error for ``path`` that ``err`` (raised while writing it) stands for."""
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        return cls(path, f"cannot write: {reason}")
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but probably not as the user meant (e.g. only empty masks)."""

@@ -43,6 +43,7 @@ import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from PIL import Image
 
+from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 __all__ = ["BACKEND", "TEXT_RECORD_KEY", "FigureCanvas", "TextRecord", "read_text_record", "save_png"]
@@ -173,6 +174,6 @@ def save_png(figure, path: str | os.PathLike, *, dpi: float = 100, overwrite: bo
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(path, "exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=dpi, bbox_inches="tight", backend=BACKEND)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", backend=BACKEND)
     return path

@@ -89,8 +89,9 @@ def load_model(path: str | os.PathLike):
     Raises
     ------
     InputError
-        ``"<path>: not a Keras model file: ..."`` when the file is missing or cannot be
-        read as a Keras model.
+        ``"<path>: no such file"`` when it is missing, and
+        ``"<path>: corrupt or not a Keras model (...)"`` when it cannot be read as one
+        (Keras itself says "File not found" for any file that is not a zip archive).
     """
     import keras
 
@@ -100,11 +101,17 @@ def load_model(path: str | os.PathLike):
 
         return load_exported(path)
     if not path.is_file():
-        raise InputError(path, "not a Keras model file: no such file")
+        problem = "is a folder, not a .keras model file" if path.exists() else "no such model file"
+        raise InputError(path, problem)
+    if not zipfile.is_zipfile(path):
+        raise InputError(path, "corrupt or not a Keras model (a .keras file is a zip archive; "
+                         "this is not)")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as err:
-        raise InputError(path, f"not a Keras model file: {err}") from None
+    except (ValueError, OSError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") \
+            from None
 
 
 _TAKES = {
@@ -600,6 +607,13 @@ def _scores(pred: np.ndarray, truth: np.ndarray, per_zone: bool) -> dict[str, fl
     return row
 
 
+def _truth_and_prediction(case, pred_path: Path, label: str) -> tuple[Volume, Volume]:
+    """The truth mask and the prediction; zone maps (either) must hold labels 0..4."""
+    num_classes = NUM_ZONE_CLASSES if label == "zones" else None
+    truth = load_volume(case.path(label), label=True, num_classes=num_classes)
+    return truth, load_volume(pred_path, label=True, num_classes=num_classes)
+
+
 def _nanmean(values) -> float:
     values = np.asarray(values, dtype=float)
     return float(np.mean(values[~np.isnan(values)])) if np.any(~np.isnan(values)) else float("nan")
@@ -661,15 +675,13 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
 
     rows = []
     for case_id, pred_path in predictions.items():
-        truth = load_volume(cases[case_id].path(label), label=True)
-        pred = load_volume(pred_path, label=True)
+        truth, pred = _truth_and_prediction(cases[case_id], pred_path, label)
         check_same_grid(truth, pred)
         rows.append({"case_id": case_id, **_scores(pred.data, truth.data, per_zone)})
     columns = list(rows[0])
     mean = {key: _nanmean([row[key] for row in rows]) for key in columns[1:]}
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_csv, "w", newline="", encoding="utf-8") as file:
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -696,8 +708,8 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
     for ax, (title, row) in zip(axes[0], shown):
         case = cases[row["case_id"]]
         image = load_volume(case.path("t2w"))
-        truth = load_volume(case.path(label), label=True).data
-        pred = load_volume(predictions[row["case_id"]], label=True).data
+        truth, pred = (volume.data for volume in
+                       _truth_and_prediction(case, predictions[row["case_id"]], label))
         if not per_zone:
             truth, pred = truth > 0, pred > 0
         areas = np.count_nonzero(truth, axis=(0, 1)) if truth.any() else np.count_nonzero(pred, axis=(0, 1))

@@ -53,6 +53,7 @@ from nibabel import orientations
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
@@ -319,6 +320,26 @@ def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
     return _canonical_shape(affine, spatial), affine @ orientations.inv_ornt_aff(ornt, spatial)
 
 
+def header_volume(path: str | os.PathLike) -> Volume:
+    """A :class:`Volume` with the grid of ``path`` (see :func:`volume_grid`) and no voxels.
+
+    Its ``data`` is a read-only view of a single zero, broadcast to the right shape:
+    enough for :func:`check_same_grid` without reading the voxels.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nibabel as nib
+    >>> file = Path(tempfile.mkdtemp()) / "zones.nii.gz"
+    >>> nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), np.diag([-2.0, 2, 3, 1])), file)
+    >>> header_volume(file).shape
+    (4, 5, 6)
+    """
+    shape, affine = volume_grid(path)
+    return Volume(np.broadcast_to(np.uint8(0), shape), affine, Path(path))
+
+
 def check_same_grid(image: Volume, mask: Volume, *, tolerance: float = GRID_TOLERANCE) -> None:
     """Raise unless ``mask`` lies on the voxel grid of ``image``.
 
@@ -433,8 +454,8 @@ def save_like(
         if not np.issubdtype(data.dtype, np.integer):
             raise ValueError(f"scale applies to quantised integer arrays, not {data.dtype}")
         image.header.set_slope_inter(scale, 0.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, path)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
     return path
 
 

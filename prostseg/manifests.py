@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 import jsonschema
 
+from prostseg.atomic import atomic_path
 from prostseg.errors import InputError, ProstsegError
 
 #: Roles a manifest can fill in a case folder, in the order they are written.
@@ -466,7 +467,8 @@ def import_local(
                 }
         finally:
             if written:
-                record_path.write_text(json.dumps(record, indent=1, sort_keys=True))
+                with atomic_path(record_path) as tmp:
+                    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
                 _write_patient_ids(manifest, dest, [case_dir.name for case_dir in written])
     return written
 
@@ -480,7 +482,6 @@ def _write_patient_ids(manifest: Manifest, dest: Path, case_ids: list[str]) -> N
     pattern = manifest.layout.get("patient_id")
     if pattern is None:
         return
-    from prostseg.atomic import atomic_path
     from prostseg.splits import PATIENTS_FILE
 
     path = dest / PATIENTS_FILE
@@ -745,7 +746,7 @@ def _write_case(
     final = dest / case_id
     staging = Path(tempfile.mkdtemp(prefix=f".{case_id}-", dir=dest))
     try:
-        t2w_shape = None
+        t2w_grid = None
         for role in CASE_ROLES:
             found = sources.get(role)
             if found is None:
@@ -755,19 +756,16 @@ def _write_case(
                 image = _convert(role, spec, found)
                 out = staging / f"{role}.nii.gz"
                 image.to_filename(out)
-                shape = image.shape[:3]
             else:
                 src = found["paths"][0]
                 out = staging / f"{role}{_suffix(src)}"
                 shutil.copyfile(src, out)
-                shape = _nifti_shape(out)
             if role == "t2w":
-                t2w_shape = shape
-            elif role in LABEL_ROLES and None not in (t2w_shape, shape) and shape != t2w_shape:
-                raise InputError(
-                    found["paths"][0],
-                    f"{role} grid {shape} differs from the T2W grid {t2w_shape}",
-                )
+                t2w_grid = _staged_grid(out, found["paths"][0])
+            elif role in LABEL_ROLES and t2w_grid is not None:
+                from prostseg.io import check_same_grid
+
+                check_same_grid(t2w_grid, _staged_grid(out, found["paths"][0]))
         if final.exists():
             if not overwrite:
                 raise InputError(final, "case already exists; pass overwrite=True to replace it")
@@ -783,12 +781,21 @@ def _write_case(
     return final
 
 
-def _nifti_shape(path: Path) -> tuple[int, ...] | None:
-    if not path.name.endswith((".nii", ".nii.gz")):
-        return None
-    import nibabel as nib
+def _staged_grid(staged: Path, source: Path):
+    """The grid (a voxel-less Volume) of a staged file, named after its source file.
 
-    return tuple(nib.load(path).shape[:3])
+    Masks must lie on the T2W grid in full (shape and affine, within
+    :data:`prostseg.io.GRID_TOLERANCE` of a voxel), not only in shape: a mask shifted in
+    space would otherwise be imported as if it marked the right voxels.
+    """
+    import dataclasses
+
+    from prostseg.io import header_volume
+
+    try:
+        return dataclasses.replace(header_volume(staged), path=source)
+    except InputError as err:
+        raise InputError(source, err.problem) from None
 
 
 def _convert(role: str, spec: dict, found: dict):

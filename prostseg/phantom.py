@@ -109,6 +109,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,6 +119,7 @@ import numpy as np
 from scipy import ndimage
 
 from prostseg.dataset import ZONE_NAMES
+from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 __all__ = [
@@ -1476,9 +1478,6 @@ def write_phantom_dataset(
     for index, case_dir in enumerate(case_dirs):
         case_seed = _case_seed(seed, index)
         case = make_phantom_case(case_seed, **case_kwargs)
-        case_dir.mkdir(parents=True, exist_ok=True)
-        for name, (array, affine) in case.volumes().items():
-            nib.save(_las_nifti(array, affine), case_dir / f"{name}.nii.gz")
         metadata = {
             "generator": "prostseg.phantom",
             "generator_version": GENERATOR_VERSION,
@@ -1492,8 +1491,24 @@ def write_phantom_dataset(
             "adc_units": "1e-6 mm^2/s",
             "misalignment": case.misalignment.to_dict(),
         }
-        (case_dir / _METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        new_folder = not case_dir.exists()
+        try:
+            _write_case_files(case, case_dir, metadata)
+        except BaseException:
+            if new_folder:  # no half-written case that a rerun would refuse to replace
+                shutil.rmtree(case_dir, ignore_errors=True)
+            raise
     return case_dirs
+
+
+def _write_case_files(case: PhantomCase, case_dir: Path, metadata: dict) -> None:
+    """The volumes of ``case``, then its metadata (which marks the case complete)."""
+    case_dir.mkdir(parents=True, exist_ok=True)
+    for name, (array, affine) in case.volumes().items():
+        with atomic_path(case_dir / f"{name}.nii.gz") as tmp:
+            nib.save(_las_nifti(array, affine), tmp)
+    with atomic_path(case_dir / _METADATA) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 _METADATA = "phantom.json"

@@ -643,11 +643,17 @@ def _checked_label(label: str) -> str:
     return label
 
 
+def _load_unet_mask(case: Case, label: str) -> Volume:
+    """A case's mask; zone maps must hold 0..4 (lesion values: see prostseg.datacheck)."""
+    num_classes = NUM_ZONE_CLASSES if label == "zones" else None
+    return load_volume(case.path(label), label=True, num_classes=num_classes)
+
+
 def _load_unet_case(
     case: Case, label: str, image_size: int, target_spacing: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     t2w = load_volume(case.path("t2w"))
-    mask = load_volume(case.path(label), label=True)
+    mask = _load_unet_mask(case, label)
     check_same_grid(t2w, mask)
     return (prepare_unet_volume(t2w, image_size, target_spacing=target_spacing),
             prepare_unet_mask(mask, image_size, target_spacing=target_spacing))
@@ -808,7 +814,8 @@ def count_slices(
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
     for case in cases:
-        mask = prepare_unet_mask(load_volume(case.path(label), label=True), image_size, target_spacing=target_spacing)
+        mask = prepare_unet_mask(_load_unet_mask(case, label), image_size,
+                                 target_spacing=target_spacing)
         total += int(np.count_nonzero(mask.any(axis=(1, 2, 3))))
     return total
 

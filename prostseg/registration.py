@@ -48,15 +48,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 
 from prostseg.atomic import atomic_path
 from prostseg.dataset import find_case
-from prostseg.errors import InputError, ProstsegError
+from prostseg.errors import DataWarning, InputError, ProstsegError
 from prostseg.io import Volume, load_volume, save_like, volume_to_itk
 
 __all__ = [
     "DEFAULT_TRANSFORMS",
+    "MIN_MI_GAIN",
     "PARAMETER_NOTES",
     "SUMMARY_COLUMNS",
     "DatasetRegistration",
@@ -93,6 +96,13 @@ _RAS_LPS = np.diag([-1.0, -1.0, 1.0])
 # Smallest overlap of the two fields of view (fraction of the smaller one) that
 # register() accepts before calling elastix.
 _MIN_FOV_OVERLAP = 0.05
+
+#: Smallest relative gain in mutual information (after vs. before registration) that
+#: counts as an improvement. Below it :func:`register` warns and the quality figures
+#: record ``"mi_improved": false``: the images may have been aligned already, or the
+#: registration failed. ProstateX-0000, nearly aligned, gains 1.3 % (ADC); misaligned
+#: phantoms gain 40-80 %.
+MIN_MI_GAIN = 0.005
 
 # Quality figures are measured in the central part of the fixed grid (this fraction
 # of each in-plane extent, all slices), where the prostate is, and only where both
@@ -335,6 +345,14 @@ def _check_3d(volume: Volume) -> None:
         raise InputError(volume.path, f"registration needs a 3D volume, got shape {shape}")
 
 
+def _check_not_constant(volume: Volume) -> None:
+    data = np.asarray(volume.data)
+    low, high = float(data.min()), float(data.max())
+    if low == high:
+        raise InputError(volume.path, f"every voxel is {low:g}: a constant image has nothing to "
+                         "register (an empty or blank series?)")
+
+
 def _world_box(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned world bounding box (RAS mm) of the voxels' extent."""
     corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in volume.data.shape[:3]], indexing="ij"))
@@ -398,8 +416,15 @@ def register(
     Raises
     ------
     InputError
-        If an image is not 3D, if the fields of view do not overlap, or if elastix
-        finds too few samples inside the moving image (the images hardly overlap).
+        If an image is not 3D or is constant (empty), if the fields of view do not
+        overlap, or if elastix finds too few samples inside the moving image (the
+        images hardly overlap).
+
+    Warns
+    -----
+    prostseg.errors.DataWarning
+        When the mutual information gains less than :data:`MIN_MI_GAIN` (relative);
+        ``quality["mi_improved"]`` is then False.
 
     Examples
     --------
@@ -411,6 +436,7 @@ def register(
     fixed, moving = _volume(fixed), _volume(moving)
     for volume in (fixed, moving):
         _check_3d(volume)
+        _check_not_constant(volume)
     _check_overlap(fixed, moving)
     if parameter_maps is None:
         parameter_maps = default_parameter_maps(
@@ -635,12 +661,25 @@ def _mutual_information_before_after(fixed: Volume, moving: Volume, transform, a
     )
     if not region.any():
         region = np.ones(fixed.data.shape, dtype=bool)
-    return {
-        "mi_before": round(mutual_information(fixed.data, header_only.data, region), 4),
-        "mi_after": round(mutual_information(fixed.data, aligned.data, region), 4),
+    before = round(mutual_information(fixed.data, header_only.data, region), 4)
+    after = round(mutual_information(fixed.data, aligned.data, region), 4)
+    improved = after >= before * (1 + MIN_MI_GAIN) and after > 0
+    quality = {
+        "mi_before": before,
+        "mi_after": after,
         "mi_region": f"central {_QUALITY_REGION_FRACTION:.0%} in-plane, all slices, "
         "inside the moving field of view before and after",
+        "mi_min_gain": MIN_MI_GAIN,
+        "mi_improved": improved,
     }
+    if not improved:
+        quality["warning"] = (
+            f"registration of {_name(moving)} did not raise the mutual information with "
+            f"{_name(fixed)} by {MIN_MI_GAIN:.1%} ({before:.4f} -> {after:.4f}): the images may "
+            "have been aligned already, or the registration failed; check an overlay"
+        )
+        warnings.warn(quality["warning"], DataWarning, stacklevel=3)
+    return quality
 
 
 # ------------------------------------------------------------------ transform files
@@ -680,11 +719,12 @@ def save_transform(transform, path: str | os.PathLike, *, overwrite: bool = Fals
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise InputError(existing[0], "already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     itk = _itk()
     previous = "NoInitialTransform"
     for m, file in zip(maps, paths):
-        itk.ParameterObject.WriteParameterFile({**m, "InitialTransformParametersFileName": [previous]}, str(file))
+        with atomic_path(file) as tmp:
+            chained = {**m, "InitialTransformParametersFileName": [previous]}
+            itk.ParameterObject.WriteParameterFile(chained, str(tmp))
         previous = file.name
     return paths
 
@@ -974,6 +1014,8 @@ def register_case(
     if existing and not overwrite:
         raise InputError(existing[0], "already exists; pass overwrite=True to replace the registration results")
 
+    t2w, dwi = load_volume(case.path("t2w")), load_volume(case.path("dwi"))
+    _check_not_constant(dwi)  # resampled with the ADC's transform, never registered itself
     report = {
         "case": case.case_id,
         "status": "incomplete",
@@ -984,9 +1026,7 @@ def register_case(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_report(report, out_dir / _REPORT)
 
-    t2w = load_volume(case.path("t2w"))
     result = register(t2w, case.path("adc"), transforms=transforms, number_of_threads=number_of_threads)
-    dwi = load_volume(case.path("dwi"))
     aligned = {"dwi": resample_to(dwi, t2w, result), "adc": result.aligned}
     report.update({
         "fixed": case.path("t2w").name,

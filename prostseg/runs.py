@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from prostseg.dataset import MASKS
+from prostseg.atomic import atomic_path
+from prostseg.dataset import LESION_VALUES, MASKS
 from prostseg.errors import InputError
 from prostseg.splits import PatientSplit, patients_across_parts, read_patient_ids, split_patients
 
@@ -167,8 +168,8 @@ class _TrainingConfig:
         path = Path(path)
         if path.exists() and not overwrite:
             raise InputError(path, "file exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
 
@@ -211,6 +212,9 @@ class UNetTrainingConfig(_TrainingConfig):
         Binary cross-entropy (the original project's choice), soft Dice, or their sum.
     label : {"lesion", "zones"}
         The mask to learn: lesions, or the whole gland (every non-zero zone).
+    lesion_value : {1, 255}
+        Value of lesion voxels in the lesion masks (background is 0); 255 must be
+        stated, see :func:`prostseg.dataset.load_mask`.
     drop_empty : bool
         Train on slices with foreground only.
     foreground_fraction : float, optional
@@ -266,6 +270,7 @@ class UNetTrainingConfig(_TrainingConfig):
     depth: int = 4
     loss: str = "bce"
     label: str = "lesion"
+    lesion_value: int = 1
     drop_empty: bool = False
     foreground_fraction: float | None = None
     steps_per_epoch: int | None = None
@@ -278,6 +283,9 @@ class UNetTrainingConfig(_TrainingConfig):
             raise ValueError(f"loss must be one of {UNET_LOSS_NAMES}, got {self.loss!r}")
         if self.label not in MASKS:
             raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
+        if self.lesion_value not in LESION_VALUES:
+            raise ValueError(f"lesion_value must be one of {LESION_VALUES}, "
+                             f"got {self.lesion_value!r}")
         if self.steps_per_epoch is not None:
             _check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         if self.image_size % 2**self.depth:

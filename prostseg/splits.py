@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 __all__ = [
@@ -126,7 +127,8 @@ class PatientSplit:
             Destination file.
         overwrite : bool, optional
             Replace an existing file; by default an existing file raises
-            :class:`FileExistsError`.
+            :class:`FileExistsError`. The file is written atomically
+            (:func:`prostseg.atomic.atomic_path`).
 
         Returns
         -------
@@ -134,13 +136,10 @@ class PatientSplit:
             The written file.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with path.open("w" if overwrite else "x", encoding="utf-8") as file:
-                json.dump(self.to_dict(), file, indent=2)
-                file.write("\n")
-        except FileExistsError:
-            raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it") from None
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod

@@ -62,6 +62,8 @@ import numpy as np
 import tensorflow as tf
 
 from prostseg import losses
+from prostseg.atomic import atomic_path
+from prostseg.datacheck import check_training_data
 from prostseg.dataset import NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases
 from prostseg.metrics import per_class_dice
 from prostseg.models import build_pix2pix_discriminator, build_pix2pix_generator, build_unet
@@ -199,13 +201,15 @@ def _start(config, data_require: tuple[str, str], overwrite: bool):
     worker = _worker_name(strategy)
     cases = discover_cases(config.data_dir, require=data_require)
     split = patient_split(config, [case.case_id for case in cases])
+    by_id = {case.case_id: case for case in cases}
+    train_cases, val_cases = [by_id[i] for i in split.train], [by_id[i] for i in split.val]
+    check_training_data(config, train_cases, val_cases, replicas=strategy.num_replicas_in_sync)
     folder = prepare_run_folder(config, worker, overwrite)
     write_split(split, folder)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    by_id = {case.case_id: case for case in cases}
-    return strategy, folder, [by_id[i] for i in split.train], [by_id[i] for i in split.val]
+    return strategy, folder, train_cases, val_cases
 
 
 def _adam(config, model: keras.Model, **options):
@@ -470,7 +474,8 @@ def train_unet(
         steps_per_epoch=steps,
     )
     model_path = folder / "model.keras"
-    model.save(model_path)
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
     return training_result(folder, model_path, monitor, True, strategy.num_replicas_in_sync, global_batch)
 
 
@@ -612,7 +617,8 @@ def train_pix2pix(
         learning_rate_at=config.learning_rate_at, callbacks=callbacks,
     )
     model_path = folder / "generator.keras"
-    generator.save(model_path)
-    discriminator.save(folder / "discriminator.keras")
+    for model, path in ((generator, model_path), (discriminator, folder / "discriminator.keras")):
+        with atomic_path(path) as tmp:
+            model.save(tmp)
     key, lower = ("val_dice_mean", False) if val_cases else ("gen_l1", True)
     return training_result(folder, model_path, key, lower, replicas, global_batch)

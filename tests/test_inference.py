@@ -172,7 +172,7 @@ def test_cli_predict_rejects_a_file_that_is_not_a_model(phantom_dir, tmp_path, c
     args = ["predict", "--model", str(fake), "--image", str(phantom_dir / "phantom-000"),
             "--out", str(tmp_path / "pred.nii.gz")]
     assert main(args) == 2
-    assert f"{fake}: not a Keras model file" in capsys.readouterr().err
+    assert f"{fake}: corrupt or not a Keras model" in capsys.readouterr().err
     assert not (tmp_path / "pred.nii.gz").exists()
 
 
