@@ -44,13 +44,13 @@ NAME = "book_models"
 CHAPTER_7 = dict(epochs=30, batch_size=4, image_size=96, target_spacing=1.0, base_filters=16, depth=3,
                  loss="bce_dice", learning_rate=1e-3, foreground_fraction=None, cache=True)
 #: The parameter cell of book/10_train-pix2pix.ipynb.
-CHAPTER_10 = dict(epochs=20, image_size=64, target_spacing=1.5, base_filters=16, batch_size=1,
-                  learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=10,
+CHAPTER_10 = dict(epochs=80, image_size=64, target_spacing=1.5, base_filters=16, batch_size=8,
+                  learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=40,
                   generator_upsampling="transpose", augment=False, cache=True)
 #: Tiny settings of ``--quick`` (checks that the script works; measures nothing).
 QUICK_7 = {**CHAPTER_7, "epochs": 1, "image_size": 32, "base_filters": 4, "target_spacing": 4.0}
 QUICK_10 = {**CHAPTER_10, "epochs": 2, "image_size": 32, "base_filters": 4, "target_spacing": 4.0,
-            "decay_epochs": 1}
+            "decay_epochs": 1, "batch_size": 2}
 ZONES = ("PZ", "TZ", "CZ", "AFS")
 
 
