@@ -212,6 +212,15 @@ def _start(config, data_require: tuple[str, str], overwrite: bool):
     return strategy, folder, train_cases, val_cases
 
 
+def _write_model_card(config, folder: Path) -> None:
+    """``MODEL_CARD.md`` of a finished run (:mod:`prostseg.model_card`); the chief's run
+    folder only, other workers keep no models."""
+    from prostseg.model_card import write_model_card
+
+    if Path(folder).resolve() == Path(config.output_dir).resolve():
+        write_model_card(folder)
+
+
 def _adam(config, model: keras.Model, **options):
     """Adam for ``model``, loss-scaled under mixed precision, built (call inside the scope)."""
     optimizer = keras.optimizers.Adam(config.learning_rate, **options)
@@ -476,6 +485,7 @@ def train_unet(
     model_path = folder / "model.keras"
     with atomic_path(model_path) as tmp:
         model.save(tmp)
+    _write_model_card(config, folder)
     return training_result(folder, model_path, monitor, True, strategy.num_replicas_in_sync, global_batch)
 
 
@@ -620,5 +630,6 @@ def train_pix2pix(
     for model, path in ((generator, model_path), (discriminator, folder / "discriminator.keras")):
         with atomic_path(path) as tmp:
             model.save(tmp)
+    _write_model_card(config, folder)
     key, lower = ("val_dice_mean", False) if val_cases else ("gen_l1", True)
     return training_result(folder, model_path, key, lower, replicas, global_batch)

@@ -160,6 +160,9 @@ def test_unet_learns_the_gland_of_its_training_slices(phantom_dir, split_file, t
     assert predicted_iou > 0.5
     assert (tmp_path / "run" / "best.keras").is_file()
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == json.loads(split_file.read_text())
+    # every finished run describes itself: data, split and held-out scores
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "best.keras" in card and all(case_id in card for case_id in train_ids)
 
 
 def test_unet_trains_without_validation_patients(phantom_dir, tmp_path):
@@ -195,6 +198,7 @@ def test_pix2pix_generator_l1_falls_and_is_validated_on_held_out_patients(stack_
     best_epoch = max(history, key=lambda row: row["val_dice_mean"])
     assert result.best["val_dice_mean"] == best_epoch["val_dice_mean"]
     assert load_model(tmp_path / "run" / "best_generator.keras").output_shape == (None, 32, 32, 5)
+    assert "best_generator.keras" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
 
 
 @pytest.mark.slow
