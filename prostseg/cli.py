@@ -289,6 +289,8 @@ def _add_train_commands(subparsers) -> None:
                                 help="draw foreground slices with this probability (oversampling)")
             parser.add_argument("--intensity-augment", action=argparse.BooleanOptionalAction, default=None,
                                 help="randomise gamma, bias field, contrast and noise of training slices")
+            parser.add_argument("--shape-augment", action=argparse.BooleanOptionalAction, default=None,
+                                help="warp training slices and masks (scale, rotation, shear, elastic)")
         else:
             parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")
             parser.add_argument("--crossentropy-weight", type=float,
