@@ -148,8 +148,9 @@ FOV_CENTRE_MM = (0.0, -20.0, -60.0)
 ENDORECTAL_COIL_FRACTION = 0.25
 
 #: T2W tissue contrasts of :func:`make_phantom_case`: the realistic table of each tissue
-#: (varied a little per scan), or a level drawn at random per tissue and per scan.
-CONTRASTS = ("realistic", "random")
+#: (varied a little per scan), a level drawn at random per tissue and per scan, or either
+#: of the two (a coin toss per scan).
+CONTRASTS = ("realistic", "random", "mixed")
 
 #: Range of the random T2W level of a tissue, relative to the scan's fat signal.
 RANDOM_T2W_RANGE = (0.02, 1.2)
@@ -1322,14 +1323,15 @@ def make_phantom_case(
     endorectal_coil : bool, optional
         Scan with an endorectal coil; by default drawn from the seed (a fraction
         :data:`ENDORECTAL_COIL_FRACTION` of the patients).
-    contrast : {"realistic", "random"}, optional
+    contrast : {"realistic", "random", "mixed"}, optional
         T2W tissue contrast. ``"realistic"`` (the default) follows the tissue table
         with small variations per scan. ``"random"`` draws, per scan, the T2W level of
         every tissue but air uniformly in :data:`RANDOM_T2W_RANGE` times the fat signal
         (synthetic-data training in the style of SynthSeg: a network trained on such
         scans must find the gland by its shape and boundaries, not by its grey
-        values). The patient, the grids, the noise and the DWI and ADC volumes are those
-        of the realistic scan of the same seed; only the T2W grey values change.
+        values). ``"mixed"`` tosses a coin per scan (from the seed) between the two.
+        The patient, the grids, the noise and the DWI and ADC volumes are those of the
+        realistic scan of the same seed; only the T2W grey values change.
 
     Returns
     -------
@@ -1363,7 +1365,8 @@ def make_phantom_case(
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     patient_rng, scan_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     scan = _draw_scan(scan_rng)
-    if contrast == "random":  # drawn after the realistic scan, which stays the same
+    # Drawn after the realistic scan, which stays the same.
+    if contrast == "random" or (contrast == "mixed" and scan_rng.random() < 0.5):
         scan = _random_contrast(scan_rng, scan)
     coil = scan.coil if endorectal_coil is None else bool(endorectal_coil)
     patient = _draw_patient(patient_rng, coil)

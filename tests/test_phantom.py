@@ -343,6 +343,19 @@ def test_random_contrast_changes_only_the_t2w_grey_values(cases):
     assert np.ptp(np.log(gland_over_fat)) > 1.0
 
 
+def test_mixed_contrast_gives_both_kinds_of_scan(cases):
+    kinds = []
+    for seed, realistic in enumerate(cases):
+        mixed = make_phantom_case(seed, contrast="mixed", **SMALL)
+        np.testing.assert_array_equal(mixed.tissues, realistic.tissues)
+        if np.array_equal(mixed.t2w, realistic.t2w):
+            kinds.append("realistic")
+        else:  # then it is one of the random scans of that seed's patient
+            kinds.append("random")
+            assert mixed.t2w.dtype == np.int16 and np.array_equal(mixed.adc, realistic.adc)
+    assert set(kinds) == {"realistic", "random"}, kinds
+
+
 def test_lesions_lie_inside_the_gland_and_are_counted(cases):
     for case in cases:
         assert set(np.unique(case.lesion).tolist()) <= {0, 1}
