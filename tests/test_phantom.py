@@ -539,3 +539,11 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 2
     assert "phantom-000" in again.stderr and "--overwrite" in again.stderr
+    shuffled_dir = tmp_path / "random"
+    command = [sys.executable, "-m", "prostseg", "phantom", str(shuffled_dir), "--cases", "1", "--seed", "1",
+               "--contrast", "random"]
+    assert subprocess.run(command, capture_output=True, text=True, check=False).returncode == 0
+    metadata = json.loads((shuffled_dir / "phantom-000" / "phantom.json").read_text())
+    assert metadata["case_kwargs"] == {"contrast": "random"}
+    shuffled = load_volume(shuffled_dir / "phantom-000" / "t2w.nii.gz")
+    assert shuffled.shape == first.shape and not np.array_equal(shuffled.data, first.data)
