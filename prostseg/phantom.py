@@ -54,6 +54,11 @@ field multiply T2W and DWI but not ADC (a ratio of two images in which the coil
 sensitivity cancels). ADC is zero where the scanner would mask it (air, cortical bone);
 fat, suppressed on diffusion imaging, is dark on DWI and near zero on ADC.
 
+For training networks meant for real scans, ``contrast="random"`` (or ``"mixed"``, a coin
+toss per scan) redraws the T2W level of every tissue at random, in the spirit of SynthSeg:
+the same anatomy with grey values that no scanner gives, so that a network has to find
+the gland by its shape and boundaries (see :func:`make_phantom_case`).
+
 Random numbers come from three independent streams of the seed: the patient (anatomy,
 lesions, misalignment), the scan (grids, coil, contrast) and the noise. The same seed
 therefore gives the same patient on any grid the caller passes.
