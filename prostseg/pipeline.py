@@ -641,7 +641,9 @@ def _bilinear(tensor: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     return upper * (1 - fraction_row) + lower * fraction_row
 
 
-def augment_shape(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def augment_shape(
+    image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Deform an image and its binary mask with the same smooth random warp.
 
     Every draw comes from ``seed`` alone: an affine map about the slice centre (scale
@@ -681,8 +683,8 @@ def augment_shape(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[
     draws = tf.random.stateless_uniform([7], seed=seed, minval=-1.0, maxval=1.0)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     size = tf.cast(tf.stack([height, width]), tf.float32)
-    rows, cols = tf.meshgrid(tf.range(size[0]) - (size[0] - 1) / 2, tf.range(size[1]) - (size[1] - 1) / 2,
-                             indexing="ij")
+    centre = (size - 1) / 2
+    rows, cols = tf.meshgrid(tf.range(size[0]) - centre[0], tf.range(size[1]) - centre[1], indexing="ij")
     # Output pixel -> input position: the inverse of scale, shear and rotation, then a shift.
     scale_row, scale_col = tf.exp(-0.25 * draws[0]), tf.exp(-0.25 * draws[1])
     angle = np.pi / 9 * draws[2]
@@ -694,8 +696,8 @@ def augment_shape(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[
     source_cols = scale_col * turned_cols + 0.08 * draws[5] * size[1]
     offsets = tf.random.stateless_normal([4, 4, 2], seed=seed + 1) * (0.02 * (draws[6] + 1.0))
     displacement = tf.image.resize(offsets, tf.stack([height, width]), method="bicubic") * size
-    source_rows += displacement[..., 0] + (size[0] - 1) / 2
-    source_cols += displacement[..., 1] + (size[1] - 1) / 2
+    source_rows += displacement[..., 0] + centre[0]
+    source_cols += displacement[..., 1] + centre[1]
     warped_image = _bilinear(image, source_rows, source_cols)
     warped_label = tf.cast(_bilinear(label, source_rows, source_cols) >= 0.5, tf.float32)
     return tf.ensure_shape(warped_image, image.shape), tf.ensure_shape(warped_label, label.shape)
@@ -820,7 +822,8 @@ def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: i
             if augment:
                 image, label = augment_pair(image, label, seed=element_seed)
             if shape:
-                image, label = augment_shape(image, label, seed=element_seed + tf.constant([0, 1 << 41], tf.int64))
+                shape_seed = element_seed + tf.constant([0, 1 << 41], tf.int64)
+                image, label = augment_shape(image, label, seed=shape_seed)
             if intensity:
                 image = augment_intensity(image, seed=element_seed + tf.constant([0, 1 << 40], tf.int64))
             return image, label
@@ -1033,8 +1036,8 @@ def unet_dataset(
         slices = tf.data.Dataset.sample_from_datasets(
             [foreground, empty], weights=[foreground_fraction, 1 - foreground_fraction], seed=seed
         )
-    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size, intensity=intensity_augment,
-                   shape=shape_augment)
+    return _finish(slices, augment=augment, seed=seed, batch_size=batch_size,
+                   intensity=intensity_augment, shape=shape_augment)
 
 
 def pix2pix_dataset(
