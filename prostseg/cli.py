@@ -34,6 +34,9 @@ def _add_phantom_command(subparsers) -> None:
     parser.add_argument("out_dir", type=Path, help="folder to write the cases into")
     parser.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--contrast", choices=("realistic", "random", "mixed"),
+                        help="T2W tissue contrast: realistic (default), random per tissue and scan "
+                             "(SynthSeg style), or a coin toss per scan between the two")
     parser.add_argument("--overwrite", action="store_true", help="replace existing cases")
     parser.set_defaults(handler=_run_phantom)
 
@@ -41,8 +44,9 @@ def _add_phantom_command(subparsers) -> None:
 def _run_phantom(args) -> int:
     from prostseg.phantom import write_phantom_dataset
 
+    options = {} if args.contrast is None else {"contrast": args.contrast}
     cases = write_phantom_dataset(
-        args.out_dir, n_cases=args.cases, seed=args.seed, overwrite=args.overwrite
+        args.out_dir, n_cases=args.cases, seed=args.seed, overwrite=args.overwrite, **options
     )
     for case_dir in cases:
         print(case_dir)
@@ -292,6 +296,8 @@ def _add_train_commands(subparsers) -> None:
                                 help="draw foreground slices with this probability (oversampling)")
             parser.add_argument("--intensity-augment", action=argparse.BooleanOptionalAction, default=None,
                                 help="randomise gamma, bias field, contrast and noise of training slices")
+            parser.add_argument("--shape-augment", action=argparse.BooleanOptionalAction, default=None,
+                                help="warp training slices and masks (scale, rotation, shear, elastic)")
         else:
             parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")
             parser.add_argument("--crossentropy-weight", type=float,

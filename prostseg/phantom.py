@@ -54,6 +54,11 @@ field multiply T2W and DWI but not ADC (a ratio of two images in which the coil
 sensitivity cancels). ADC is zero where the scanner would mask it (air, cortical bone);
 fat, suppressed on diffusion imaging, is dark on DWI and near zero on ADC.
 
+For training networks meant for real scans, ``contrast="random"`` (or ``"mixed"``, a coin
+toss per scan) redraws the T2W level of every tissue at random, in the spirit of SynthSeg:
+the same anatomy with grey values that no scanner gives, so that a network has to find
+the gland by its shape and boundaries (see :func:`make_phantom_case`).
+
 Random numbers come from three independent streams of the seed: the patient (anatomy,
 lesions, misalignment), the scan (grids, coil, contrast) and the noise. The same seed
 therefore gives the same patient on any grid the caller passes.
@@ -124,6 +129,7 @@ from prostseg.errors import InputError
 
 __all__ = [
     "GENERATOR_VERSION",
+    "CONTRASTS",
     "TISSUE_NAMES",
     "RigidTransform",
     "PhantomCase",
@@ -147,6 +153,14 @@ FOV_CENTRE_MM = (0.0, -20.0, -60.0)
 
 #: Fraction of the patients scanned with an endorectal coil (when the caller does not say).
 ENDORECTAL_COIL_FRACTION = 0.25
+
+#: T2W tissue contrasts of :func:`make_phantom_case`: the realistic table of each tissue
+#: (varied a little per scan), a level drawn at random per tissue and per scan, or either
+#: of the two (a coin toss per scan).
+CONTRASTS = ("realistic", "random", "mixed")
+
+#: Range of the random T2W level of a tissue, relative to the scan's fat signal.
+RANDOM_T2W_RANGE = (0.02, 1.2)
 
 _PZ, _TZ, _CZ, _AFS = (
     ZONE_NAMES.index(name)
@@ -1133,6 +1147,19 @@ def _draw_scan(rng: np.random.Generator) -> _Scan:
     )
 
 
+def _random_contrast(rng: np.random.Generator, scan: _Scan) -> _Scan:
+    """The scan with a T2W level drawn at random for every tissue but air (SynthSeg style).
+
+    Levels are uniform in :data:`RANDOM_T2W_RANGE` times the scan's fat signal, so the
+    scanner scale and noise stay those of the scan; texture, DWI and ADC are unchanged.
+    """
+    properties = scan.properties.copy()
+    fat_signal = properties[_TISSUE_ID["fat"], 0]
+    levels = rng.uniform(*RANDOM_T2W_RANGE, size=len(properties) - 1)
+    properties[1:, 0] = fat_signal * levels  # air (the first tissue) stays black
+    return replace(scan, properties=properties)
+
+
 def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma_vox: Sequence[float]) -> np.ndarray:
     """Gaussian-filtered white noise (float32, unit standard deviation).
 
@@ -1268,6 +1295,7 @@ def make_phantom_case(
     n_lesions: int | None = None,
     misalignment: RigidTransform | None = None,
     endorectal_coil: bool | None = None,
+    contrast: str = "realistic",
 ) -> PhantomCase:
     """Draw one synthetic prostate MRI case.
 
@@ -1302,6 +1330,15 @@ def make_phantom_case(
     endorectal_coil : bool, optional
         Scan with an endorectal coil; by default drawn from the seed (a fraction
         :data:`ENDORECTAL_COIL_FRACTION` of the patients).
+    contrast : {"realistic", "random", "mixed"}, optional
+        T2W tissue contrast. ``"realistic"`` (the default) follows the tissue table
+        with small variations per scan. ``"random"`` draws, per scan, the T2W level of
+        every tissue but air uniformly in :data:`RANDOM_T2W_RANGE` times the fat signal
+        (synthetic-data training in the style of SynthSeg: a network trained on such
+        scans must find the gland by its shape and boundaries, not by its grey
+        values). ``"mixed"`` tosses a coin per scan (from the seed) between the two.
+        The patient, the grids, the noise and the DWI and ADC volumes are those of the
+        realistic scan of the same seed; only the T2W grey values change.
 
     Returns
     -------
@@ -1321,11 +1358,23 @@ def make_phantom_case(
     ...             for c in (case, coarse)]
     >>> bool(abs(gland_ml[0] - gland_ml[1]) < 0.2 * gland_ml[0])  # the same patient on both grids
     True
+
+    With random contrast, the same patient gets other T2W grey values:
+
+    >>> shuffled = make_phantom_case(3, shape=(64, 64, 12), spacing=(2.0, 2.0, 4.0), n_lesions=1,
+    ...                              contrast="random")
+    >>> bool((shuffled.zones == case.zones).all()), bool((shuffled.t2w == case.t2w).all())
+    (True, False)
     """
     if n_lesions is not None and n_lesions < 0:
         raise ValueError(f"n_lesions must be >= 0, got {n_lesions}")
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     patient_rng, scan_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     scan = _draw_scan(scan_rng)
+    # Drawn after the realistic scan, which stays the same.
+    if contrast == "random" or (contrast == "mixed" and scan_rng.random() < 0.5):
+        scan = _random_contrast(scan_rng, scan)
     coil = scan.coil if endorectal_coil is None else bool(endorectal_coil)
     patient = _draw_patient(patient_rng, coil)
     fov_centre = np.asarray(FOV_CENTRE_MM, dtype=float)

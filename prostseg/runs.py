@@ -231,6 +231,10 @@ class UNetTrainingConfig(_TrainingConfig):
         Randomise the intensities of every training slice (gamma, bias field,
         contrast, noise; :func:`prostseg.pipeline.augment_intensity`), e.g. to train on
         phantoms for real scans.
+    shape_augment : bool
+        Warp every training slice and its mask together (random scale, rotation,
+        shear, shift and elastic deformation; :func:`prostseg.pipeline.augment_shape`),
+        e.g. to train on few phantom patients for real scans.
     mixed_precision : bool
         Compute in float16 (``mixed_float16``; for GPUs), keeping float32 weights and
         float32 output probabilities.
@@ -275,6 +279,7 @@ class UNetTrainingConfig(_TrainingConfig):
     foreground_fraction: float | None = None
     steps_per_epoch: int | None = None
     intensity_augment: bool = False
+    shape_augment: bool = False
 
     def __post_init__(self):
         super().__post_init__()

@@ -439,7 +439,7 @@ def train_unet(
         train_cases, batch_size=global_batch, shuffle=config.shuffle, augment=config.augment,
         drop_empty=config.drop_empty, foreground_fraction=config.foreground_fraction,
         seed=config.seed, repeat=True, cache=config.cache, intensity_augment=config.intensity_augment,
-        **options,
+        shape_augment=config.shape_augment, **options,
     )
     val_data = unet_dataset(val_cases, batch_size=global_batch, shuffle=False, **options) if val_cases else None
 

@@ -247,3 +247,21 @@ def test_real_data_report_quick(real_data_dir, tmp_path):
     assert "not verified" in report and "book/07_train-unet.ipynb" in report and "-p image_size 384" in report
     # the data folder is read only
     assert not list(real_data_dir.rglob("aligned"))
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_phantom_to_real_quick(real_data_dir, tmp_path):
+    _run("phantom_to_real.py", tmp_path, "--recipes", "synthetic", "chapter7", real_data=real_data_dir)
+    results = _results(tmp_path, "phantom_to_real")
+    _assert_finite(results)
+    assert [run["recipe"] for run in results["runs"]] == ["synthetic", "chapter7"]
+    for run in results["runs"]:
+        assert 0 <= run["real_dice"] <= 1 and run["real_reference_voxels"] > 0
+        assert len(run["new_phantom_dice"]) == results["new_patients"] == 1
+        assert all(0 <= dice <= 1 for dice in run["new_phantom_dice"])
+        _positive(run["train_s"])
+    assert results["runs"][0]["phantom"]["contrast"] == "mixed"
+    assert "contrast" not in results["runs"][1]["phantom"]
+    assert "ProstateX-0000" in (tmp_path / "phantom_to_real.md").read_text()
+    assert not list(real_data_dir.rglob("aligned"))  # the data folder is read only

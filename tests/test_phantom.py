@@ -320,6 +320,42 @@ def test_scanner_scale_and_contrast_vary(cases):
     assert np.ptp(pz_over_tz) > 0.2  # and so does the contrast
 
 
+def test_random_contrast_changes_only_the_t2w_grey_values(cases):
+    """The SynthSeg-style option redraws the T2W level of each tissue and nothing else."""
+    gland_over_fat, gland_over_muscle = [], []
+    for seed, realistic in enumerate(cases[:4]):
+        shuffled = make_phantom_case(seed, contrast="random", **SMALL)
+        for name in ("zones", "lesion", "tissues", "dwi", "adc", "dwi_zones", "t2w_affine", "dwi_affine"):
+            np.testing.assert_array_equal(getattr(shuffled, name), getattr(realistic, name), err_msg=name)
+        assert shuffled.misalignment == realistic.misalignment and shuffled.lesion_count == realistic.lesion_count
+        assert shuffled.t2w.dtype == np.int16 and not np.array_equal(shuffled.t2w, realistic.t2w)
+        median = {name: float(np.median(shuffled.t2w[shuffled.tissues == TISSUE[name]]))
+                  for name in ("fat", "muscle", "tz")}
+        gland_over_fat.append(median["tz"] / median["fat"])
+        gland_over_muscle.append(median["tz"] / median["muscle"])
+        air = shuffled.tissues == TISSUE["air"]
+        if air.any():  # air stays black: only noise there (the scanner scale is the same)
+            assert np.median(shuffled.t2w[air]) < 0.1 * np.median(realistic.t2w[realistic.tissues == TISSUE["fat"]])
+    # Realistic scans always show the TZ darker than fat and brighter than muscle; random
+    # ones put it anywhere.
+    assert max(gland_over_fat) > 1 or max(gland_over_muscle) / min(gland_over_muscle) > 3
+    assert min(gland_over_muscle) < 1 or max(gland_over_fat) / min(gland_over_fat) > 3
+    assert np.ptp(np.log(gland_over_fat)) > 1.0
+
+
+def test_mixed_contrast_gives_both_kinds_of_scan(cases):
+    kinds = []
+    for seed, realistic in enumerate(cases):
+        mixed = make_phantom_case(seed, contrast="mixed", **SMALL)
+        np.testing.assert_array_equal(mixed.tissues, realistic.tissues)
+        if np.array_equal(mixed.t2w, realistic.t2w):
+            kinds.append("realistic")
+        else:  # then it is one of the random scans of that seed's patient
+            kinds.append("random")
+            assert mixed.t2w.dtype == np.int16 and np.array_equal(mixed.adc, realistic.adc)
+    assert set(kinds) == {"realistic", "random"}, kinds
+
+
 def test_lesions_lie_inside_the_gland_and_are_counted(cases):
     for case in cases:
         assert set(np.unique(case.lesion).tolist()) <= {0, 1}
@@ -415,6 +451,8 @@ def test_bad_arguments_are_rejected():
         make_phantom_case(0, spacing=(1.0, 0.0, 3.0))
     with pytest.raises(ValueError, match="n_lesions"):
         make_phantom_case(0, n_lesions=-1, **SMALL)
+    with pytest.raises(ValueError, match="contrast must be one of"):
+        make_phantom_case(0, contrast="synthseg", **SMALL)
 
 
 def test_written_dataset_matches_the_cases(phantom_dir):
@@ -501,3 +539,11 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 2
     assert "phantom-000" in again.stderr and "--overwrite" in again.stderr
+    shuffled_dir = tmp_path / "random"
+    command = [sys.executable, "-m", "prostseg", "phantom", str(shuffled_dir), "--cases", "1", "--seed", "1",
+               "--contrast", "random"]
+    assert subprocess.run(command, capture_output=True, text=True, check=False).returncode == 0
+    metadata = json.loads((shuffled_dir / "phantom-000" / "phantom.json").read_text())
+    assert metadata["case_kwargs"] == {"contrast": "random"}
+    shuffled = load_volume(shuffled_dir / "phantom-000" / "t2w.nii.gz")
+    assert shuffled.shape == first.shape and not np.array_equal(shuffled.data, first.data)

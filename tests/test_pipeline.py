@@ -16,6 +16,7 @@ from prostseg.io import Volume, load_volume, save_like  # noqa: E402
 from prostseg.pipeline import (  # noqa: E402
     augment_intensity,
     augment_pair,
+    augment_shape,
     count_slices,
     pix2pix_dataset,
     prepare_pix2pix_volume,
@@ -517,3 +518,40 @@ def test_real_unet_dataset_yields_every_slice(real_lesion_cases):
     assert masks.sum() == sum(
         np.count_nonzero(load_volume(case.path("lesion"), label=True).data) for case in real_lesion_cases
     )
+
+
+def test_augment_shape_is_seeded_keeps_the_mask_binary_and_on_the_image():
+    disc = np.zeros((48, 48, 1), np.float32)
+    rows, cols = np.ogrid[:48, :48]
+    disc[(rows - 24) ** 2 + (cols - 22) ** 2 < 12**2] = 1.0
+    image = disc * 0.8 + 0.1  # a bright disc on a dim background; its mask is the disc
+    areas, centres = [], []
+    for seed in range(8):
+        warped, mask = (t.numpy() for t in augment_shape(image, disc, tf.constant([seed, 3])))
+        again = augment_shape(image, disc, tf.constant([seed, 3]))
+        np.testing.assert_array_equal(warped, again[0].numpy())
+        np.testing.assert_array_equal(mask, again[1].numpy())
+        assert warped.shape == mask.shape == (48, 48, 1)
+        assert set(np.unique(mask).tolist()) == {0.0, 1.0}
+        assert 0.1 - 1e-6 <= warped.min() and warped.max() <= 0.9 + 1e-6  # interpolated, never extrapolated
+        # the mask follows the image: the warped disc is where the warped mask is
+        assert dice(warped > 0.5, mask > 0) > 0.95
+        areas.append(mask.sum())
+        centres.append(tuple(np.argwhere(mask[..., 0]).mean(axis=0).round(1)))
+    assert not np.allclose(augment_shape(image, disc, tf.constant([0, 3]))[1].numpy(), disc)
+    assert np.ptp(areas) / disc.sum() > 0.2  # scales vary
+    assert max(areas) / disc.sum() < 2.0 and min(areas) / disc.sum() > 0.5  # within the drawn bounds
+    assert len(set(centres)) == len(centres)  # and positions
+
+
+def test_unet_dataset_warps_images_and_masks_together(cases):
+    options = dict(image_size=64, batch_size=4, label="zones", shuffle=False)
+    plain_images, plain_masks = collect(unet_dataset(cases[:1], **options))
+    images, masks = collect(unet_dataset(cases[:1], shape_augment=True, **options))
+    again_images, again_masks = collect(unet_dataset(cases[:1], shape_augment=True, **options))
+    np.testing.assert_array_equal(images, again_images)
+    np.testing.assert_array_equal(masks, again_masks)
+    assert set(np.unique(masks).tolist()) == {0.0, 1.0}
+    moved = [not np.array_equal(mask, plain) for mask, plain in zip(masks, plain_masks) if plain.any()]
+    assert moved and all(moved)
+    assert not np.allclose(images, plain_images)
