@@ -18,7 +18,7 @@ temporary folder.
 3. **The book's models on ProstateX-0000**: chapter 7's gland U-Net and chapter 10's
    zone Pix2Pix, trained as in the chapters (``book_models.CHAPTER_7`` /
    ``CHAPTER_10``) on the tutorial phantom data, and a gland U-Net trained on phantoms
-   only with intensity randomisation (:data:`PHANTOM_TO_REAL`), applied to a copy of
+   with randomised tissue contrast (:data:`PHANTOM_TO_REAL`, three seeds), applied to a copy of
    ``prostatex-mpmri-zones/ProstateX-0000`` with
    :func:`prostseg.model_comparison.score_real_case` (registration included) and scored
    against its AI zone masks, beside the agreement of the two other AI models
@@ -46,14 +46,15 @@ import numpy as np
 
 import book_models
 import common
+import phantom_to_real
 
 NAME = "real_data_report"
 
-#: A gland U-Net trained on phantoms only, for real scans: chapter 7's network with
-#: intensity randomisation (:func:`prostseg.pipeline.augment_intensity`), trained on
-#: ``PHANTOM_TO_REAL_CASES`` phantom patients.
-PHANTOM_TO_REAL = {**book_models.CHAPTER_7, "intensity_augment": True, "epochs": 60}
-PHANTOM_TO_REAL_CASES = 6
+#: A gland U-Net trained on phantoms only, for real scans: the best recipe of
+#: ``phantom_to_real.py`` (32 phantom patients, about half with random tissue contrast),
+#: trained with each of :data:`PHANTOM_TO_REAL_SEEDS` (its score varies between seeds).
+PHANTOM_TO_REAL = phantom_to_real.RECIPES["synthetic"]
+PHANTOM_TO_REAL_SEEDS = (0, 1, 2)
 #: Where the scored case lies below ``$PROSTSEG_REAL_DATA``.
 ZONES_CASE = Path("prostatex-mpmri-zones") / "ProstateX-0000"
 
@@ -181,39 +182,52 @@ def book_models_on_real_case(real: Path, work: Path, quick: bool) -> dict:
     unet, pix2pix = (book_models.QUICK_7, book_models.QUICK_10) if quick else (
         book_models.CHAPTER_7, book_models.CHAPTER_10)
     trained = book_models.train_book_models(0, data_dir, work / "book", unet, pix2pix)
-    transfer = {**book_models.QUICK_7, "intensity_augment": True} if quick else PHANTOM_TO_REAL
+    transfer = {**PHANTOM_TO_REAL["unet"], **(phantom_to_real.QUICK_UNET if quick else {})}
     transfer_data = work / "phantom-to-real-data"
-    grid = dict(shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0)) if quick else {}
-    phantom.write_phantom_dataset(transfer_data, n_cases=PHANTOM_TO_REAL_CASES, seed=0, **grid)
-    transfer_config = training.UNetTrainingConfig(transfer_data, work / "phantom-to-real", label="zones",
-                                                  verbose=0, **transfer)
-    transfer_seconds, transfer_result = common.timed(lambda: training.train_unet(transfer_config))
+    grid = phantom_to_real.QUICK_GRID if quick else {}
+    phantom.write_phantom_dataset(transfer_data, **{**PHANTOM_TO_REAL["phantom"], **grid})
+    seeds = PHANTOM_TO_REAL_SEEDS[:1] if quick else PHANTOM_TO_REAL_SEEDS
+    transfer_runs = {}
+    for seed in seeds:
+        config = training.UNetTrainingConfig(transfer_data, work / f"phantom-to-real-{seed}", label="zones",
+                                             seed=seed, verbose=0, **transfer)
+        transfer_runs[seed] = common.timed(lambda: training.train_unet(config))
 
-    case_dir = work / ZONES_CASE.name
+    case_dir = work / "zones-case" / ZONES_CASE.name
     shutil.copytree(real / ZONES_CASE, case_dir, ignore=shutil.ignore_patterns("aligned"))
     seconds, book = common.timed(lambda: score_real_case(case_dir, unet_model=trained["unet_model"],
                                                          pix2pix_model=trained["pix2pix_model"]))
-    transfer_scores = score_real_case(case_dir, unet_model=transfer_result.output_dir / "best.keras")
     rows = [{**row, "model": f"{row['model']} (chapter {7 if row['model'] == 'U-Net' else 10})"}
             for row in book.scores]
-    rows += [{**row, "model": "U-Net, phantoms + intensity randomisation"} for row in transfer_scores.scores]
+    predicted = {f"{name} (chapter {7 if name == 'U-Net' else 10})": mask for name, mask in book.predictions.items()}
+    for seed, (_, result) in transfer_runs.items():
+        scored = score_real_case(case_dir, unet_model=result.output_dir / "best.keras")
+        name = f"U-Net, phantoms with random tissue contrast, seed {seed}"
+        rows += [{**row, "model": name} for row in scored.scores]
+        predicted[name] = scored.predictions["U-Net"]
+    voxel_ml = float(np.prod(book.t2w.spacing)) / 1000
     return {"settings": {"chapter_7": unet, "chapter_10": pix2pix, "phantom_to_real": transfer,
-                         "phantom_to_real_cases": PHANTOM_TO_REAL_CASES},
+                         "phantom_to_real_phantoms": PHANTOM_TO_REAL["phantom"],
+                         "phantom_to_real_seeds": list(seeds)},
             "train_s": {"chapter_7": trained["unet_seconds"], "chapter_10": trained["pix2pix_seconds"],
-                        "phantom_to_real": transfer_seconds},
+                        "phantom_to_real": [seconds for seconds, _ in transfer_runs.values()]},
             "score_s_incl_registration": seconds,
-            "predicted_ml": {name: float(mask.astype(bool).sum() * np.prod(book.t2w.spacing) / 1000)
-                             for name, mask in {**book.predictions,
-                                                "phantom_to_real": transfer_scores.predictions["U-Net"]}.items()},
-            "reference_ml": float((book.reference > 0).sum() * np.prod(book.t2w.spacing) / 1000),
-            "scores": rows, "agreement": reference_agreement(case_dir)}
+            "predicted_ml": {name: float(mask.astype(bool).sum() * voxel_ml) for name, mask in predicted.items()},
+            "reference_ml": float((book.reference > 0).sum() * voxel_ml),
+            "scores": [_scored(row) for row in rows],
+            "agreement": [_scored(row) for row in reference_agreement(case_dir)]}
+
+
+def _scored(row: dict) -> dict:
+    """The row without the zones its delineation does not have (NaN)."""
+    return {key: value for key, value in row.items() if not (isinstance(value, float) and value != value)}
 
 
 def real_case_section(real_case: dict) -> list[str]:
     settings, seconds = real_case["settings"], real_case["train_s"]
     zone_columns = ("whole gland", "peripheral zone", "transition zone")
-    rows = [[row["model"], *(row[c] for c in zone_columns)] for row in real_case["scores"]]
-    rows += [[f"{row['reference']} (another AI model)", *(row[c] for c in zone_columns)]
+    rows = [[row["model"], *(row.get(c, "-") for c in zone_columns)] for row in real_case["scores"]]
+    rows += [[f"{row['reference']} (another AI model)", *(row.get(c, "-") for c in zone_columns)]
              for row in real_case["agreement"]]
     rows += [["Prostate158 baseline U-ResNet vs reader 1 (19 other patients, expert masks)", "-",
               "0.754", "0.877 (central gland)"]]
@@ -224,8 +238,11 @@ def real_case_section(real_case: dict) -> list[str]:
         "Chapter 7's gland U-Net and chapter 10's zone Pix2Pix, trained exactly as in the chapters on the "
         "tutorial phantom data (6 phantom patients, split 4/1/1 with seed 0; "
         f"{seconds['chapter_7']:.0f} s and {seconds['chapter_10']:.0f} s of training), and a gland U-Net "
-        f"trained on {settings['phantom_to_real_cases']} phantom patients with intensity randomisation "
-        f"(`intensity_augment`, {settings['phantom_to_real']['epochs']} epochs, {seconds['phantom_to_real']:.0f} s), "
+        f"trained on phantoms only, as `phantom_to_real.py`'s best recipe does: "
+        f"{settings['phantom_to_real_phantoms']['n_cases']} phantom patients, about half of them with a random "
+        "T2W level per tissue (`contrast=\"mixed\"`), chapter 7's network for "
+        f"{settings['phantom_to_real']['epochs']} epochs of {settings['phantom_to_real']['steps_per_epoch']} "
+        f"batches, once per training seed ({', '.join(f'{s:.0f}' for s in seconds['phantom_to_real'])} s), "
         "applied to a copy of `prostatex-mpmri-zones/ProstateX-0000` with `score_real_case` (ADC and DWI "
         f"registered onto T2W first; {real_case['score_s_incl_registration']:.0f} s with the registration). "
         "Scored with `two_zone_dice` against the case's zone masks, which a published AI model made (not "
