@@ -151,6 +151,17 @@ def _input_size(model, image_size: int | None) -> int:
     return height
 
 
+def _predict_slices(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model.predict`` in full batches: the slices are padded with zeros to a multiple of
+    ``batch_size`` (the padding's outputs dropped), so that every volume, whatever its
+    slice count, calls the model with one input shape and its graph is traced once."""
+    count = len(slices)
+    padding = -count % batch_size
+    if padding:
+        slices = np.concatenate([slices, np.zeros((padding, *slices.shape[1:]), slices.dtype)])
+    return np.asarray(model.predict(slices, batch_size=batch_size, verbose=0), dtype=np.float32)[:count]
+
+
 def _dihedral_predict(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
     """The mean prediction over the 8 flips and quarter turns of square slices, each
     turned back before averaging (test-time augmentation)."""
@@ -159,7 +170,7 @@ def _dihedral_predict(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
         for flip in (False, True):
             moved = np.rot90(slices, turns, axes=(1, 2))
             moved = moved[:, :, ::-1] if flip else moved
-            out = np.asarray(model.predict(np.ascontiguousarray(moved), batch_size=batch_size, verbose=0))
+            out = _predict_slices(model, np.ascontiguousarray(moved), batch_size)
             out = out[:, :, ::-1] if flip else out
             out = np.rot90(out, -turns, axes=(1, 2)).astype(np.float32)
             total = out if total is None else total + out
@@ -235,7 +246,7 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
     if tta:
         outputs = _dihedral_predict(model, slices, batch_size)
     else:
-        outputs = np.asarray(model.predict(slices, batch_size=batch_size, verbose=0), dtype=np.float32)
+        outputs = _predict_slices(model, slices, batch_size)
     return restore(outputs, data.shape[:3], **geometry).astype(np.float32, copy=False)
 
 

@@ -282,3 +282,30 @@ def test_real_prostatex_train_predict_evaluate_round_trip(real_data_dir, tmp_pat
     assert len(scores.rows) == 3
     assert all(0 <= row["dice"] <= 1 and 0 <= row["iou"] <= 1 for row in scores.rows)
     assert np.isfinite(scores.mean["dice"])
+
+
+def test_volumes_of_any_slice_count_reuse_one_traced_graph(tmp_path):
+    """Full batches only: TensorFlow warns about retracing (on the book's pages too) when a
+    model sees many input shapes, e.g. a different last batch for every volume."""
+    import io as text_io
+    import logging
+
+    import tensorflow as tf
+
+    from prostseg.inference import load_model
+    from prostseg.models import build_unet
+
+    messages = text_io.StringIO()
+    handler = logging.StreamHandler(messages)
+    tf.get_logger().addHandler(handler)
+    try:
+        build_unet((32, 32, 1), base_filters=2, depth=2).save(tmp_path / "m.keras")
+        rng = np.random.default_rng(0)
+        for slices in range(3, 12):
+            model = load_model(tmp_path / "m.keras")
+            for extra in (0, 1):
+                labels = predict_volume(model, rng.random((40, 30, slices + extra)))
+                assert labels.shape == (40, 30, slices + extra)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert "retracing" not in messages.getvalue()
