@@ -119,7 +119,11 @@ def _phantom(r: dict) -> list[str]:
 
 def _real(r: dict) -> list[str]:
     reg = r["registration"]
-    return [f"Leave-one-out lesion U-Net on 3 ProstateX patients (short CPU run, not a result): mean Dice "
+    scores = "; ".join(f"{row['model']} {row['whole gland']:.2f}" for row in r["real_case"]["scores"])
+    agreement = ", ".join(f"{row['whole gland']:.2f}" for row in r["real_case"]["agreement"])
+    return [f"Gland Dice on ProstateX-0000 against an AI model's mask: {scores} (two other AI models: "
+            f"{agreement})."
+            f" Leave-one-out lesion U-Net on 3 ProstateX patients (short CPU run, not a result): mean Dice "
             f"{r['mean_dice']:.3g}, mean IoU {r['mean_iou']:.3g}. Registration ProstateX-0000: MI ADC "
             f"{reg['adc']['mi_before']} -> {reg['adc']['mi_after']}, DWI {reg['dwi']['mi_before']} -> "
             f"{reg['dwi']['mi_after']}, {reg['seconds_reported']:.3g} s. Details: real_data_report.md."]
