@@ -407,7 +407,8 @@ def train_unet(
     ``val_dice`` on the validation patients (NaN without them), and ``seconds``.
     ``best.keras`` is the model of the lowest ``val_loss`` (``loss`` without
     validation patients), ``model.keras`` the final model; checkpoints go to
-    ``checkpoints/`` and TensorBoard scalars to ``logs/``.
+    ``checkpoints/`` and TensorBoard scalars to ``logs/``. A finished run also gets its
+    ``MODEL_CARD.md`` (:func:`prostseg.model_card.write_model_card`).
 
     Parameters
     ----------
@@ -536,7 +537,8 @@ def train_pix2pix(
     (models, optimisers, epoch counter, dropout random state) go to ``checkpoints/``
     every ``checkpoint_every`` epochs; the final models to ``generator.keras`` and
     ``discriminator.keras``, and the generator of the epoch with the highest
-    ``val_dice_mean`` to ``best_generator.keras``.
+    ``val_dice_mean`` to ``best_generator.keras``; a finished run also gets its
+    ``MODEL_CARD.md`` (:func:`prostseg.model_card.write_model_card`).
 
     Parameters
     ----------
