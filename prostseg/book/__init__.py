@@ -8,6 +8,9 @@ exists to teach it, and nothing in the core imports it. Every chapter starts wit
     from prostseg.book import checks, tables
 
     chapter = book.setup("04_registration", data_dir=data_dir, output_dir=output_dir)
+    print(book.describe_source(chapter.data_dir))
+
+:func:`describe_source` and :data:`REAL_DATA_ENV` come from :mod:`prostseg.book.data`.
 
 =========================  =========================================================
 :mod:`~prostseg.book.chapter`  :func:`setup` and :class:`Chapter`: data, outputs, seed, clean-up
@@ -20,5 +23,6 @@ exists to teach it, and nothing in the core imports it. Every chapter starts wit
 """
 
 from prostseg.book.chapter import Chapter, setup
+from prostseg.book.data import REAL_DATA_ENV, describe_source
 
-__all__ = ["Chapter", "setup"]
+__all__ = ["Chapter", "REAL_DATA_ENV", "describe_source", "setup"]
