@@ -137,15 +137,18 @@ class Chapter:
         """
         if not self.cleanup:
             return
-        removed = [path for path in self.written if path.exists() or path.is_symlink()]
-        for path in removed:
+        removed = 0
+        for path in self.written:  # a path inside a folder removed before is gone
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
-            else:
+            elif path.exists() or path.is_symlink():
                 path.unlink()
+            else:
+                continue
+            removed += 1
         if self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
             self.output_dir.rmdir()
-        print(f"removed {len(removed)} path(s) written by this chapter from {self.output_dir}")
+        print(f"removed {removed} path(s) written by this chapter from {self.output_dir}")
 
 
 def _seed_everything(seed: int) -> None:
