@@ -21,10 +21,12 @@ from matplotlib.patches import Patch
 
 from prostseg.dataset import ZONE_NAMES
 
-__all__ = ["ZONE_COLOURS", "LESION_COLOUR", "BACKGROUND_COLOUR", "zone_colormap", "zone_legend"]
+__all__ = ["ZONE_COLOURS", "ZONE_COLOUR_NAMES", "LESION_COLOUR", "BACKGROUND_COLOUR", "zone_colormap", "zone_legend"]
 
 #: Colour of each zone class, indexed by label (background, 0, is not drawn in overlays).
 ZONE_COLOURS = (None, "#e69f00", "#56b4e9", "#009e73", "#cc79a7")
+#: Names of the colours of the zone classes, for text (label 0: :data:`BACKGROUND_COLOUR`).
+ZONE_COLOUR_NAMES = ("black", "orange", "sky blue", "bluish green", "reddish purple")
 #: Colour of the lesion mask in overlays.
 LESION_COLOUR = "#ff2020"
 #: Colour of label 0 where a zone map is shown on its own.
