@@ -28,6 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: A light chapter: no TensorFlow, real data that ships with the wheel, phantoms it writes.
 CHAPTER = ROOT / "book" / "02_mri-data.ipynb"
+#: What pyproject.toml builds the wheel from.
+PACKAGE_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "prostseg", "data_manifests")
 
 
 def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -39,8 +41,16 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_a_chapter_runs_from_an_installed_wheel_in_an_empty_folder(tmp_path):
     pytest.importorskip("papermill")
+    # a copy of what the package is built from: setuptools writes build/ and *.egg-info
+    # into the source folder, and would pack stale files of an old build/ again
+    source = tmp_path / "source"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in PACKAGE_SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name, **({"ignore": ignore} if (ROOT / name).is_dir() else {}))
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(ROOT)])
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)])
     (wheel,) = wheels.glob("prostseg-*.whl")
 
     venv = tmp_path / "venv"
