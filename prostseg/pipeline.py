@@ -60,6 +60,15 @@ epoch, each seeded by the epoch's number (a resumed run repeats the same epochs)
 with ``cache`` they share the prepared volumes in memory instead of reading the files
 every epoch.
 
+Prepared slices on disk (``slice_cache``)
+-----------------------------------------
+``cache=True`` helps only while the prepared volumes fit in memory. With
+``slice_cache=DIR`` the pipelines instead stream the slices that ``prostseg prepare``
+(:mod:`prostseg.slice_cache`) wrote once per case: the case files are shuffled every
+epoch and read by a parallel interleave, the slices pass the same shuffle buffer,
+oversampling and augmentation as the uncached stream, and without ``shuffle`` they come
+in the same order. Images are stored as float16, labels as exact integers.
+
 Sparse lesions
 --------------
 Lesion masks are tiny: the real ProstateX cases hold 416 to 6437 lesion voxels in
