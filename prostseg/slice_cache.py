@@ -87,6 +87,8 @@ CACHE_FOLDER = ".prepared"
 MODELS = ("unet", "pix2pix")
 #: Columns of the summary CSV of :func:`prepare_dataset`.
 SUMMARY_COLUMNS = ("case", "status", "slices", "foreground_slices", "seconds", "warnings", "error")
+#: Records decoded together (one parse and one cast per group instead of per slice).
+_DECODE_BATCH = 16
 #: Bumped whenever the record layout changes: older entries are then out of date.
 _FORMAT = 1
 
@@ -514,10 +516,10 @@ def cached_slices(
     features = {"image": tf.io.FixedLenFeature([], tf.string),
                 "label": tf.io.FixedLenFeature([], tf.string)}
 
-    def decode(record):
-        parsed = tf.io.parse_single_example(record, features)
-        image = tf.reshape(tf.io.decode_raw(parsed["image"], tf.float16), (size, size, channels))
-        label = tf.reshape(tf.io.decode_raw(parsed["label"], tf.uint8), (size, size))
+    def decode(records):  # a batch of records at once: far fewer, larger operations
+        parsed = tf.io.parse_example(records, features)
+        image = tf.reshape(tf.io.decode_raw(parsed["image"], tf.float16), (-1, size, size, channels))
+        label = tf.reshape(tf.io.decode_raw(parsed["label"], tf.uint8), (-1, size, size))
         if recipe.model == "unet":
             target = tf.cast(label, tf.float32)[..., tf.newaxis]
         else:
@@ -531,7 +533,8 @@ def cached_slices(
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         records = names.flat_map(tf.data.TFRecordDataset)
-    slices = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    slices = records.batch(_DECODE_BATCH).map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                                              deterministic=True).unbatch()
     if shuffle:
         slices = slices.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return slices
