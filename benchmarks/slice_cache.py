@@ -256,7 +256,6 @@ def main(argv=None) -> int:
             results[large][approach]["projected_peak_rss_mib"] = base["peak_rss_mib"] + \
                 (results[large][approach]["data_gib"] - base["data_gib"]) * 1024
     gpu = gpu_estimate(s["size"])
-    cores = info["usable_cores"]
     summary = {n: {"disk_over_stream_later": results[n]["disk_cache"]["later_slices_per_s"]
                    / results[n]["stream"]["later_slices_per_s"]} for n in s["sizes"]}
     rss_flat = {a: results[large][a]["peak_rss_mib"] / results[small][a]["peak_rss_mib"]

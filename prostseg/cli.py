@@ -255,8 +255,8 @@ def _add_prepare_command(subparsers) -> None:
     parser.add_argument("data_dir", type=Path, help="folder of case folders")
     parser.add_argument("--model", choices=("unet", "pix2pix"), required=True,
                         help="the recipe: U-Net (T2W + mask) or Pix2Pix (registered stack + zones)")
-    parser.add_argument("--image-size", type=int, help="side of the square slices (default 384 U-Net, "
-                        "256 Pix2Pix)")
+    parser.add_argument("--image-size", type=int,
+                        help="side of the square slices (default 384 U-Net, 256 Pix2Pix)")
     parser.add_argument("--target-spacing", type=float, metavar="MM",
                         help="resample slices to this in-plane spacing (mm), as in training")
     parser.add_argument("--label", choices=("lesion", "zones"), default="lesion",
@@ -281,9 +281,9 @@ def _run_prepare(args) -> int:
         recipe = Recipe(args.model, args.image_size, args.target_spacing, args.label)
     except ValueError as err:
         raise ProstsegError(f"invalid settings: {err}") from None
-    result = prepare_dataset(args.data_dir, recipe, cache_dir=args.cache_dir, workers=args.workers,
-                             client=args.scheduler, overwrite=args.overwrite, summary_csv=args.summary,
-                             progress=not args.no_progress)
+    result = prepare_dataset(args.data_dir, recipe, cache_dir=args.cache_dir,
+                             workers=args.workers, client=args.scheduler, overwrite=args.overwrite,
+                             summary_csv=args.summary, progress=not args.no_progress)
     print(", ".join(f"{count} {status}" for status, count in result.counts().items()))
     for row in result.failed:
         print(f"FAILED {row['case']}: {row['error']}", file=sys.stderr)

@@ -851,8 +851,8 @@ def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: i
 
 def _one_cache(cache: bool, slice_cache) -> None:
     if cache and slice_cache is not None:
-        raise ValueError("give cache (prepared volumes in memory) or slice_cache (prepared slices on disk), "
-                         "not both")
+        raise ValueError("give cache (prepared volumes in memory) or slice_cache "
+                         "(prepared slices on disk), not both")
 
 
 def _positive(value: int, name: str) -> int:
@@ -915,8 +915,8 @@ def count_slices(
     if slice_cache is not None:
         from prostseg.slice_cache import Recipe, cached_slice_counts
 
-        return cached_slice_counts(cases, Recipe("unet", image_size, target_spacing, label), slice_cache,
-                                   foreground=drop_empty)
+        recipe = Recipe("unet", image_size, target_spacing, label)
+        return cached_slice_counts(cases, recipe, slice_cache, foreground=drop_empty)
     if not drop_empty:
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
@@ -1044,8 +1044,9 @@ def unet_dataset(
         if slice_cache is not None:
             from prostseg.slice_cache import Recipe, cached_slices
 
-            return cached_slices(cases, Recipe("unet", image_size, target_spacing, label), slice_cache,
-                                 shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed)
+            recipe = Recipe("unet", image_size, target_spacing, label)
+            return cached_slices(cases, recipe, slice_cache, shuffle=shuffle,
+                                 shuffle_buffer=shuffle_buffer, seed=seed)
         return _slice_stream(
             cases,
             lambda case: _load_unet_case(case, label, image_size, target_spacing),
@@ -1073,8 +1074,8 @@ def unet_dataset(
             )
         n_foreground = count_slices(cases, label=label, drop_empty=True, image_size=image_size,
                                     target_spacing=target_spacing, slice_cache=slice_cache)
-        n_total = count_slices(cases, label=label, image_size=image_size, target_spacing=target_spacing,
-                               slice_cache=slice_cache)
+        n_total = count_slices(cases, label=label, image_size=image_size,
+                               target_spacing=target_spacing, slice_cache=slice_cache)
         if n_foreground in (0, n_total):
             kind = "no slice with" if n_foreground == 0 else "no slice without"
             raise ValueError(f"foreground_fraction needs both kinds of slices, but the {len(cases)} cases have "
@@ -1159,7 +1160,8 @@ def pix2pix_dataset(
     """
     return next(pix2pix_epochs(
         cases, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
-        shuffle_buffer=shuffle_buffer, target_spacing=target_spacing, cache=cache, slice_cache=slice_cache,
+        shuffle_buffer=shuffle_buffer, target_spacing=target_spacing, cache=cache,
+        slice_cache=slice_cache,
     ))
 
 
@@ -1190,8 +1192,10 @@ def pix2pix_epochs(
         Registered cases with zone labels.
     first_epoch : int, optional
         Number of the first epoch yielded.
-    image_size, batch_size, augment, shuffle, seed, shuffle_buffer, target_spacing, cache, slice_cache
+    image_size, batch_size, augment, shuffle, seed, shuffle_buffer, target_spacing, cache
         As for :func:`pix2pix_dataset` (``seed`` is the seed of epoch 0).
+    slice_cache : path, optional
+        As for :func:`pix2pix_dataset`: every epoch streams the prepared slices on disk.
 
     Yields
     ------
@@ -1219,8 +1223,8 @@ def pix2pix_epochs(
 
         recipe = Recipe("pix2pix", image_size, target_spacing)
         for epoch in itertools.count(operator.index(first_epoch)):
-            slices = cached_slices(cases, recipe, slice_cache, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
-                                   seed=seed + epoch)
+            slices = cached_slices(cases, recipe, slice_cache, shuffle=shuffle,
+                                   shuffle_buffer=shuffle_buffer, seed=seed + epoch)
             yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
     stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),
                   channels=(3, NUM_ZONE_CLASSES), image_size=image_size)

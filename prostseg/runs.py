@@ -143,8 +143,8 @@ class _TrainingConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.cache and self.slice_cache is not None:
-            raise ValueError("give cache (prepared volumes in memory) or slice_cache (prepared slices "
-                             "on disk), not both")
+            raise ValueError("give cache (prepared volumes in memory) or slice_cache "
+                             "(prepared slices on disk), not both")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):

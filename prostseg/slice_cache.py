@@ -252,8 +252,8 @@ def _up_to_date(cases: Sequence[Case], recipe: Recipe, cache_dir) -> list[dict]:
             raise InputError(
                 case.folder,
                 f"no up-to-date prepared slices in {Path(cache_dir) / recipe.name} "
-                f"({state.reason}); run `prostseg prepare {case.folder.parent} --model {recipe.model}` "
-                "with the same settings first",
+                f"({state.reason}); run `prostseg prepare {case.folder.parent} "
+                f"--model {recipe.model}` with the same settings first",
             )
         descriptions.append(state.description)
     return descriptions
@@ -267,7 +267,8 @@ def _prepared_volumes(case: Case, recipe: Recipe) -> tuple[np.ndarray, np.ndarra
     from prostseg.pipeline import _load_pix2pix_case, _load_unet_case
 
     if recipe.model == "unet":
-        images, masks = _load_unet_case(case, recipe.label, recipe.image_size, recipe.target_spacing)
+        images, masks = _load_unet_case(case, recipe.label, recipe.image_size,
+                                        recipe.target_spacing)
         labels = masks[..., 0]
     else:
         images, one_hot = _load_pix2pix_case(case, recipe.image_size, recipe.target_spacing)
@@ -518,7 +519,8 @@ def cached_slices(
 
     def decode(records):  # a batch of records at once: far fewer, larger operations
         parsed = tf.io.parse_example(records, features)
-        image = tf.reshape(tf.io.decode_raw(parsed["image"], tf.float16), (-1, size, size, channels))
+        image = tf.io.decode_raw(parsed["image"], tf.float16)
+        image = tf.reshape(image, (-1, size, size, channels))
         label = tf.reshape(tf.io.decode_raw(parsed["label"], tf.uint8), (-1, size, size))
         if recipe.model == "unet":
             target = tf.cast(label, tf.float32)[..., tf.newaxis]
@@ -529,7 +531,8 @@ def cached_slices(
     names = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
+        records = names.interleave(tf.data.TFRecordDataset,
+                                   cycle_length=min(cycle_length, len(files)),
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         records = names.flat_map(tf.data.TFRecordDataset)

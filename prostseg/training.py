@@ -442,9 +442,10 @@ def train_unet(
     """
     strategy, folder, train_cases, val_cases = _start(config, ("t2w", config.label), overwrite)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    options = dict(image_size=config.image_size, label=config.label, target_spacing=config.target_spacing,
-                   slice_cache=_prepared(config, Recipe("unet", config.image_size, config.target_spacing,
-                                                        config.label), train_cases + val_cases))
+    recipe = Recipe("unet", config.image_size, config.target_spacing, config.label)
+    options = dict(image_size=config.image_size, label=config.label,
+                   target_spacing=config.target_spacing,
+                   slice_cache=_prepared(config, recipe, train_cases + val_cases))
     steps = config.steps_per_epoch or max(
         1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // global_batch
     )
@@ -614,7 +615,8 @@ def train_pix2pix(
 
     val_data = (
         pix2pix_dataset(val_cases, image_size=config.image_size, batch_size=8, augment=False, shuffle=False,
-                        target_spacing=config.target_spacing, cache=config.cache, slice_cache=slice_cache)
+                        target_spacing=config.target_spacing, cache=config.cache,
+                        slice_cache=slice_cache)
         if val_cases else None
     )
     predict_labels = tf.function(lambda images: tf.argmax(generator(images, training=False), axis=-1))
