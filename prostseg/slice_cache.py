@@ -298,7 +298,9 @@ def _prepare_case(case: Case, recipe: Recipe, cache_dir: Path) -> dict:
     inputs = {name: _fingerprint(case.path(name), case.folder) for name in recipe.inputs}
     images, labels = _prepared_volumes(case, recipe)
     foreground = int(np.count_nonzero(labels.reshape(len(labels), -1).any(axis=1)))
-    description_path.unlink(missing_ok=True)  # the entry is incomplete until it is rewritten
+    # Records first, description last: until the new description is in place, the old one
+    # (if any) names other inputs, parameters or bytes, so the entry is never read stale; two
+    # processes preparing the same case (multi-worker training) write the same bytes.
     _write_records(records, images, labels)
     description = {"case": case.case_id, "parameters": recipe.parameters(), "inputs": inputs,
                    "slices": len(images), "foreground_slices": foreground,
