@@ -55,7 +55,7 @@ def _slice_cache(r: dict) -> list[str]:
             x = entry[approach]
             rows.append([n, approach.replace("_", " "), x.get("epoch1_slices_per_s", "not run"),
                          x.get("later_slices_per_s", "not run"),
-                         x["peak_rss_mib"] if "peak_rss_mib" in x else f"~{x['projected_peak_rss_mib']:,.0f} (projected)"])
+                         round(x["peak_rss_mib"]) if "peak_rss_mib" in x else f"~{x['projected_peak_rss_mib']:,.0f} (projected)"])
     ratios = ", ".join(f"{n} cases {v['disk_over_stream_later']:.1f}x" for n, v in r["summary"].items())
     gpu = r["gpu_estimate"]
     return [common.table(["cases", "approach", "epoch 1 slices/s", "epochs 2+ slices/s", "peak RSS MiB"], rows), "",

@@ -28,6 +28,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -208,7 +209,12 @@ def main(argv=None) -> int:
                         help="skip an approach whose data would need more than this (shared machine)")
     parser.add_argument("--child", nargs=5, metavar=("APPROACH", "DATA", "CACHE", "SIZE", "EPOCHS"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the newest section of the .md from the .json (no measurement)")
     args = parser.parse_args(argv)
+    if args.render_only:
+        render_only(args.out)
+        return 0
     if args.child:
         approach, data_dir, cache_dir, size, epochs = args.child
         child(approach, Path(data_dir), Path(cache_dir), int(size), int(epochs))
@@ -267,6 +273,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def render_only(out_dir: Path) -> None:
+    """Rewrite the newest section of ``slice_cache.md`` from ``slice_cache.json``."""
+    results = json.loads((out_dir / f"{NAME}.json").read_text())
+    path = out_dir / f"{NAME}.md"
+    text = path.read_text()
+    earlier = text[:text.rfind("\n## ") + 1]  # "" when the newest section is the only one
+    path.write_text(earlier + markdown(results).rstrip() + "\n\n")
+    print(path.read_text())
+
+
 def markdown(r: dict) -> str:
     s, info, gpu = r["settings"], r["machine"], r["gpu_estimate"]
     cores = info["usable_cores"]
@@ -279,7 +295,7 @@ def markdown(r: dict) -> str:
                              f"~{x['projected_peak_rss_mib']:,.0f} (projected: {x['skipped']})"])
             else:
                 rows.append([n, LABELS[approach], x["epoch1_slices_per_s"], x["later_slices_per_s"],
-                             x["later_slices_per_s"] / cores, x["peak_rss_mib"]])
+                             x["later_slices_per_s"] / cores, round(x["peak_rss_mib"])])
     prep = [f"{n} cases: {e['prepare']['counts']}, {e['prepare']['wall_s']:.0f} s wall "
             f"({e['prepare']['case_seconds']:.0f} s of case work), "
             f"{e['prepare']['cache_mib']:,.0f} MiB on disk" for n, e in r["results"].items()]
@@ -287,6 +303,8 @@ def markdown(r: dict) -> str:
     ratios = "; ".join(f"{n} cases {v['disk_over_stream_later']:.1f}x" for n, v in r["summary"].items())
     flat = "; ".join(f"{a} {v:.2f}x" for a, v in r["rss_ratio_large_over_small"].items())
     best = max(e["disk_cache"]["later_slices_per_s"] for e in r["results"].values())
+    record_kib = s["size"] ** 2 * (2 + 1) / 1024  # float16 image + uint8 mask
+    buffer_kib = s["size"] ** 2 * (4 + 4) / 1024  # float32 image + float32 mask
     lines = [
         common.heading("Training input at scale: seed arrays, stream, memory cache, disk cache", info, r["quick"]),
         f"U-Net input {s['size']}x{s['size']}, batch 8, augment (quarter turns, flips), shuffled; phantom "
@@ -312,6 +330,14 @@ def markdown(r: dict) -> str:
         f"(TF32: {gpu['our_slices_per_s_tf32']:.0f}), assuming throughput scales with FLOPs. "
         f"At the disk cache's best {best:.0f} slices/s here ({best / cores:.0f} per core), feeding one A100 "
         f"takes about {gpu['our_slices_per_s_mixed'] / (best / cores):.0f} cores of this machine's kind.",
+        "",
+        f"Notes. The disk cache's files had just been written, so they were read from the operating "
+        f"system's page cache; from a disk, {best:.0f} slices/s of {record_kib:.0f} KiB each need "
+        f"{best * record_kib / 1024:.0f} MiB/s (a local SSD gives that; a network file system may not). The "
+        f"peak RSS of the stream and the disk cache holds TensorFlow itself and the 256-slice shuffle buffer "
+        f"(256 x {buffer_kib:.0f} KiB = {256 * buffer_kib / 1024:.0f} MiB at {s['size']}x{s['size']}); it does "
+        "not grow with the cases. The seed's arrays and the memory cache grow with every case. Rates are single "
+        "runs on a shared machine: differences under about 30 % between runs mean nothing.",
     ]
     return "\n".join(lines)
 
