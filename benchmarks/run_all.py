@@ -53,9 +53,10 @@ def _slice_cache(r: dict) -> list[str]:
     for n, entry in r["results"].items():
         for approach in ("seed", "stream", "memory_cache", "disk_cache"):
             x = entry[approach]
+            rss = round(x["peak_rss_mib"]) if "peak_rss_mib" in x else \
+                f"~{x['projected_peak_rss_mib']:,.0f} (projected)"
             rows.append([n, approach.replace("_", " "), x.get("epoch1_slices_per_s", "not run"),
-                         x.get("later_slices_per_s", "not run"),
-                         round(x["peak_rss_mib"]) if "peak_rss_mib" in x else f"~{x['projected_peak_rss_mib']:,.0f} (projected)"])
+                         x.get("later_slices_per_s", "not run"), rss])
     ratios = ", ".join(f"{n} cases {v['disk_over_stream_later']:.1f}x" for n, v in r["summary"].items())
     gpu = r["gpu_estimate"]
     return [common.table(["cases", "approach", "epoch 1 slices/s", "epochs 2+ slices/s", "peak RSS MiB"], rows), "",

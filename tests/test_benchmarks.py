@@ -81,7 +81,8 @@ def test_slice_cache_quick(tmp_path):
         for approach in ("seed", "stream", "memory_cache", "disk_cache"):
             _positive(entry[approach]["epoch1_slices_per_s"], entry[approach]["later_slices_per_s"],
                       entry[approach]["peak_rss_mib"])
-    assert results["results"][large]["prepare"]["counts"] == {"up to date": int(small), "prepared": int(large) - int(small)}
+    counts = results["results"][large]["prepare"]["counts"]
+    assert counts == {"up to date": int(small), "prepared": int(large) - int(small)}
     gpu = results["gpu_estimate"]
     assert gpu["original_unet_forward_flops"] > gpu["our_unet_forward_flops"] > 0
     assert gpu["our_slices_per_s_mixed"] == pytest.approx(gpu["images_per_s_mixed"] * gpu["flop_ratio"])
