@@ -193,3 +193,22 @@ def test_both_models_train_an_epoch_from_the_disk_cache(phantom_dir, tmp_path, c
                                    discriminator_filters=4, batch_size=2, verbose=0, slice_cache=str(cache))
     row = read_history(train_pix2pix(config).history_path)[0]
     assert np.isfinite(row["gen_l1"]) and 0 <= row["val_dice_mean"] <= 1
+
+
+@pytest.mark.slow
+def test_prepare_on_a_dask_local_cluster_writes_the_local_bytes(unet_data, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    recipe = Recipe("unet", SIZE)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            result = prepare_dataset(unet_data, recipe, cache_dir=tmp_path / "cache", client=client,
+                                     progress=False)
+    assert result.counts() == {"prepared": 4}
+    local = default_cache_dir(unet_data) / recipe.name
+    for path in sorted(local.glob("phantom-*")):
+        theirs = result.folder / path.name
+        if path.suffix == ".tfrecord":
+            assert theirs.read_bytes() == path.read_bytes(), path.name
+        else:
+            assert json.loads(theirs.read_text()) == json.loads(path.read_text()), path.name
