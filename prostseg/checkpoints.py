@@ -116,12 +116,16 @@ def restore_checkpoint(checkpoint: tf.train.Checkpoint, directory: str | os.Path
         The number (epochs done) of the restored checkpoint; None when there is none
         (nothing is restored then).
     """
-    for number, prefix in published_checkpoints(directory):
+    found = published_checkpoints(directory)
+    for number, prefix in found:
         problem = _problem(prefix)
         if problem is None:
             checkpoint.restore(prefix).assert_existing_objects_matched()
             return number
         print(f"{prefix}: damaged checkpoint skipped ({problem}); trying the one before",
+              file=sys.stderr, flush=True)
+    if found:
+        print(f"{directory}: no intact checkpoint left; training starts again from epoch 1",
               file=sys.stderr, flush=True)
     return None
 

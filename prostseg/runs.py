@@ -9,6 +9,7 @@ A run is described by a configuration dataclass (:class:`UNetTrainingConfig`,
       history.csv          one row per epoch: losses, validation metrics, seconds
       logs/                TensorBoard logs (train/ and validation/ scalars per epoch)
       checkpoints/         tf.train checkpoints: models, optimisers, epoch counter
+                           (the newest two; see prostseg.checkpoints)
       best.keras           U-Net: the model of the epoch with the lowest validation loss
       model.keras          U-Net: the final model
       generator.keras      Pix2Pix: the final generator (discriminator.keras beside it)
@@ -23,11 +24,13 @@ Resuming
 --------
 Calling the training function again with the same configuration (only ``epochs``,
 ``verbose``, ``strategy``, ``output_dir`` and ``cache`` may change) continues the run:
-after an interruption it restores the weights, the optimiser state and the epoch
-counter of the last checkpoint and trains the remaining epochs; after a completed run
-it trains the extra epochs when ``epochs`` grew, and nothing otherwise. History rows of
-epochs after the last checkpoint are dropped and trained again, so the history never
-misses or repeats an epoch. An ``output_dir`` holding another run, or files that are
+after an interruption (a kill at any instant included) it restores the weights, the
+optimiser state and the epoch counter of the newest intact checkpoint (a damaged one is
+skipped for the one before it, :mod:`prostseg.checkpoints`) and trains the remaining
+epochs; after a completed run it trains the extra epochs when ``epochs`` grew, and
+nothing otherwise. History rows of epochs after the restored checkpoint are dropped and
+trained again, so the history never misses or repeats an epoch. Every file of the run
+is written atomically (:mod:`prostseg.atomic`). An ``output_dir`` holding another run, or files that are
 not a run, is refused unless ``overwrite=True``.
 """
 
