@@ -91,7 +91,7 @@ def save_checkpoint(checkpoint: tf.train.Checkpoint, directory: str | os.PathLik
     """
     directory = Path(directory)
     _delete(directory, number)
-    checkpoint.save_counter.assign(number)  # saved with the rest, as tf.train.CheckpointManager does
+    checkpoint.save_counter.assign(number)  # saved too, as tf.train.CheckpointManager does
     with atomic_path(directory / f"ckpt-{number}") as tmp:
         checkpoint.write(str(tmp / _PREFIX))
     kept = published_checkpoints(directory)

@@ -30,8 +30,8 @@ skipped for the one before it, :mod:`prostseg.checkpoints`) and trains the remai
 epochs; after a completed run it trains the extra epochs when ``epochs`` grew, and
 nothing otherwise. History rows of epochs after the restored checkpoint are dropped and
 trained again, so the history never misses or repeats an epoch. Every file of the run
-is written atomically (:mod:`prostseg.atomic`). An ``output_dir`` holding another run, or files that are
-not a run, is refused unless ``overwrite=True``.
+is written atomically (:mod:`prostseg.atomic`). An ``output_dir`` holding another run,
+or files that are not a run, is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
