@@ -116,8 +116,16 @@ def graph_flops(function, *args) -> int | None:
 # --- peak and timing ------------------------------------------------------------------
 
 
+def timed_cpu(function) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def peak_conv(shape, dtype: str = "float32"):
-    """A function that times one large 3x3 convolution and returns its FLOP/s."""
+    """A function that times one large 3x3 convolution (best of two) and returns its
+    FLOP per wall second and per CPU second."""
     import tensorflow as tf
 
     batch, size, _, channels = shape
@@ -127,28 +135,35 @@ def peak_conv(shape, dtype: str = "float32"):
     conv().numpy()  # warm-up
     flops = 2 * batch * size * size * 9 * channels * channels
 
-    def measure() -> float:
-        return flops / min(common.repeat_timed(lambda: conv().numpy(), 2))
+    def measure() -> tuple[float, float]:
+        wall, cpu = min(timed_cpu(lambda: conv().numpy()) for _ in range(2))
+        return flops / wall, flops / cpu
 
     return measure
 
 
 def interleaved(run_once, flops: int, peak, repeats: int) -> dict:
-    """Time ``run_once`` ``repeats`` times, each right after a peak measurement."""
+    """Time ``run_once`` ``repeats`` times, each between two peak measurements.
+
+    The fraction of peak compares the FLOP/s of the call with the mean of the peaks just
+    before and after it: per wall second, and per CPU second of this process (less
+    sensitive to other jobs taking the cores, since it counts only the time granted).
+    """
     rows = []
+    after = peak()
     for _ in range(repeats):
-        peak_flop_s = peak()
-        cpu, wall = time.process_time(), time.perf_counter()
-        run_once()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        rows.append({"seconds": wall, "cpu_seconds": cpu, "peak_flop_per_s": peak_flop_s,
-                     "fraction_of_peak": flops / wall / peak_flop_s, "load_1min": os.getloadavg()[0]})
+        before = after
+        wall, cpu = timed_cpu(run_once)
+        after = peak()
+        peak_wall, peak_cpu = ((b + a) / 2 for b, a in zip(before, after))
+        rows.append({"seconds": wall, "cpu_seconds": cpu, "peak_flop_per_s": peak_wall,
+                     "peak_flop_per_cpu_s": peak_cpu, "fraction_of_peak": flops / wall / peak_wall,
+                     "fraction_of_peak_cpu": flops / cpu / peak_cpu, "load_1min": os.getloadavg()[0]})
     median = statistics.median
-    return {"repeats": rows, "median_s": median(r["seconds"] for r in rows),
-            "median_peak_flop_per_s": median(r["peak_flop_per_s"] for r in rows),
-            "fraction_of_peak": median(r["fraction_of_peak"] for r in rows),
-            "achieved_flop_per_s": flops / median(r["seconds"] for r in rows),
-            "load_1min": median(r["load_1min"] for r in rows)}
+    seconds = median(r["seconds"] for r in rows)
+    return {"repeats": rows, "median_s": seconds, "achieved_flop_per_s": flops / seconds,
+            **{key: median(r[key] for r in rows) for key in
+               ("peak_flop_per_s", "fraction_of_peak", "fraction_of_peak_cpu", "load_1min")}}
 
 
 # --- the profile ----------------------------------------------------------------------
@@ -207,7 +222,7 @@ def profile_step(step, args) -> dict:
 
 def input_pipeline_seconds_per_batch(size: int, batch: int, batches: int) -> float:
     """Seconds per batch of :func:`prostseg.pipeline.unet_dataset` (augmentation on) on
-    two phantom cases, after one warm-up batch."""
+    two phantom cases: ``batches`` drained as fast as possible after one warm-up batch."""
     from prostseg.dataset import discover_cases
     from prostseg.phantom import write_phantom_dataset
     from prostseg.pipeline import unet_dataset
@@ -218,8 +233,8 @@ def input_pipeline_seconds_per_batch(size: int, batch: int, batches: int) -> flo
                             shuffle=True, repeat=True)
         batches_iter = iter(data)
         next(batches_iter)
-        seconds = common.repeat_timed(lambda: next(batches_iter), batches)
-    return statistics.median(seconds)
+        seconds, _ = common.timed(lambda: [next(batches_iter) for _ in range(batches)])
+    return seconds / batches  # drained as fast as possible: the prefetch buffer empties
 
 
 # --- one configuration, in a child process --------------------------------------------
@@ -322,8 +337,8 @@ def profile_table(run: dict) -> str:
     op_ms = run["profile"]["op_ms"]
     total = sum(op_ms.values())
     input_ms = run["input_pipeline_s_per_batch"] * 1e3
-    rows = [[kind, op_ms[kind], op_ms[kind] / total] for kind in OP_KINDS]
-    rows.append(["input pipeline (own threads, timed alone)", input_ms, input_ms / total])
+    rows = [[kind, round(op_ms[kind]), op_ms[kind] / total] for kind in OP_KINDS]
+    rows.append(["input pipeline (own threads, timed alone)", round(input_ms), input_ms / total])
     return common.table(["op kind", "ms in one step", "share of op time"], rows)
 
 
@@ -342,7 +357,7 @@ def main(argv=None) -> int:
         names = QUICK_CONFIGURATIONS
     else:
         s = dict(unet_size=384, unet_base=32, unet_depth=4, unet_batch=args.unet_batch, p2p_size=256,
-                 p2p_base=64, conv=(2, 192, 192, 128), repeats=3, inference_batch=4, pipeline_batches=5)
+                 p2p_base=64, conv=(2, 192, 192, 128), repeats=3, inference_batch=4, pipeline_batches=30)
         names = tuple(CONFIGURATIONS)
     runs = []
     for name in names:
@@ -359,8 +374,8 @@ def main(argv=None) -> int:
                                "on the replica step graph; analytical conv count as cross-check"}
     rows = [[r["name"], "on" if r["onednn"] else "off", "on" if r["jit_compile"] else "off",
              "float16" if r["mixed_precision"] else "float32", r["inter_op_threads"] or "default", r["batch_size"], r["images_per_s"], r["step_flops"] / 1e9,
-             r["step"]["achieved_flop_per_s"] / 1e9, r["step"]["median_peak_flop_per_s"] / 1e9,
-             r["step"]["fraction_of_peak"], r["step"]["load_1min"]] for r in runs]
+             r["step"]["achieved_flop_per_s"] / 1e9, r["step"]["peak_flop_per_s"] / 1e9,
+             r["step"]["fraction_of_peak"], r["step"]["fraction_of_peak_cpu"], r["step"]["load_1min"]] for r in runs]
     default = next(r for r in runs if r["name"] == "U-Net, defaults")
     u = default
     flops_line = (f"U-Net {u['image_size']}x{u['image_size']} forward, one image: "
@@ -373,15 +388,18 @@ def main(argv=None) -> int:
     inference = u["inference"]
     md = [common.heading("Training throughput", info, args.quick),
           f"Peak: one {'x'.join(map(str, s['conv']))} -> {s['conv'][3]} 3x3 Conv2D, float32, measured before "
-          "every timed step in the same process (the machine is shared); fraction = step FLOPs / step time / "
-          "that peak, median of the repeats. Each row is a process of its own.\n",
+          "and after every timed step in the same process (the machine is shared); fraction = step FLOPs / "
+          "step time / the mean of those two peaks, median of the repeats; the CPU-time fraction does the "
+          "same per CPU second of the process (all its threads), which counts only the time the shared "
+          "cores gave it. Each row is a process of its own.\n",
           flops_line + "\n",
           common.table(["configuration", "oneDNN", "XLA", "dtype", "inter-op threads", "batch", "images/s",
                         "GFLOP/step", "achieved GFLOP/s", "peak GFLOP/s", "fraction of peak",
-                        "load (1 min)"], rows),
+                        "fraction of peak (CPU time)", "load (1 min)"], rows),
           f"\nInference (defaults, batch {inference['batch_size']}, training=False): "
           f"{inference['achieved_flop_per_s'] / 1e9:.3g} GFLOP/s, **{inference['fraction_of_peak']:.0%} of "
-          f"peak** ({inference['median_peak_flop_per_s'] / 1e9:.3g} GFLOP/s), load {inference['load_1min']:.1f}.\n",
+          f"peak** ({inference['peak_flop_per_s'] / 1e9:.3g} GFLOP/s; {inference['fraction_of_peak_cpu']:.0%} "
+          f"per CPU second), load {inference['load_1min']:.1f}.\n",
           f"Where one training step of the defaults goes (TensorFlow profiler, one traced step of "
           f"{u['profile']['traced_step_s']:.2f} s; op times on the executor threads, which overlap when "
           f"two ops run at once):\n",

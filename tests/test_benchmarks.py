@@ -100,7 +100,8 @@ def test_training_throughput_quick(tmp_path):
     assert {run["model"] for run in results["runs"]} == {"unet", "pix2pix"}
     for run in results["runs"]:
         step = run["step"]
-        _positive(run["images_per_s"], run["step_flops"], step["achieved_flop_per_s"], step["median_peak_flop_per_s"])
+        _positive(run["images_per_s"], run["step_flops"], step["achieved_flop_per_s"], step["peak_flop_per_s"],
+                  step["fraction_of_peak_cpu"])
         assert step["achieved_flop_per_s"] == pytest.approx(run["step_flops"] / step["median_s"])
         profiled = run["profiler_forward_flops_per_image"]
         if profiled is not None:  # the analytical conv count and TensorFlow's own count agree
