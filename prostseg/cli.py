@@ -15,6 +15,7 @@ Write four phantom cases, then list the public dataset manifests::
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import shutil
 import sys
@@ -296,94 +297,110 @@ def _mutual_information_change(quality: dict) -> str:
     return f"mutual information {quality['mi_before']:.3f} -> {quality['mi_after']:.3f}"
 
 
+#: Training flags named otherwise than their configuration field.
+_TRAIN_FLAGS = {"output_dir": "out"}
+
+
+def _field_docs(config_class) -> dict[str, str]:
+    """The first sentence of each field's entry in the configuration's docstrings.
+
+    The model's own class comes first; the U-Net configuration documents the fields both
+    models share.
+    """
+    from prostseg.runs import UNetTrainingConfig
+
+    docs = {}
+    for cls in (UNetTrainingConfig, config_class):
+        section = re.search(r"^Parameters\n-+\n(.*?)(?=^\w+\n-+\n|\Z)",
+                            inspect.cleandoc(cls.__doc__), re.S | re.M).group(1)
+        for entry in re.finditer(r"^(\S[^\n]*?) : [^\n]*\n((?:[ \t]+\S[^\n]*\n?)*)", section, re.M):
+            text = re.sub(r":\w+:`~?([^`]+)`", r"\1", " ".join(entry.group(2).split()))
+            text = re.sub(r"(?<![a-z.]\.[a-z])(?<!e\.g)(?<!i\.e)\. .*", ".", text)
+            if text.startswith("As for"):  # the U-Net's entry says it
+                continue
+            text = re.sub(r"\*(\w[^*]*)\*", r"\1", text.replace("``", "")).replace("%", "%%")
+            for name in entry.group(1).split(", "):
+                docs[name] = text
+    return docs
+
+
+def _add_config_flags(parser, config_class) -> None:
+    """One flag per field of ``config_class``, typed, with its choices and documentation."""
+    import dataclasses
+    import typing
+
+    from prostseg.runs import FIELD_CHOICES
+
+    docs = _field_docs(config_class)
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        flag = "--" + _TRAIN_FLAGS.get(field.name, field.name).replace("_", "-")
+        kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],)
+                    if t is not type(None))
+        options = {"dest": field.name, "help": docs[field.name]}
+        if kind is bool:
+            options.update(action=argparse.BooleanOptionalAction, default=None)
+        else:
+            options.update(type=kind, choices=FIELD_CHOICES.get(field.name))
+        parser.add_argument(flag, **options)
+
+
 def _add_train_commands(subparsers) -> None:
-    """``prostseg train unet|pix2pix``: options override a --config file's settings."""
+    """``prostseg train unet|pix2pix``: options override a --config file's settings.
+
+    The options are the fields of the model's configuration class
+    (:class:`prostseg.runs.UNetTrainingConfig`, :class:`prostseg.runs.Pix2PixTrainingConfig`),
+    documented there.
+    """
+    from prostseg.runs import Pix2PixTrainingConfig, UNetTrainingConfig
+
     train = subparsers.add_parser(
         "train",
         help="train a U-Net or Pix2Pix model (resumable; see prostseg.training)",
         description="Train a model into an output folder; rerun the same command to resume.",
     )
     models = train.add_subparsers(dest="model", required=True)
-    for model, help_text in (("unet", "U-Net on T2W slices (lesion or gland masks)"),
-                             ("pix2pix", "Pix2Pix on registered T2W/DWI/ADC stacks (zones)")):
+    for model, config_class, help_text in (
+            ("unet", UNetTrainingConfig, "U-Net on T2W slices (lesion or gland masks)"),
+            ("pix2pix", Pix2PixTrainingConfig, "Pix2Pix on registered T2W/DWI/ADC stacks (zones)")):
         parser = models.add_parser(model, help=help_text, description=help_text)
-        parser.add_argument("--data-dir", type=Path, help="folder of cases (prostseg.dataset layout)")
-        parser.add_argument("--out", type=Path, help="output folder of the run")
         parser.add_argument("--config", type=Path, help="JSON configuration (e.g. a run's config.json)")
-        parser.add_argument("--split-file", type=Path, help="patient split JSON (default: random, --seed)")
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int, help="slices per step on each replica (global: x replicas)")
-        parser.add_argument("--image-size", type=int, help="side of the square slices")
-        parser.add_argument("--target-spacing", type=float, metavar="MM",
-                            help="resample slices to this in-plane spacing (mm) before the network")
-        parser.add_argument("--learning-rate", type=float)
-        parser.add_argument("--base-filters", type=int)
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"))
-        parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
-        parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
-        parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
-        parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                            help="keep the prepared training volumes in memory after epoch 1")
-        parser.add_argument("--slice-cache", metavar="DIR",
-                            help="stream prepared slices from this cache folder (prostseg prepare; "
-                                 "e.g. DATA_DIR/.prepared), preparing missing cases first")
-        parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
-        parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                            help="op determinism and seeds: two runs give identical weights")
-        parser.add_argument("--verbose", type=int, choices=(0, 1, 2))
+        _add_config_flags(parser, config_class)
         parser.add_argument("--overwrite", action="store_true",
                             help="replace another run (or other files) in --out")
-        if model == "unet":
-            parser.add_argument("--depth", type=int)
-            parser.add_argument("--loss", choices=("bce", "dice", "bce_dice"))
-            parser.add_argument("--label", choices=("lesion", "zones"),
-                                help="lesion masks, or the whole gland (non-zero zones)")
-            parser.add_argument("--lesion-value", type=int, choices=(1, 255),
-                                help="value of lesion voxels in the lesion masks (default 1)")
-            parser.add_argument("--steps-per-epoch", type=int)
-            parser.add_argument("--drop-empty", action=argparse.BooleanOptionalAction, default=None,
-                                help="train on slices with foreground only")
-            parser.add_argument("--foreground-fraction", type=float,
-                                help="draw foreground slices with this probability (oversampling)")
-            parser.add_argument("--intensity-augment", action=argparse.BooleanOptionalAction, default=None,
-                                help="randomise gamma, bias field, contrast and noise of training slices")
-            parser.add_argument("--shape-augment", action=argparse.BooleanOptionalAction, default=None,
-                                help="warp training slices and masks (scale, rotation, shear, elastic)")
-        else:
-            parser.add_argument("--l1-weight", type=float, help="weight of the L1 term (100 in the paper)")
-            parser.add_argument("--crossentropy-weight", type=float,
-                                help="weight of a cross-entropy term on the zone probabilities (0: none)")
-            parser.add_argument("--decay-epochs", type=int,
-                                help="decay the learning rates linearly over this many last epochs")
-            parser.add_argument("--generator-upsampling", choices=("transpose", "resize"),
-                                help="transposed convolutions (paper) or resize + convolution")
         parser.set_defaults(handler=_run_train)
+
+
+def _training_config(args):
+    """The configuration of a ``prostseg train`` command: its --config file, then its flags."""
+    import dataclasses
+
+    from prostseg import runs
+
+    config_class = runs.UNetTrainingConfig if args.model == "unet" else runs.Pix2PixTrainingConfig
+    settings = {}
+    if args.config is not None:
+        base = runs.load_config(args.config)
+        if not isinstance(base, config_class):
+            raise InputError(args.config, f"is a {base.KIND} configuration, not {args.model}")
+        settings = base.to_dict()
+    for field in dataclasses.fields(config_class):
+        if getattr(args, field.name) is not None:
+            settings[field.name] = getattr(args, field.name)
+    for key in ("data_dir", "output_dir"):
+        if key not in settings:
+            raise ProstsegError(f"--{_TRAIN_FLAGS.get(key, key).replace('_', '-')} is required "
+                                "(or a --config file that gives it)")
+    try:
+        return config_class.from_dict(settings)
+    except ValueError as err:
+        raise ProstsegError(f"invalid training settings: {err}") from None
 
 
 def _run_train(args) -> int:
     from prostseg import training
 
-    config_class = training.UNetTrainingConfig if args.model == "unet" else training.Pix2PixTrainingConfig
-    settings = {}
-    if args.config is not None:
-        base = training.load_config(args.config)
-        if not isinstance(base, config_class):
-            raise InputError(args.config, f"is a {base.KIND} configuration, not {args.model}")
-        settings = base.to_dict()
-    renamed = {"out": "output_dir"}
-    ignored = {"command", "model", "handler", "config", "overwrite"}
-    for key, value in vars(args).items():
-        if key not in ignored and value is not None:
-            settings[renamed.get(key, key)] = value
-    for key in ("data_dir", "output_dir"):
-        if key not in settings:
-            raise ProstsegError(f"--{'out' if key == 'output_dir' else 'data-dir'} is required "
-                                "(or a --config file that gives it)")
-    try:
-        config = config_class.from_dict(settings)
-    except ValueError as err:
-        raise ProstsegError(f"invalid training settings: {err}") from None
+    config = _training_config(args)
     train = training.train_unet if args.model == "unet" else training.train_pix2pix
     result = train(config, overwrite=args.overwrite)
     print(f"model: {result.model_path}")

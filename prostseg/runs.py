@@ -55,6 +55,7 @@ from prostseg.splits import PatientSplit, patients_across_parts, read_patient_id
 
 __all__ = [
     "CONFIG_FILE",
+    "FIELD_CHOICES",
     "HISTORY_FILE",
     "PIX2PIX_UPSAMPLING",
     "SPLIT_FILE",
@@ -81,6 +82,15 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 UNET_LOSS_NAMES = ("bce", "dice", "bce_dice")
 #: Up levels of the Pix2Pix generator (:func:`prostseg.models.build_pix2pix_generator`).
 PIX2PIX_UPSAMPLING = ("transpose", "resize")
+#: The values a configuration field may take, for the fields that take one of a few.
+FIELD_CHOICES = {
+    "strategy": STRATEGIES,
+    "loss": UNET_LOSS_NAMES,
+    "label": MASKS,
+    "lesion_value": LESION_VALUES,
+    "generator_upsampling": PIX2PIX_UPSAMPLING,
+    "verbose": (0, 1, 2),
+}
 
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
@@ -144,8 +154,9 @@ class _TrainingConfig:
                     or not 0 < self.target_spacing < math.inf:
                 raise ValueError(f"target_spacing must be a positive number of mm or None, got {self.target_spacing!r}")
             object.__setattr__(self, "target_spacing", float(self.target_spacing))
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        for name, allowed in FIELD_CHOICES.items():
+            if hasattr(self, name) and getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.cache and self.slice_cache is not None:
             raise ValueError("give cache (prepared volumes in memory) or slice_cache "
                              "(prepared slices on disk), not both")
@@ -239,8 +250,10 @@ class UNetTrainingConfig(_TrainingConfig):
         default) instead of preparing the files every epoch: for training sets that
         do not fit in memory. Cases without up-to-date slices there are prepared
         first. Images are rounded to float16, masks stay exact. Not with ``cache``.
-    augment, shuffle : bool
-        Random quarter turns and flips; shuffling of cases and slices.
+    augment : bool
+        Random quarter turns and flips of the training slices.
+    shuffle : bool
+        Shuffle the training cases and slices.
     intensity_augment : bool
         Randomise the intensities of every training slice (gamma, bias field,
         contrast, noise; :func:`prostseg.pipeline.augment_intensity`), e.g. to train on
@@ -301,13 +314,6 @@ class UNetTrainingConfig(_TrainingConfig):
     def __post_init__(self):
         super().__post_init__()
         _check_positive_int(self.depth, "depth")
-        if self.loss not in UNET_LOSS_NAMES:
-            raise ValueError(f"loss must be one of {UNET_LOSS_NAMES}, got {self.loss!r}")
-        if self.label not in MASKS:
-            raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
-        if self.lesion_value not in LESION_VALUES:
-            raise ValueError(f"lesion_value must be one of {LESION_VALUES}, "
-                             f"got {self.lesion_value!r}")
         if self.steps_per_epoch is not None:
             _check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         if self.image_size % 2**self.depth:
@@ -405,9 +411,6 @@ class Pix2PixTrainingConfig(_TrainingConfig):
         for name in ("l1_weight", "crossentropy_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.generator_upsampling not in PIX2PIX_UPSAMPLING:
-            raise ValueError(f"generator_upsampling must be one of {PIX2PIX_UPSAMPLING}, "
-                             f"got {self.generator_upsampling!r}")
 
 
     def learning_rate_at(self, epoch: int) -> float:

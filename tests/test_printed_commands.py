@@ -99,7 +99,8 @@ def _texts(path: Path) -> list[tuple[str, str, bool]]:
 
 
 def _markdown_code(text: str) -> list[tuple[str, bool]]:
-    blocks = re.findall(r"^\s*```(?:bash|sh|shell|console)?\n(.*?)^\s*```", text, flags=re.S | re.M)
+    fenced = re.findall(r"^\s*```(\w*)\n(.*?)^\s*```", text, flags=re.S | re.M)
+    blocks = [body for language, body in fenced if language in ("", "bash", "sh", "shell", "console")]
     prose = re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.S | re.M)
     inline = re.findall(r"`([^`]+)`", prose)
     return [(block, True) for block in blocks] + [(span.replace("\n", " "), False) for span in inline]
