@@ -224,7 +224,7 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
     train_ids = {case.case_id for case in train_cases}
     measure = None
     if is_unet:
-        from prostseg.pipeline import prepare_unet_mask
+        from prostseg.slices import prepare_unet_mask
 
         def measure(case: Case, mask: Volume) -> int:
             """Training slices with foreground once prepared (validation masks: voxels)."""

@@ -25,7 +25,7 @@ from prostseg.cli import main
 from prostseg.errors import InputError
 from prostseg.inference import load_model, predict_volume, run_target_spacing
 from prostseg.io import load_volume, save_like
-from prostseg.pipeline import prepare_unet_mask
+from prostseg.slices import prepare_unet_mask
 from prostseg.metrics import iou
 from prostseg.splits import PatientSplit
 from prostseg.training import (
