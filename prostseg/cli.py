@@ -311,8 +311,9 @@ def _add_train_commands(subparsers) -> None:
 
 def _run_train(args) -> int:
     from prostseg import training
+    from prostseg.recipes import recipe
 
-    config_class = training.UNetTrainingConfig if args.model == "unet" else training.Pix2PixTrainingConfig
+    config_class = recipe(args.model).config
     settings = {}
     if args.config is not None:
         base = training.load_config(args.config)
@@ -332,8 +333,7 @@ def _run_train(args) -> int:
         config = config_class.from_dict(settings)
     except ValueError as err:
         raise ProstsegError(f"invalid training settings: {err}") from None
-    train = training.train_unet if args.model == "unet" else training.train_pix2pix
-    result = train(config, overwrite=args.overwrite)
+    result = training.TRAINERS[args.model](config, overwrite=args.overwrite)
     print(f"model: {result.model_path}")
     print(f"history: {result.history_path} ({result.epochs_completed} epochs)")
     print("best epoch: " + ", ".join(f"{key} {value:.4g}" for key, value in result.best.items()))

@@ -108,20 +108,20 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
         ``{case_id: {"dice": mean zone Dice}}`` (Pix2Pix, zones present in either map).
     """
     from prostseg.dataset import NUM_ZONE_CLASSES, find_case
-    from prostseg.inference import _input_volume, _model_kind, predict_volume, resolve_model
+    from prostseg.inference import _input_volume, predict_volume, resolve_model
     from prostseg.io import load_volume
     from prostseg.metrics import dice, iou, per_class_dice
 
-    model, target_spacing = resolve_model(model, target_spacing)
-    kind = _model_kind(model)
+    model, target_spacing, model_recipe = resolve_model(model, target_spacing)
+    zone_classes = model.output_shape[-1] > 1
     scores = {}
     for case_id in case_ids:
         case_dir = Path(data_dir) / case_id
-        truth_name = "zones" if kind == "pix2pix" else label
+        truth_name = "zones" if zone_classes else label
         truth = load_volume(find_case(case_dir, require=(truth_name,)).path(truth_name), label=True).data
-        volume, _ = _input_volume(case_dir, kind)
-        pred = predict_volume(model, volume, target_spacing=target_spacing)
-        if kind == "pix2pix":
+        volume, _ = _input_volume(case_dir, model_recipe)
+        pred = predict_volume(model, volume, target_spacing=target_spacing, kind=model_recipe.kind)
+        if zone_classes:
             scores[case_id] = {"dice": float(np.nanmean(per_class_dice(pred, truth, NUM_ZONE_CLASSES)[1:]))}
         else:
             scores[case_id] = {"dice": dice(pred > 0, truth > 0), "iou": iou(pred > 0, truth > 0)}
@@ -208,6 +208,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     InputError
         When the folder is not a run folder or holds no model file.
     """
+    from prostseg.recipes import recipe
     from prostseg.splits import PatientSplit
     from prostseg.training import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
 
@@ -220,8 +221,8 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
             raise InputError(run_dir, f"not a training run folder: no {name}")
     config = load_config(run_dir / CONFIG_FILE)
     split = PatientSplit.from_json(run_dir / SPLIT_FILE)
-    candidates = [model_file] if model_file else (
-        ["best.keras", "model.keras"] if config.KIND == "unet" else ["best_generator.keras", "generator.keras"])
+    model_recipe = recipe(config.KIND)
+    candidates = [model_file] if model_file else [model_recipe.best_file, model_recipe.model_file]
     model_path = next((run_dir / name for name in candidates if (run_dir / name).is_file()), None)
     if model_path is None:
         raise InputError(run_dir, f"holds no model file ({', '.join(candidates)})")
@@ -229,8 +230,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     if training_seconds is None and history and "seconds" in history[0]:
         training_seconds = float(np.nansum([row["seconds"] for row in history]))
     label = getattr(config, "label", "zones")
-    task = {"lesion": "lesion segmentation (U-Net on T2W)", "zones": "whole-gland segmentation (U-Net on T2W)"}
-    task = task[label] if config.KIND == "unet" else "zone segmentation (Pix2Pix on T2W/DWI/ADC)"
+    task = model_recipe.task(config)
     data_dir = Path(config.data_dir)
     all_ids = list(split.train) + list(split.val) + list(split.test)
     licence = data_licence or _data_licence(data_dir, all_ids)
