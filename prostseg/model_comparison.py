@@ -261,13 +261,18 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     Raises
     ------
     InputError
-        When the case lacks a volume a model needs, or its zone map holds labels other
-        than 0, 1 and 2.
+        When a model file holds another kind of model, the case lacks a volume a model
+        needs, or its zone map holds labels other than 0, 1 and 2.
     """
     from prostseg.inference import _input_volume, predict_volume, resolve_model
     from prostseg.registration import register_case
 
-    models = [resolve_model(path) for path in (unet_model, pix2pix_model) if path is not None]
+    models = []
+    for path, expected in ((unet_model, "unet"), (pix2pix_model, "pix2pix")):
+        if path is not None:
+            models.append(resolve_model(path))
+            if models[-1][2].kind != expected:
+                raise InputError(path, f"holds a {models[-1][2].title} model, not a {expected} model")
     require = sorted({"t2w", *(name for _, _, model_recipe in models for name in model_recipe.channels)})
     case = find_case(case_dir, require=require)
     if any(not case.has(model_recipe.input) for _, _, model_recipe in models):

@@ -205,7 +205,7 @@ def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom
 def test_score_real_case_without_zones_predicts_and_needs_the_inputs(phantom_dir, tmp_path):
     import shutil
 
-    from prostseg.models import build_unet
+    from prostseg.models import build_pix2pix_generator, build_unet
 
     case = tmp_path / "case"
     case.mkdir()
@@ -214,5 +214,8 @@ def test_score_real_case_without_zones_predicts_and_needs_the_inputs(phantom_dir
     result = score_real_case(case, unet_model=tmp_path / "unet.keras")
     assert result.reference is None and result.scores == []
     assert result.predictions["U-Net"].shape == result.t2w.shape
-    with pytest.raises(InputError, match="dwi|adc"):
+    with pytest.raises(InputError, match="unet.keras: holds a U-Net model, not a pix2pix model"):
         score_real_case(case, pix2pix_model=tmp_path / "unet.keras")
+    build_pix2pix_generator((32, 32, 3), base_filters=2).save(tmp_path / "generator.keras")
+    with pytest.raises(InputError, match="missing dwi"):
+        score_real_case(case, pix2pix_model=tmp_path / "generator.keras")
