@@ -21,6 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from prostseg.dataset import ALIGNED_FOLDER, FILE_ALIASES, REGISTRATION_FILE, STACK, volume_file
 from prostseg.errors import InputError, ProstsegError
 
 
@@ -155,19 +156,21 @@ def _add_register_commands(subparsers) -> None:
     case_parser = subparsers.add_parser(
         "register-case",
         help="align a case's DWI and ADC onto its T2W and write the 3-channel stack",
-        description="Write CASE/aligned/: dwi, adc, transforms, registration.json and "
-        "stack.nii.gz (T2W, DWI, ADC on the T2W grid), the input of the Pix2Pix pipeline.",
+        description=f"Write CASE/{ALIGNED_FOLDER}/: dwi, adc, transforms, {REGISTRATION_FILE} and "
+        f"{volume_file(STACK)} (T2W, DWI, ADC on the T2W grid), the input of the Pix2Pix pipeline.",
     )
-    case_parser.add_argument("case_dir", type=Path, help="case folder (t2w, dwi or hbv, adc)")
-    case_parser.add_argument("--overwrite", action="store_true", help="replace CASE/aligned")
+    case_parser.add_argument("case_dir", type=Path,
+                             help=f"case folder (t2w, dwi or {', '.join(FILE_ALIASES)}, adc)")
+    case_parser.add_argument("--overwrite", action="store_true",
+                             help=f"replace CASE/{ALIGNED_FOLDER}")
     case_parser.set_defaults(handler=_run_register_case)
 
     dataset_parser = subparsers.add_parser(
         "register-dataset",
         help="register every case of a data folder that lacks up-to-date results, in parallel",
-        description="Run register-case on every case of DATA_DIR whose aligned/ folder is missing "
-        "or out of date (inputs or parameters changed, run interrupted), several at a time, here "
-        "or on a Dask cluster. Writes a summary CSV; exits 1 if any case failed.",
+        description=f"Run register-case on every case of DATA_DIR whose {ALIGNED_FOLDER}/ folder "
+        "is missing or out of date (inputs or parameters changed, run interrupted), several at a "
+        "time, here or on a Dask cluster. Writes a summary CSV; exits 1 if any case failed.",
     )
     dataset_parser.add_argument("data_dir", type=Path, help="folder of case folders")
     where = dataset_parser.add_mutually_exclusive_group()
@@ -185,7 +188,8 @@ def _add_register_commands(subparsers) -> None:
                                 help="summary CSV (default: DATA_DIR/registration_summary.csv)")
     dataset_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     dataset_parser.add_argument("--overwrite", action="store_true",
-                                help="register every case again, replacing its aligned/ results")
+                                help="register every case again, replacing its "
+                                f"{ALIGNED_FOLDER}/ results")
     dataset_parser.set_defaults(handler=_run_register_dataset)
 
 
@@ -220,7 +224,7 @@ def _run_register_case(args) -> int:
 
     out_dir = register_case(args.case_dir, overwrite=args.overwrite)
     print(out_dir)
-    report = json.loads((out_dir / "registration.json").read_text())
+    report = json.loads((out_dir / REGISTRATION_FILE).read_text())
     for modality in ("dwi", "adc"):
         print(f"{modality}: {_mutual_information_change(report[modality])}")
     print(f"{report['seconds']:.1f} s")

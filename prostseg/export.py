@@ -248,7 +248,8 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
         label = recorded_label if recorded_label is not None else label
         model = load_model(model_path)
     try:
-        contract = preprocessing_contract(model, target_spacing=target_spacing, label=label, kind=kind)
+        contract = preprocessing_contract(model, target_spacing=target_spacing, label=label,
+                                          kind=kind)
     except ValueError as err:
         raise InputError(model_path, str(err)) from None
     out_dir = Path(out_dir)

@@ -389,7 +389,8 @@ def _run_config(model_path: str | os.PathLike):
     return load_config(config_path) if config_path.is_file() else None
 
 
-def resolve_model(model, target_spacing: float | None = None) -> tuple[object, float | None, Recipe]:
+def resolve_model(model, target_spacing: float | None = None
+                  ) -> tuple[object, float | None, Recipe]:
     """A model object, the ``target_spacing`` to apply it with, and its recipe.
 
     Parameters
@@ -434,8 +435,8 @@ def resolve_model(model, target_spacing: float | None = None) -> tuple[object, f
             raise InputError(model_path, str(err)) from None
         model_recipe = recipe_for_model(model, config.KIND)
     if config is not None and config.KIND != model_recipe.kind:
-        raise InputError(model_path, f"holds a {model_recipe.title} model ({model.name!r}), but its run's "
-                         f"config.json records a {config.KIND} run")
+        raise InputError(model_path, f"holds a {model_recipe.title} model ({model.name!r}), but "
+                         f"its run's config.json records a {config.KIND} run")
     return model, recorded if recorded is not None else target_spacing, model_recipe
 
 

@@ -271,9 +271,10 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     for path, expected in ((unet_model, "unet"), (pix2pix_model, "pix2pix")):
         if path is not None:
             models.append(resolve_model(path))
-            if models[-1][2].kind != expected:
-                raise InputError(path, f"holds a {models[-1][2].title} model, not a {expected} model")
-    require = sorted({"t2w", *(name for _, _, model_recipe in models for name in model_recipe.channels)})
+            found = models[-1][2]
+            if found.kind != expected:
+                raise InputError(path, f"holds a {found.title} model, not a {expected} model")
+    require = sorted({"t2w", *(name for _, _, found in models for name in found.channels)})
     case = find_case(case_dir, require=require)
     if any(not case.has(model_recipe.input) for _, _, model_recipe in models):
         register_case(case.folder)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, Case
+from prostseg.dataset import ALIGNED_FOLDER, MASKS, NUM_ZONE_CLASSES, STACK, Case, volume_file
 from prostseg.errors import InputError
 from prostseg.io import Volume, check_same_grid, load_volume, volume_grid
 # The volume preparation lives in prostseg.slices (no TensorFlow); its names stay
@@ -287,7 +287,7 @@ def _stack_path(case: Case) -> Path:
     if not case.has(STACK):
         raise InputError(
             case.folder,
-            f"case {case.case_id} has no registered stack (aligned/stack.nii.gz); "
+            f"case {case.case_id} has no registered stack ({ALIGNED_FOLDER}/{volume_file(STACK)}); "
             f"run `prostseg register-case {case.folder}` first",
         )
     return case.path(STACK)
