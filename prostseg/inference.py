@@ -23,7 +23,7 @@ voxel on the grid of the input volume.
 Four options change what is predicted, and all are off unless asked for:
 
 * ``target_spacing`` (mm): the slices are resampled to this pixel size before the
-  network sees them, exactly as in training (see :mod:`prostseg.pipeline`). A model
+  network sees them, exactly as in training (see :mod:`prostseg.slices`). A model
   trained with it must be applied with it. :func:`predict_case` reads it from the
   ``config.json`` of the run folder that holds the model file
   (:func:`run_target_spacing`), so keep a model in its run folder or pass the value.
@@ -159,7 +159,8 @@ def _checked_input(model_recipe: Recipe, volume: Volume | np.ndarray) -> np.ndar
     """The array of ``volume``, checked to have the shape the recipe's model takes."""
     data = volume.data if isinstance(volume, Volume) else np.asarray(volume)
     channels = len(model_recipe.channels)
-    if (data.ndim != 3 or channels != 1) and (data.ndim != 4 or data.shape[-1] != channels):
+    fits = data.ndim == 3 if channels == 1 else data.ndim == 4 and data.shape[-1] == channels
+    if not fits:
         path = volume.path if isinstance(volume, Volume) else None
         raise InputError(path, f"the model is {model_recipe.takes}; got shape {data.shape}")
     return data
