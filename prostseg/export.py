@@ -54,7 +54,7 @@ from prostseg import __version__
 from prostseg.atomic import atomic_path
 from prostseg.dataset import ZONE_NAMES
 from prostseg.errors import InputError
-from prostseg.recipes import recipe_for_model
+from prostseg.recipes import input_size, recipe_for_model
 
 __all__ = [
     "CONTRACT_KEY",
@@ -79,10 +79,8 @@ _CONTRACT_VERSION = 1
 
 
 def _fixed_size(model) -> int:
-    from prostseg.inference import _input_size
-
     try:
-        return _input_size(model, None)
+        return input_size(model)
     except ValueError as err:
         raise ValueError(f"{err}: export needs a model built for one fixed slice size") from None
 

@@ -54,7 +54,7 @@ from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
 from prostseg.postprocessing import largest_gland_component, remove_small_components
-from prostseg.recipes import Recipe, labels_from_probabilities, recipe_for_model
+from prostseg.recipes import Recipe, input_size, labels_from_probabilities, recipe_for_model
 
 __all__ = [
     "EvaluationResult",
@@ -114,19 +114,6 @@ def load_model(path: str | os.PathLike):
         reason = " ".join(str(err).split())[:200]
         raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") \
             from None
-
-
-def _input_size(model, image_size: int | None) -> int:
-    height, width = model.input_shape[1:3]
-    if height is None or width is None:
-        if image_size is None:
-            raise ValueError(f"model {model.name!r} accepts any slice size; give image_size")
-        return image_size
-    if height != width:
-        raise ValueError(f"model {model.name!r} takes {height}x{width} slices; expected square slices")
-    if image_size is not None and image_size != height:
-        raise ValueError(f"model {model.name!r} takes {height}x{width} slices, not image_size={image_size}")
-    return height
 
 
 def _predict_slices(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
@@ -218,7 +205,7 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
     """
     model_recipe = recipe_for_model(model, kind)
     data = _checked_input(model_recipe, volume)
-    size = _input_size(model, image_size)
+    size = input_size(model, image_size)
     if target_spacing is not None and not isinstance(volume, Volume):
         raise ValueError("target_spacing needs the volume's spacing: pass a prostseg.io.Volume, not an array")
     geometry = dict(target_spacing=target_spacing, spacing=volume.spacing if isinstance(volume, Volume) else None)

@@ -209,8 +209,8 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
         When the folder is not a run folder or holds no model file.
     """
     from prostseg.recipes import recipe
+    from prostseg.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
     from prostseg.splits import PatientSplit
-    from prostseg.training import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
 
     run_dir = Path(run_dir)
     card = run_dir / MODEL_CARD_FILE

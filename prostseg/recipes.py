@@ -65,7 +65,7 @@ from prostseg.slices import (
 )
 
 __all__ = ["Recipe", "UNET", "PIX2PIX", "labels_from_probabilities", "recipe", "recipe_for_model",
-           "recipes", "register", "unregister"]
+           "recipes", "register", "unregister", "input_size"]
 
 
 @dataclass(frozen=True)
@@ -277,6 +277,23 @@ PIX2PIX = Recipe(
     model_file=MODEL_FILES["pix2pix"],
     best_file="best_generator.keras",
 )
+
+
+def input_size(model, image_size: int | None = None) -> int:
+    """The side of the square slices a model takes: its own, or ``image_size`` when it
+    takes any size; ValueError when the two disagree or the slices are not square."""
+    height, width = model.input_shape[1:3]
+    if height is None or width is None:
+        if image_size is None:
+            raise ValueError(f"model {model.name!r} accepts any slice size; give image_size")
+        return image_size
+    if height != width:
+        raise ValueError(f"model {model.name!r} takes {height}x{width} slices; "
+                         "expected square slices")
+    if image_size is not None and image_size != height:
+        raise ValueError(f"model {model.name!r} takes {height}x{width} slices, "
+                         f"not image_size={image_size}")
+    return height
 
 
 # --- the registry --------------------------------------------------------------------

@@ -73,8 +73,9 @@ def test_a_registered_recipe_runs_through_inference(toy_recipe, phantom_dir, tmp
 
 
 def test_the_recipe_builders_name_their_networks_and_the_name_survives_saving(tmp_path):
-    for config, built_in in ((UNetTrainingConfig("d", "o", image_size=32, base_filters=2, depth=2), UNET),
-                             (Pix2PixTrainingConfig("d", "o", image_size=32, base_filters=2), PIX2PIX)):
+    configs = ((UNetTrainingConfig("d", "o", image_size=32, base_filters=2, depth=2), UNET),
+               (Pix2PixTrainingConfig("d", "o", image_size=32, base_filters=2), PIX2PIX))
+    for config, built_in in configs:
         path = tmp_path / f"{built_in.kind}.keras"
         built_in.build_model(config).save(path)
         assert recipe_for_model(load_model(path)) is built_in
@@ -125,6 +126,7 @@ viz.show_slice(prepared[t2w.shape[2] // 2, ..., 0])
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras"))
 print(prepared.shape, loaded)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
     assert result.stdout.strip().endswith("[]"), result.stdout
     assert "(64, 64, 1)" in result.stdout or ", 64, 64, 1)" in result.stdout
