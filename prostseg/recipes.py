@@ -102,8 +102,9 @@ class Recipe:
         ``build_model(config)`` -> the Keras network of a training configuration
         (TensorFlow is imported only then).
     dataset : callable
-        ``dataset(cases, *, image_size, batch_size, target_spacing, label, shuffle, seed)``
-        -> ``tf.data.Dataset`` of prepared (input, target) batches, without augmentation.
+        ``dataset(cases, *, image_size, batch_size, target_spacing, label, cache)`` ->
+        ``tf.data.Dataset`` of the (``prepare``, ``prepare_target``) slices of the
+        cases in order, batched, without augmentation: what validation scores.
     decode : callable
         ``decode(probabilities, threshold)`` -> labels ``(...)`` from ``(..., C)``.
     task : callable
@@ -187,11 +188,11 @@ def _build_unet(config):
 
 
 def _unet_stream(cases, *, image_size, batch_size, target_spacing=None, label="lesion",
-                 shuffle=False, seed=0):
+                 cache=False):
     from prostseg.pipeline import unet_dataset
 
     return unet_dataset(cases, image_size=image_size, batch_size=batch_size, label=label,
-                        target_spacing=target_spacing, shuffle=shuffle, seed=seed)
+                        target_spacing=target_spacing, shuffle=False, cache=cache)
 
 
 def _unet_geometry(target_spacing: float | None) -> str:
@@ -239,13 +240,13 @@ def _build_pix2pix(config):
 
 
 def _pix2pix_stream(cases, *, image_size, batch_size, target_spacing=None, label="zones",
-                    shuffle=False, seed=0):
+                    cache=False):
     from prostseg.pipeline import pix2pix_dataset
 
     if label != "zones":
         raise ValueError(f"Pix2Pix predicts zones, not {label!r}")
     return pix2pix_dataset(cases, image_size=image_size, batch_size=batch_size, augment=False,
-                           shuffle=shuffle, seed=seed, target_spacing=target_spacing)
+                           shuffle=False, target_spacing=target_spacing, cache=cache)
 
 
 def _pix2pix_geometry(target_spacing: float | None) -> str:

@@ -67,7 +67,7 @@ from prostseg.datacheck import check_training_data
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases
 from prostseg.metrics import per_class_dice
 from prostseg.models import build_pix2pix_discriminator
-from prostseg.pipeline import count_slices, pix2pix_dataset, pix2pix_epochs, unet_dataset
+from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
 from prostseg.recipes import PIX2PIX, UNET
 from prostseg.runs import (
     CONFIG_FILE,
@@ -444,7 +444,7 @@ def train_unet(
         seed=config.seed, repeat=True, cache=config.cache, intensity_augment=config.intensity_augment,
         shape_augment=config.shape_augment, **options,
     )
-    val_data = unet_dataset(val_cases, batch_size=global_batch, shuffle=False, **options) if val_cases else None
+    val_data = UNET.dataset(val_cases, batch_size=global_batch, **options) if val_cases else None
 
     with _dtype_policy(config.mixed_precision), strategy.scope():
         model = _float32_outputs(UNET.build_model(config))
@@ -596,7 +596,7 @@ def train_pix2pix(
         return dict(zip(loss_columns, averaged))
 
     val_data = (
-        pix2pix_dataset(val_cases, image_size=config.image_size, batch_size=8, augment=False, shuffle=False,
+        PIX2PIX.dataset(val_cases, image_size=config.image_size, batch_size=8,
                         target_spacing=config.target_spacing, cache=config.cache)
         if val_cases else None
     )

@@ -105,6 +105,35 @@ def test_the_runs_config_names_the_kind_and_must_agree_with_the_model(tmp_path):
     assert json.loads((run / "config.json").read_text())["kind"] == "unet"
 
 
+def test_a_recipes_dataset_streams_what_its_prepare_functions_make(phantom_dir, tmp_path):
+    import shutil
+
+    from prostseg.dataset import discover_cases, stack_file
+    from prostseg.io import save_like
+
+    data_dir = tmp_path / "data"
+    for case_id in ("phantom-000", "phantom-001"):
+        shutil.copytree(phantom_dir / case_id, data_dir / case_id)
+        t2w = load_volume(data_dir / case_id / "t2w.nii.gz")
+        stack = np.stack([t2w.data, t2w.data ** 2, -t2w.data], axis=-1).astype(np.float32)
+        stack_file(data_dir / case_id).parent.mkdir()
+        save_like(stack, t2w, stack_file(data_dir / case_id))
+    cases = discover_cases(data_dir)
+    for built_in, label in ((UNET, "zones"), (PIX2PIX, "zones")):
+        batches = list(built_in.dataset(cases, image_size=32, batch_size=5, label=label))
+        images = np.concatenate([np.asarray(image) for image, _ in batches])
+        targets = np.concatenate([np.asarray(target) for _, target in batches])
+        channels = len(built_in.channels)
+        expected_images = np.concatenate([
+            built_in.prepare(load_volume(case.path(built_in.input),
+                                         channels=channels if channels > 1 else None), 32)
+            for case in cases])
+        expected_targets = np.concatenate([
+            built_in.prepare_target(load_volume(case.path(label), label=True), 32) for case in cases])
+        np.testing.assert_allclose(images, expected_images, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(targets, expected_targets)
+
+
 def test_register_refuses_a_kind_or_network_name_in_use():
     with pytest.raises(ValueError, match="uses that kind or model name already"):
         register(dataclasses.replace(UNET, kind="other"))
