@@ -298,8 +298,14 @@ def test_real_prostatex_train_predict_evaluate_round_trip(real_data_dir, tmp_pat
         np.testing.assert_array_equal(nib.load(out).affine, nib.load(case_dir / "t2w.nii.gz").affine)
     scores = evaluate_folder(tmp_path / "pred", data_dir, out_csv=tmp_path / "scores.csv")
     assert len(scores.rows) == 3
-    assert all(0 <= row["dice"] <= 1 and 0 <= row["iou"] <= 1 for row in scores.rows)
-    assert np.isfinite(scores.mean["dice"])
+    from prostseg.dataset import find_case
+
+    for row in scores.rows:  # each score is that of the written prediction and the case's mask
+        pred = load_volume(tmp_path / "pred" / f"{row['case_id']}.nii.gz", label=True).data > 0
+        truth = load_volume(find_case(data_dir / row["case_id"]).path("lesion"), label=True).data > 0
+        assert row["dice"] == pytest.approx(dice(pred, truth))
+        assert row["iou"] == pytest.approx(iou(pred, truth))
+    assert scores.mean["dice"] == pytest.approx(np.mean([row["dice"] for row in scores.rows]))
 
 
 def test_volumes_of_any_slice_count_reuse_one_traced_graph(tmp_path):
