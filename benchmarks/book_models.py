@@ -1,7 +1,7 @@
 """The book's two models at their chapter defaults: held-out Dice and seconds of training.
 
 For every seed (``--seeds``, default 0 and 1) the script does what chapters 7 and 10
-do on the tutorial phantom data (``prostseg.tutorial.tutorial_data``, 6 cases,
+do on the tutorial phantom data (``prostseg.book.data.tutorial_data``, 6 cases,
 registered with ``register_case``): split the patients 70/15/15 with the seed, train
 chapter 7's gland U-Net and chapter 10's Pix2Pix with the values of the chapters'
 parameter cells (:data:`CHAPTER_7`, :data:`CHAPTER_10`; the script reports any value
@@ -86,14 +86,15 @@ def islands(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
 
 def prepare_data(folder: Path, quick: bool) -> tuple[Path, float]:
     """(the tutorial data, registered; seconds the registration took)."""
-    from prostseg import dataset, phantom, tutorial
+    from prostseg import dataset, phantom
+    from prostseg.book.data import tutorial_data
     from prostseg.registration import register_case
 
     if quick:
         data_dir = folder / "phantom-data"
         phantom.write_phantom_dataset(data_dir, n_cases=6, seed=0, shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0))
     else:
-        data_dir = tutorial.tutorial_data(root=folder)
+        data_dir = tutorial_data(root=folder)
     seconds = 0.0
     for case in dataset.discover_cases(data_dir, require=("t2w", "dwi", "adc")):
         seconds += common.timed(lambda: register_case(case.folder))[0]

@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
 # The real-data folder comes from the same variable as everywhere in prostseg.
-from prostseg.tutorial import REAL_DATA_ENV, real_data_dir  # noqa: E402,F401
+from prostseg.book.data import REAL_DATA_ENV, real_data_dir  # noqa: E402,F401
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from prostseg.tutorial import REAL_DATA_ENV
+from prostseg.book.data import REAL_DATA_ENV
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ NOT_ATOMIC = {
     ("manifests.py", "_write_case", "to_filename"): "into a staging folder renamed into place as a whole",
     ("manifests.py", "_write_case", "copyfile"): "into a staging folder renamed into place as a whole",
     ("manifests.py", "_extract", "extractall"): "into a temporary folder",
-    ("widgets.py", "_png", "save"): "into an in-memory buffer",
+    ("book/widgets.py", "_png", "save"): "into an in-memory buffer",
     ("runs.py", "truncate_history", "open"): "history.csv: issue 10 (training loop) owns it",
     ("runs.py", "append_row", "open"): "history.csv: issue 10 (training loop) owns it",
     ("training.py", "_train_loop", "save"): "checkpoints and best model: issue 10 (training loop) owns them",
@@ -104,8 +104,8 @@ class _Writes(ast.NodeVisitor):
 
 def _package_writes() -> list[tuple[str, str, str, int, bool]]:
     found = []
-    for path in sorted(PACKAGE.glob("*.py")):
-        visitor = _Writes(path.name)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        visitor = _Writes(path.relative_to(PACKAGE).as_posix())
         visitor.visit(ast.parse(path.read_text(), filename=str(path)))
         found.extend(visitor.found)
     return found

@@ -1,4 +1,4 @@
-"""Tests of prostseg.compare: tables, registration against a known transform, augmentation
+"""Tests of prostseg.book.checks: tables, registration against a known transform, augmentation
 coverage and stream statistics."""
 
 from __future__ import annotations
@@ -7,16 +7,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from prostseg.compare import (
+from prostseg.book.checks import (
     augmentation_variants,
     compare_with_truth,
     grid_summary,
     label_agreement,
-    markdown_table,
     measure_stream,
     rigid_parameters,
     world_coordinates,
 )
+from prostseg.book.tables import markdown_table
 from prostseg.io import Volume
 from prostseg.phantom import RigidTransform
 from prostseg.registration import translation_map

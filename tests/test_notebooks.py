@@ -7,6 +7,7 @@ and no cell may fail. Outputs go to a temporary folder, never into the repositor
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -69,3 +70,68 @@ def test_notebook_runs_headless_with_papermill(notebook, tmp_path):
         for out in c.outputs if out.get("output_type") == "error"
     ]
     assert not errors
+
+
+# --------------------------------------------------------------------- conventions
+
+CHAPTERS = [path for path in NOTEBOOKS if path.parent.name == "book"]
+
+
+def _code(notebook) -> list[str]:
+    return ["".join(cell.source) for cell in nbformat.read(notebook, as_version=4).cells
+            if cell.cell_type == "code"]
+
+
+def _install_url() -> str:
+    """The one install URL of the book: the repository URL of ``_config.yml``."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    return f"git+{config['repository']['url']}"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.stem)
+def test_chapter_installs_prostseg_from_the_repository_of_config(notebook):
+    # Colab opens the notebook without _config.yml next to it, so the cell cannot read the
+    # setting; this test keeps every copy equal to it (change _config.yml, then the cells).
+    first = _code(notebook)[0]
+    expected = f'%pip install -q "prostseg @ {_install_url()}"'
+    assert expected in first.splitlines()[3], f"{notebook.name}: the install cell must run {expected}"
+    assert first.startswith("try:\n    import prostseg\nexcept ImportError:")
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.stem)
+def test_chapter_starts_with_one_book_setup(notebook):
+    cells = nbformat.read(notebook, as_version=4).cells
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    index = next(i for i, cell in enumerate(code) if "parameters" in cell.metadata.get("tags", []))
+    source = "".join(cell.source for cell in code)
+    assert source.count("book.setup(") == 1, f"{notebook.name}: one book.setup call per chapter"
+    assert f'book.setup("{notebook.stem}"' in code[index + 1].source, (
+        f"{notebook.name}: the cell after the parameters must call book.setup({notebook.stem!r}, ...)")
+    assert code[-1].source.startswith("chapter.finish()"), f"{notebook.name}: end with chapter.finish()"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.stem)
+def test_chapter_parameters_follow_the_conventions(notebook):
+    cells = nbformat.read(notebook, as_version=4).cells
+    parameters = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
+    assert "output_dir = None  # None: ../outputs/" + notebook.stem in parameters
+    assert "cleanup = False" in parameters
+    source = "\n".join(_code(notebook))
+    # seed is training randomness; the book's data never depends on it
+    assert "tutorial_data(" not in source and "phantom_data(seed" not in source
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.stem)
+def test_chapter_imports_modules_not_functions(notebook):
+    source = "\n".join(_code(notebook))
+    source = "\n".join(line.replace("%", "#", 1) if line.lstrip().startswith("%") else line
+                       for line in source.splitlines())
+    imported = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] == "prostseg":
+            imported.setdefault(node.module, set()).update(alias.name for alias in node.names)
+    assert "book" in imported.get("prostseg", ()), f"{notebook.name}: from prostseg import book"
+    not_modules = sorted(f"{package}.{name}" for package, names in imported.items() for name in names
+                         if not (ROOT / package.replace(".", "/") / f"{name}.py").is_file()
+                         and not (ROOT / package.replace(".", "/") / name / "__init__.py").is_file())
+    assert not not_modules, f"{notebook.name}: import modules (from prostseg import io), not {not_modules}"

@@ -15,7 +15,7 @@ import pytest
 from prostseg.dataset import find_case
 from prostseg.errors import InputError
 from prostseg.io import check_same_grid, load_volume
-from prostseg.tutorial import REAL_DATA_ENV, REAL_FOLDER, SAMPLE_DIR, describe_source, real_data
+from prostseg.book.data import REAL_DATA_ENV, REAL_FOLDER, SAMPLE_DIR, describe_source, real_data
 
 SAMPLE_CASE = SAMPLE_DIR / "ProstateX-0000"
 #: The brief's limit for real data inside the repository.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from prostseg.errors import InputError
-from prostseg.tutorial import PHANTOM_FOLDER, REAL_DATA_ENV, describe_source, real_data_dir, tutorial_data
+from prostseg.book.data import PHANTOM_FOLDER, REAL_DATA_ENV, describe_source, real_data_dir, tutorial_data
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The figures of prostseg.viz and prostseg.widgets stay readable on the book's pages.
+"""The figures of prostseg.viz and prostseg.book.widgets stay readable on the book's pages.
 
 Each figure is made the way a chapter makes it (sizes, panels, titles), rendered like an
 inline figure of the book (``bbox_inches="tight"``, 100 dpi, through
@@ -19,7 +19,7 @@ from PIL import Image
 from prostseg import viz
 from prostseg.figure_png import BACKEND, read_text_record
 from prostseg.io import Volume
-from prostseg.widgets import slice_montage
+from prostseg.book.widgets import slice_montage
 
 SHOWN_MIN_PX = 9.0
 RNG = np.random.default_rng(0)

@@ -11,7 +11,8 @@ from PIL import Image
 
 from prostseg.errors import InputError
 from prostseg.io import Volume
-from prostseg.widgets import LESION_COLOUR, ZONE_COLOURS, slice_browser, slice_montage
+from prostseg.book.palette import LESION_COLOUR, ZONE_COLOURS
+from prostseg.book.widgets import slice_browser, slice_montage
 
 SHAPE = (12, 10, 5)
 

@@ -1,10 +1,14 @@
 """Data for the book's chapters: phantoms to train on, real MRI to look at and to score.
 
-Every chapter starts with ``data_dir = tutorial_data(data_dir)``. Without a folder it
-gets the synthetic phantom dataset (:mod:`prostseg.phantom`) stored at
-``<root>/phantom-data``: the first chapter that asks writes it, later chapters reuse
-it. With a folder it checks that the folder follows the case layout of
-:mod:`prostseg.dataset` and returns it.
+Every chapter gets its data through :func:`prostseg.book.setup`, which calls
+:func:`tutorial_data`. Without a folder it gets the synthetic phantom dataset
+(:mod:`prostseg.phantom`) stored at ``<root>/phantom-data``: the first chapter that asks
+writes it, later chapters reuse it. Its seed, :data:`PHANTOM_SEED`, is fixed for the
+whole book: no chapter parameter changes it, so no chapter rewrites the data that the
+others read. With a folder it checks that the folder follows the case layout of
+:mod:`prostseg.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
+``outputs`` folder of the repository when a chapter runs in its ``book/`` folder,
+else ``outputs`` next to the notebook.
 
 Real MRI comes from :func:`real_data`: one real study, ProstateX-0000 (T2W, ADC,
 high-b DWI and a lesion mask; CC BY 3.0), ships inside the package (:data:`SAMPLE_DIR`,
@@ -50,10 +54,13 @@ from prostseg.errors import InputError
 from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
 
 __all__ = [
+    "PHANTOM_CASES",
+    "PHANTOM_SEED",
     "REAL_DATA_ENV",
     "PHANTOM_FOLDER",
     "REAL_FOLDER",
     "SAMPLE_DIR",
+    "outputs_root",
     "tutorial_data",
     "real_data",
     "real_data_dir",
@@ -62,12 +69,18 @@ __all__ = [
 
 #: Environment variable naming a folder of real cases for the chapters' real-data sections.
 REAL_DATA_ENV = "PROSTSEG_REAL_DATA"
+#: Seed of the book's phantom dataset: one dataset for every chapter and every build.
+PHANTOM_SEED = 0
+#: Number of cases of the book's phantom dataset.
+PHANTOM_CASES = 6
+#: Name of the folder, inside a checkout of the repository, that holds the book's outputs.
+OUTPUTS_FOLDER = "outputs"
 #: Name of the phantom dataset folder inside ``root``.
 PHANTOM_FOLDER = "phantom-data"
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
 #: The real study that ships with prostseg, in the case layout (read-only package data).
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 #: Where :func:`describe_source` says a shipped case comes from.
 SAMPLE_ORIGIN = "shipped with prostseg"
 
@@ -143,12 +156,40 @@ def _plan(out_dir: Path, cases: int, seed: int) -> tuple[list[Path], list[int]]:
     return stale, [index for index in range(cases) if index not in keep]
 
 
+def outputs_root() -> Path:
+    """The folder that holds the book's outputs, relative to the current folder.
+
+    Chapters run with their own folder as the current folder. In the ``book/`` folder of
+    a checkout of the repository (``../_toc.yml`` and ``../prostseg`` exist) this is
+    ``../outputs``, the repository's ``outputs/`` (ignored by git); anywhere else (a
+    notebook downloaded to Colab or a JupyterHub) it is ``outputs`` next to the notebook.
+
+    Returns
+    -------
+    pathlib.Path
+        ``../outputs`` or ``outputs`` (relative paths, so that printed paths stay short).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> here = os.getcwd()
+    >>> os.chdir(tempfile.mkdtemp())
+    >>> outputs_root()
+    PosixPath('outputs')
+    >>> os.chdir(here)
+    """
+    parent = Path("..")
+    if (parent / "_toc.yml").is_file() and (parent / "prostseg" / "__init__.py").is_file():
+        return parent / OUTPUTS_FOLDER
+    return Path(OUTPUTS_FOLDER)
+
+
 def tutorial_data(
     data_dir: str | os.PathLike | None = None,
     *,
-    cases: int = 6,
-    seed: int = 0,
-    root: str | os.PathLike = "../outputs",
+    cases: int = PHANTOM_CASES,
+    seed: int = PHANTOM_SEED,
+    root: str | os.PathLike | None = None,
 ) -> Path:
     """Return the data folder a chapter works on.
 
@@ -161,10 +202,11 @@ def tutorial_data(
     cases : int, optional
         Number of phantom cases (used when ``data_dir`` is None).
     seed : int, optional
-        Seed of the phantom dataset (used when ``data_dir`` is None).
+        Seed of the phantom dataset (used when ``data_dir`` is None). The chapters
+        always use :data:`PHANTOM_SEED`.
     root : str or os.PathLike, optional
-        Folder that holds the phantom dataset as ``root/phantom-data``. The default
-        suits notebooks run from ``book/``.
+        Folder that holds the phantom dataset as ``root/phantom-data``; default
+        :func:`outputs_root`.
 
     Returns
     -------
@@ -206,7 +248,7 @@ def tutorial_data(
         raise ValueError(f"cases must be at least 1, got {cases}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    out_dir = Path(root) / PHANTOM_FOLDER
+    out_dir = Path(outputs_root() if root is None else root) / PHANTOM_FOLDER
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "exists and is not a folder; remove it or choose another root")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +363,7 @@ def _is_case(folder: Path) -> bool:
     return True
 
 
-def real_data(root: str | os.PathLike = "../outputs") -> Path:
+def real_data(root: str | os.PathLike | None = None) -> Path:
     """Return a writable folder of real cases: the shipped study, and more when available.
 
     The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.dataset`,
@@ -336,7 +378,7 @@ def real_data(root: str | os.PathLike = "../outputs") -> Path:
     Parameters
     ----------
     root : str or os.PathLike, optional
-        Folder that holds ``real-data``; the default suits notebooks run from ``book/``.
+        Folder that holds ``real-data``; default :func:`outputs_root`.
 
     Returns
     -------
@@ -367,7 +409,7 @@ def real_data(root: str | os.PathLike = "../outputs") -> Path:
     >>> describe_source(folder)  # doctest: +ELLIPSIS
     'Real data: 1 case in .../real-data: ProstateX-0000 (shipped with prostseg)'
     """
-    out_dir = Path(root) / REAL_FOLDER
+    out_dir = Path(outputs_root() if root is None else root) / REAL_FOLDER
     wanted = _real_sources(real_data_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / _SOURCES
@@ -383,7 +425,7 @@ def real_data(root: str | os.PathLike = "../outputs") -> Path:
         if target.is_file() and _sha256(target) == digest:
             continue
         if target.exists() and key not in written:
-            raise InputError(target, f"was not written by prostseg.tutorial.real_data (its source would be {source}); "
+            raise InputError(target, f"was not written by prostseg.book.data.real_data (its source would be {source}); "
                              "move it elsewhere")
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:

@@ -44,17 +44,14 @@ from matplotlib.patches import Patch
 from numpy.typing import ArrayLike
 from PIL import Image
 
+from prostseg.book.palette import LESION_COLOUR, ZONE_COLOURS
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
 from prostseg.errors import InputError
 from prostseg.io import Volume
 from prostseg.viz import text_size, to_display
 
-__all__ = ["ZONE_COLOURS", "LESION_COLOUR", "SliceBrowser", "slice_browser", "slice_montage"]
+__all__ = ["SliceBrowser", "slice_browser", "slice_montage"]
 
-#: Colour of each zone class in overlays, indexed by label (background is not drawn).
-ZONE_COLOURS = (None, "#e69f00", "#56b4e9", "#009e73", "#cc79a7")
-#: Colour of the lesion mask in overlays.
-LESION_COLOUR = "#ff2020"
 #: Opacity of the overlay colours.
 OVERLAY_ALPHA = 0.5
 #: Default intensity window: these percentiles of the volume.
@@ -260,10 +257,10 @@ def slice_browser(
         :class:`~prostseg.io.Volume` also gives the voxel spacing (true aspect ratio)
         and the S coordinate of each slice.
     mask : Volume or array_like, shape (X, Y, Z), optional
-        Binary mask (any non-zero voxel is foreground), drawn in :data:`LESION_COLOUR`.
+        Binary mask (any non-zero voxel is foreground), drawn in :data:`prostseg.book.palette.LESION_COLOUR`.
     zones : Volume or array_like of int, shape (X, Y, Z), optional
         Zone labels ``0..4`` (:data:`prostseg.dataset.ZONE_NAMES`), drawn in
-        :data:`ZONE_COLOURS`.
+        :data:`prostseg.book.palette.ZONE_COLOURS`.
     window : (float, float), optional
         Intensities shown as black and white; by default the
         :data:`WINDOW_PERCENTILES` of the volume.
