@@ -247,6 +247,55 @@ def _run_register_dataset(args) -> int:
     return 1 if result.failed else 0
 
 
+def _add_prepare_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare",
+        help="write every case's prepared training slices once, for fast training (disk cache)",
+        description="Prepare the training slices of every case of DATA_DIR whose cache entry is "
+        "missing or out of date (inputs or settings changed), several at a time, here or on a Dask "
+        "cluster, into CACHE_DIR/RECIPE/CASE.tfrecord; train with --slice-cache CACHE_DIR and the "
+        "same settings. Writes a summary CSV; exits 1 if any case failed.",
+    )
+    parser.add_argument("data_dir", type=Path, help="folder of case folders")
+    parser.add_argument("--model", choices=("unet", "pix2pix"), required=True,
+                        help="the recipe: U-Net (T2W + mask) or Pix2Pix (registered stack + zones)")
+    parser.add_argument("--image-size", type=int,
+                        help="side of the square slices (default 384 U-Net, 256 Pix2Pix)")
+    parser.add_argument("--target-spacing", type=float, metavar="MM",
+                        help="resample slices to this in-plane spacing (mm), as in training")
+    parser.add_argument("--label", choices=("lesion", "zones"), default="lesion",
+                        help="U-Net mask: lesion, or the whole gland (non-zero zones)")
+    parser.add_argument("--cache-dir", type=Path, help="cache folder (default: DATA_DIR/.prepared)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="cases at a time on this machine "
+                       "(default: its cores; 1: one after the other in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
+    parser.add_argument("--summary", type=Path,
+                        help="summary CSV (default: CACHE_DIR/RECIPE/summary.csv)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="prepare every case again")
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from prostseg.slice_cache import Recipe, prepare_dataset
+
+    try:
+        recipe = Recipe(args.model, args.image_size, args.target_spacing, args.label)
+    except ValueError as err:
+        raise ProstsegError(f"invalid settings: {err}") from None
+    result = prepare_dataset(args.data_dir, recipe, cache_dir=args.cache_dir,
+                             workers=args.workers, client=args.scheduler, overwrite=args.overwrite,
+                             summary_csv=args.summary, progress=not args.no_progress)
+    print(", ".join(f"{count} {status}" for status, count in result.counts().items()))
+    for row in result.failed:
+        print(f"FAILED {row['case']}: {row['error']}", file=sys.stderr)
+    print(f"slices: {result.folder}")
+    print(f"summary: {result.summary_csv}")
+    return 1 if result.failed else 0
+
+
 def _mutual_information_change(quality: dict) -> str:
     return f"mutual information {quality['mi_before']:.3f} -> {quality['mi_after']:.3f}"
 
@@ -280,6 +329,9 @@ def _add_train_commands(subparsers) -> None:
         parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
         parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                             help="keep the prepared training volumes in memory after epoch 1")
+        parser.add_argument("--slice-cache", metavar="DIR",
+                            help="stream prepared slices from this cache folder (prostseg prepare; "
+                                 "e.g. DATA_DIR/.prepared), preparing missing cases first")
         parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
         parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                             help="op determinism and seeds: two runs give identical weights")
@@ -471,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phantom_command(subparsers)
     _add_data_commands(subparsers)
     _add_register_commands(subparsers)
+    _add_prepare_command(subparsers)
     _add_train_commands(subparsers)
     _add_predict_command(subparsers)
     _add_export_command(subparsers)

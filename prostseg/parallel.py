@@ -29,19 +29,23 @@ Examples
 
 from __future__ import annotations
 
+import csv
 import multiprocessing
 import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from prostseg.errors import ProstsegError
+from prostseg.atomic import atomic_path
+from prostseg.errors import InputError, ProstsegError
 
-__all__ = ["connect", "one_line", "run_cases", "usable_cores"]
+__all__ = ["CaseRows", "connect", "one_line", "run_cases", "usable_cores", "write_summary"]
 
 #: Warnings that say nothing about a case (native modules announcing their types).
 _IGNORED_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning)
@@ -240,3 +244,53 @@ def run_cases(
         if owned:
             client.close()
     return [found[name] for name in items]
+
+
+@dataclass
+class CaseRows:
+    """What a dataset-wide command did, one row per case (the rows of :func:`run_cases`).
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per case folder; ``status`` ``failed`` comes with ``error``.
+    summary_csv : Path or None
+        The summary file, when one was asked for.
+    """
+
+    #: The verb of the command, for messages ("3 of 8 cases failed to prepare").
+    ACTION: ClassVar[str] = "process"
+
+    rows: list[dict]
+    summary_csv: Path | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        """The rows of the cases that failed."""
+        return [row for row in self.rows if row["status"] == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        """Number of cases per status."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        return counts
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`ProstsegError` listing every failed case with its error."""
+        if self.failed:
+            listed = "".join(f"\n  {row['case']}: {row['error']}" for row in self.failed)
+            raise ProstsegError(
+                f"{len(self.failed)} of {len(self.rows)} cases failed to {self.ACTION}:{listed}")
+
+
+def write_summary(rows: Sequence[dict], path: Path, columns: Sequence[str]) -> None:
+    """Write ``rows`` as a CSV of ``columns`` (other keys left out), atomically."""
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+    except OSError as err:
+        raise InputError(path, f"cannot write the summary: {err.strerror or err}") from None

@@ -19,6 +19,15 @@ epoch, each seeded by the epoch's number (a resumed run repeats the same epochs)
 with ``cache`` they share the prepared volumes in memory instead of reading the files
 every epoch.
 
+Prepared slices on disk (``slice_cache``)
+-----------------------------------------
+``cache=True`` helps only while the prepared volumes fit in memory. With
+``slice_cache=DIR`` the pipelines instead stream the slices that ``prostseg prepare``
+(:mod:`prostseg.slice_cache`) wrote once per case: the case files are shuffled every
+epoch and read by a parallel interleave, the slices pass the same shuffle buffer,
+oversampling and augmentation as the uncached stream, and without ``shuffle`` they come
+in the same order. Images are stored as float16, labels as exact integers.
+
 Sparse lesions
 --------------
 Lesion masks are tiny: the real ProstateX cases hold 416 to 6437 lesion voxels in
@@ -32,7 +41,9 @@ slices. Use :func:`count_slices` for steps per epoch.
 
 from __future__ import annotations
 
+import itertools
 import operator
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -382,6 +393,12 @@ def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: i
     return dataset.batch(batch_size).prefetch(_AUTOTUNE)
 
 
+def _one_cache(cache: bool, slice_cache) -> None:
+    if cache and slice_cache is not None:
+        raise ValueError("give cache (prepared volumes in memory) or slice_cache "
+                         "(prepared slices on disk), not both")
+
+
 def _positive(value: int, name: str) -> int:
     value = operator.index(value)
     if value < 1:
@@ -396,12 +413,14 @@ def count_slices(
     drop_empty: bool = False,
     image_size: int = UNET_IMAGE_SIZE,
     target_spacing: float | None = None,
+    slice_cache: str | os.PathLike | None = None,
 ) -> int:
     """Number of slices :func:`unet_dataset` yields per epoch for the same arguments.
 
     Without ``drop_empty`` only the T2W headers are read. With it every mask is read
     and prepared, because a slice counts only when foreground remains after the
-    centre pad/crop to ``image_size``.
+    centre pad/crop to ``image_size``; with ``slice_cache`` the counts recorded there
+    are read instead.
 
     Parameters
     ----------
@@ -411,8 +430,8 @@ def count_slices(
         The mask file of each case.
     drop_empty : bool, optional
         Count only slices with foreground.
-    image_size, target_spacing : optional
-        As for :func:`unet_dataset`; they matter only with ``drop_empty``.
+    image_size, target_spacing, slice_cache : optional
+        As for :func:`unet_dataset`.
 
     Returns
     -------
@@ -437,6 +456,11 @@ def count_slices(
     True
     """
     cases = _checked_cases(cases, ("t2w", _checked_label(label)))
+    if slice_cache is not None:
+        from prostseg.slice_cache import Recipe, cached_slice_counts
+
+        recipe = Recipe("unet", image_size, target_spacing, label)
+        return cached_slice_counts(cases, recipe, slice_cache, foreground=drop_empty)
     if not drop_empty:
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
@@ -464,6 +488,7 @@ def unet_dataset(
     target_spacing: float | None = None,
     intensity_augment: bool = False,
     shape_augment: bool = False,
+    slice_cache: str | os.PathLike | None = None,
 ) -> tf.data.Dataset:
     """Stream (T2W slice, mask slice) batches for U-Net training or evaluation.
 
@@ -517,6 +542,14 @@ def unet_dataset(
         Warp every training slice and its mask together with :func:`augment_shape`
         (random scale, rotation, shear, shift and elastic deformation; after
         ``augment``), seeded like ``augment``.
+    slice_cache : path, optional
+        Stream the prepared slices from this cache folder (written by
+        :func:`prostseg.slice_cache.prepare_dataset`, ``prostseg prepare``, with the
+        same ``image_size``, ``target_spacing`` and ``label``) instead of preparing
+        the files: several times faster every epoch, with memory that does not grow
+        with the data set. The slices are those of the uncached stream (images
+        rounded to float16, masks exact) in the same order without ``shuffle``;
+        shuffling and augmentation work alike. Not with ``cache``.
 
     Returns
     -------
@@ -527,7 +560,8 @@ def unet_dataset(
     Raises
     ------
     InputError
-        Naming the case folder when a case lacks its ``t2w`` or ``label`` file. A
+        Naming the case folder when a case lacks its ``t2w`` or ``label`` file, or
+        (with ``slice_cache``) has no up-to-date prepared slices there. A
         mask off the T2W grid is reported, with its path, when the stream reaches it.
     ValueError
         For invalid arguments, or ``foreground_fraction`` when the cases hold no
@@ -548,8 +582,15 @@ def unet_dataset(
     cases = _checked_cases(cases, ("t2w", label))
     image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
     shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
+    _one_cache(cache, slice_cache)
 
     def stream() -> tf.data.Dataset:
+        if slice_cache is not None:
+            from prostseg.slice_cache import Recipe, cached_slices
+
+            recipe = Recipe("unet", image_size, target_spacing, label)
+            return cached_slices(cases, recipe, slice_cache, shuffle=shuffle,
+                                 shuffle_buffer=shuffle_buffer, seed=seed)
         return _slice_stream(
             cases,
             lambda case: _load_unet_case(case, label, image_size, target_spacing),
@@ -576,8 +617,9 @@ def unet_dataset(
                 "use drop_empty=True for foreground slices only"
             )
         n_foreground = count_slices(cases, label=label, drop_empty=True, image_size=image_size,
-                                    target_spacing=target_spacing)
-        n_total = count_slices(cases, label=label)
+                                    target_spacing=target_spacing, slice_cache=slice_cache)
+        n_total = count_slices(cases, label=label, image_size=image_size,
+                               target_spacing=target_spacing, slice_cache=slice_cache)
         if n_foreground in (0, n_total):
             kind = "no slice with" if n_foreground == 0 else "no slice without"
             raise ValueError(f"foreground_fraction needs both kinds of slices, but the {len(cases)} cases have "
@@ -602,6 +644,7 @@ def pix2pix_dataset(
     shuffle_buffer: int = 256,
     target_spacing: float | None = None,
     cache: bool = False,
+    slice_cache: str | os.PathLike | None = None,
 ) -> tf.data.Dataset:
     """Stream (registered stack slice, one-hot zone slice) batches for Pix2Pix.
 
@@ -633,6 +676,10 @@ def pix2pix_dataset(
         Keep the prepared volumes in memory after the first pass over the dataset, as
         for :func:`unet_dataset`; see :func:`pix2pix_epochs` to share them between the
         streams of several epochs.
+    slice_cache : path, optional
+        Stream the prepared slices from this cache folder (``prostseg prepare --model
+        pix2pix`` with the same ``image_size`` and ``target_spacing``), as for
+        :func:`unet_dataset` (stacks rounded to float16, zones exact). Not with ``cache``.
 
     Returns
     -------
@@ -658,6 +705,7 @@ def pix2pix_dataset(
     return next(pix2pix_epochs(
         cases, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
         shuffle_buffer=shuffle_buffer, target_spacing=target_spacing, cache=cache,
+        slice_cache=slice_cache,
     ))
 
 
@@ -673,6 +721,7 @@ def pix2pix_epochs(
     shuffle_buffer: int = 256,
     target_spacing: float | None = None,
     cache: bool = False,
+    slice_cache: str | os.PathLike | None = None,
 ) -> Iterator[tf.data.Dataset]:
     """Yield one :func:`pix2pix_dataset` per epoch, epoch ``e`` seeded by ``seed + e``.
 
@@ -689,6 +738,8 @@ def pix2pix_epochs(
         Number of the first epoch yielded.
     image_size, batch_size, augment, shuffle, seed, shuffle_buffer, target_spacing, cache
         As for :func:`pix2pix_dataset` (``seed`` is the seed of epoch 0).
+    slice_cache : path, optional
+        As for :func:`pix2pix_dataset`: every epoch streams the prepared slices on disk.
 
     Yields
     ------
@@ -710,6 +761,15 @@ def pix2pix_epochs(
         _stack_path(case)
     image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
     shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
+    _one_cache(cache, slice_cache)
+    if slice_cache is not None:
+        from prostseg.slice_cache import Recipe, cached_slices
+
+        recipe = Recipe("pix2pix", image_size, target_spacing)
+        for epoch in itertools.count(operator.index(first_epoch)):
+            slices = cached_slices(cases, recipe, slice_cache, shuffle=shuffle,
+                                   shuffle_buffer=shuffle_buffer, seed=seed + epoch)
+            yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
     stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),
                   channels=(3, NUM_ZONE_CLASSES), image_size=image_size)
     cached_volumes = _volumes(cases, **stream).cache() if cache else None

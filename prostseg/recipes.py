@@ -102,7 +102,8 @@ class Recipe:
         ``build_model(config)`` -> the Keras network of a training configuration
         (TensorFlow is imported only then).
     dataset : callable
-        ``dataset(cases, *, image_size, batch_size, target_spacing, label, cache)`` ->
+        ``dataset(cases, *, image_size, batch_size, target_spacing, label, cache,
+        slice_cache)`` ->
         ``tf.data.Dataset`` of the (``prepare``, ``prepare_target``) slices of the
         cases in order, batched, without augmentation: what validation scores.
     decode : callable
@@ -188,11 +189,12 @@ def _build_unet(config):
 
 
 def _unet_stream(cases, *, image_size, batch_size, target_spacing=None, label="lesion",
-                 cache=False):
+                 cache=False, slice_cache=None):
     from prostseg.pipeline import unet_dataset
 
     return unet_dataset(cases, image_size=image_size, batch_size=batch_size, label=label,
-                        target_spacing=target_spacing, shuffle=False, cache=cache)
+                        target_spacing=target_spacing, shuffle=False, cache=cache,
+                        slice_cache=slice_cache)
 
 
 def _unet_geometry(target_spacing: float | None) -> str:
@@ -240,13 +242,14 @@ def _build_pix2pix(config):
 
 
 def _pix2pix_stream(cases, *, image_size, batch_size, target_spacing=None, label="zones",
-                    cache=False):
+                    cache=False, slice_cache=None):
     from prostseg.pipeline import pix2pix_dataset
 
     if label != "zones":
         raise ValueError(f"Pix2Pix predicts zones, not {label!r}")
     return pix2pix_dataset(cases, image_size=image_size, batch_size=batch_size, augment=False,
-                           shuffle=False, target_spacing=target_spacing, cache=cache)
+                           shuffle=False, target_spacing=target_spacing, cache=cache,
+                           slice_cache=slice_cache)
 
 
 def _pix2pix_geometry(target_spacing: float | None) -> str:

@@ -38,7 +38,6 @@ True
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -47,6 +46,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import warnings
 
@@ -63,6 +63,7 @@ from prostseg.dataset import (
 )
 from prostseg.errors import DataWarning, InputError, ProstsegError
 from prostseg.io import Volume, load_volume, save_like, volume_to_itk
+from prostseg.parallel import CaseRows, write_summary
 
 __all__ = [
     "DEFAULT_TRANSFORMS",
@@ -1088,7 +1089,7 @@ def _register_task(item: tuple, threads: int) -> dict:
 
 
 @dataclass
-class DatasetRegistration:
+class DatasetRegistration(CaseRows):
     """What :func:`register_dataset` did, case by case.
 
     Attributes
@@ -1100,38 +1101,7 @@ class DatasetRegistration:
         The summary file, when one was asked for.
     """
 
-    rows: list[dict]
-    summary_csv: Path | None = None
-
-    @property
-    def failed(self) -> list[dict]:
-        """The rows of the cases that failed."""
-        return [row for row in self.rows if row["status"] == "failed"]
-
-    def counts(self) -> dict[str, int]:
-        """Number of cases per status."""
-        counts: dict[str, int] = {}
-        for row in self.rows:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-        return counts
-
-    def raise_if_failed(self) -> None:
-        """Raise :class:`ProstsegError` listing every failed case with its error."""
-        if self.failed:
-            listed = "".join(f"\n  {row['case']}: {row['error']}" for row in self.failed)
-            raise ProstsegError(
-                f"{len(self.failed)} of {len(self.rows)} cases failed to register:{listed}")
-
-
-def _write_summary(rows: Sequence[dict], path: Path) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-    except OSError as err:
-        raise InputError(path, f"cannot write the summary: {err.strerror or err}") from None
+    ACTION: ClassVar[str] = "register"
 
 
 def register_dataset(
@@ -1225,11 +1195,11 @@ def register_dataset(
     def finished(row: dict) -> None:
         rows[row["case"]] = row
         if summary_csv is not None:
-            _write_summary(list(rows.values()), summary_csv)
+            write_summary(list(rows.values()), summary_csv, SUMMARY_COLUMNS)
 
     skipped = len(rows) - len(to_register)
     if summary_csv is not None:
-        _write_summary(list(rows.values()), summary_csv)
+        write_summary(list(rows.values()), summary_csv, SUMMARY_COLUMNS)
     run_cases(_register_task, to_register, workers=workers, client=client, threads=threads,
               progress=progress, description=f"registering ({skipped} of {len(rows)} skipped)",
               on_row=finished)

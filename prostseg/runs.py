@@ -116,6 +116,7 @@ class _TrainingConfig:
     augment: bool = False
     shuffle: bool = True
     cache: bool = False
+    slice_cache: str | None = None
     mixed_precision: bool = False
     jit_compile: bool = False
     strategy: str = "auto"
@@ -124,7 +125,7 @@ class _TrainingConfig:
     verbose: int = 2
 
     def __post_init__(self):
-        for name in ("data_dir", "output_dir", "split_file"):
+        for name in ("data_dir", "output_dir", "split_file", "slice_cache"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, os.fspath(value))
@@ -141,6 +142,9 @@ class _TrainingConfig:
             object.__setattr__(self, "target_spacing", float(self.target_spacing))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.cache and self.slice_cache is not None:
+            raise ValueError("give cache (prepared volumes in memory) or slice_cache "
+                             "(prepared slices on disk), not both")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
@@ -225,6 +229,12 @@ class UNetTrainingConfig(_TrainingConfig):
     cache : bool
         Keep the prepared training volumes in memory after the first epoch
         (:func:`prostseg.pipeline.unet_dataset`).
+    slice_cache : str, optional
+        Stream the prepared training and validation slices from this cache folder
+        (:mod:`prostseg.slice_cache`; ``prostseg prepare``'s ``DATA_DIR/.prepared`` by
+        default) instead of preparing the files every epoch: for training sets that
+        do not fit in memory. Cases without up-to-date slices there are prepared
+        first. Images are rounded to float16, masks stay exact. Not with ``cache``.
     augment, shuffle : bool
         Random quarter turns and flips; shuffling of cases and slices.
     intensity_augment : bool
@@ -348,6 +358,8 @@ class Pix2PixTrainingConfig(_TrainingConfig):
         epoch instead of reading and preparing the files again every epoch
         (:func:`prostseg.pipeline.pix2pix_epochs`); use it when they fit in memory
         (``4 * 8 * image_size**2`` bytes per slice).
+    slice_cache : str, optional
+        As for :class:`UNetTrainingConfig` (``prostseg prepare --model pix2pix``).
     checkpoint_every : int
         As for :class:`UNetTrainingConfig`.
 

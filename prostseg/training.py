@@ -69,6 +69,7 @@ from prostseg.metrics import per_class_dice
 from prostseg.models import build_pix2pix_discriminator
 from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
 from prostseg.recipes import PIX2PIX, UNET
+from prostseg.slice_cache import Recipe, prepare_cases
 from prostseg.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -212,6 +213,15 @@ def _start(config, data_require: tuple[str, str], overwrite: bool):
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     return strategy, folder, train_cases, val_cases
+
+
+def _prepared(config, recipe: Recipe, cases: list) -> str | None:
+    """``config.slice_cache`` with every case of the run prepared there (None without it)."""
+    if config.slice_cache is None:
+        return None
+    prepare_cases([case.folder for case in cases], recipe, config.slice_cache, workers=1,
+                  progress=config.verbose == 1).raise_if_failed()
+    return config.slice_cache
 
 
 def _write_model_card(config, folder: Path) -> None:
@@ -434,7 +444,10 @@ def train_unet(
     """
     strategy, folder, train_cases, val_cases = _start(config, (UNET.input, config.label), overwrite)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    options = dict(image_size=config.image_size, label=config.label, target_spacing=config.target_spacing)
+    recipe = Recipe("unet", config.image_size, config.target_spacing, config.label)
+    options = dict(image_size=config.image_size, label=config.label,
+                   target_spacing=config.target_spacing,
+                   slice_cache=_prepared(config, recipe, train_cases + val_cases))
     steps = config.steps_per_epoch or max(
         1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // global_batch
     )
@@ -562,6 +575,8 @@ def train_pix2pix(
     """
     strategy, folder, train_cases, val_cases = _start(config, ("zones", PIX2PIX.input), overwrite)
     replicas = strategy.num_replicas_in_sync
+    slice_cache = _prepared(config, Recipe("pix2pix", config.image_size, config.target_spacing),
+                            train_cases + val_cases)
     global_batch = config.batch_size * replicas
 
     shape = (config.image_size, config.image_size, 3)
@@ -597,7 +612,8 @@ def train_pix2pix(
 
     val_data = (
         PIX2PIX.dataset(val_cases, image_size=config.image_size, batch_size=8,
-                        target_spacing=config.target_spacing, cache=config.cache)
+                        target_spacing=config.target_spacing, cache=config.cache,
+                        slice_cache=slice_cache)
         if val_cases else None
     )
     predict_labels = tf.function(lambda images: tf.argmax(generator(images, training=False), axis=-1))
@@ -610,7 +626,7 @@ def train_pix2pix(
             epochs_data = pix2pix_epochs(
                 train_cases, first_epoch=epoch, image_size=config.image_size, batch_size=global_batch,
                 augment=config.augment, shuffle=config.shuffle, seed=config.seed,
-                target_spacing=config.target_spacing, cache=config.cache,
+                target_spacing=config.target_spacing, cache=config.cache, slice_cache=slice_cache,
             )
         data = next(epochs_data).rebatch(global_batch, drop_remainder=True)
         return strategy.experimental_distribute_dataset(data)

@@ -66,6 +66,29 @@ def _positive(*values) -> None:
 
 
 @pytest.mark.slow
+def test_slice_cache_quick(tmp_path):
+    _run("slice_cache.py", tmp_path, "--phantoms", str(tmp_path / "phantoms"))
+    results = _results(tmp_path, "slice_cache")
+    _assert_finite(results)
+    small, large = (str(n) for n in results["settings"]["sizes"])
+    for n in (small, large):
+        entry = results["results"][n]
+        assert set(entry) == {"prepare", "seed", "stream", "memory_cache", "disk_cache"}
+        # every approach yields every slice of the cases, every epoch
+        slices = {t["slices"] for approach in ("seed", "stream", "memory_cache", "disk_cache")
+                  for t in entry[approach]["epochs"]}
+        assert len(slices) == 1
+        for approach in ("seed", "stream", "memory_cache", "disk_cache"):
+            _positive(entry[approach]["epoch1_slices_per_s"], entry[approach]["later_slices_per_s"],
+                      entry[approach]["peak_rss_mib"])
+    counts = results["results"][large]["prepare"]["counts"]
+    assert counts == {"up to date": int(small), "prepared": int(large) - int(small)}
+    gpu = results["gpu_estimate"]
+    assert gpu["original_unet_forward_flops"] > gpu["our_unet_forward_flops"] > 0
+    assert gpu["our_slices_per_s_mixed"] == pytest.approx(gpu["images_per_s_mixed"] * gpu["flop_ratio"])
+
+
+@pytest.mark.slow
 def test_data_loading_quick(tmp_path):
     _run("data_loading.py", tmp_path)
     results = _results(tmp_path, "data_loading")
