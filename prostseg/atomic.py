@@ -7,6 +7,14 @@ over the destination in one step (:func:`os.replace`, atomic on POSIX and Window
 one file system). When the block raises, the temporary file is removed and the
 destination is left as it was.
 
+The block may also create a *folder* at the temporary path (a ``tf.train`` checkpoint,
+say): every file in it is flushed and the folder renamed into place as a whole. A folder
+destination must not exist yet (or be empty); remove a stale one first.
+
+A process killed inside the block leaves its temporary file (or folder) behind, under a
+hidden name (``.NAME.<random>.tmp...``) that no reader takes for the output;
+:func:`remove_leftovers` deletes them before a folder is written again.
+
 Examples
 --------
 >>> import tempfile
@@ -35,16 +43,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from prostseg.errors import OutputError
 
-__all__ = ["atomic_path"]
+# The names atomic_path gives its temporary files: ".NAME.<mkstemp's random part>.tmp<suffix>".
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")
+
+__all__ = ["atomic_path", "remove_leftovers"]
 
 
 def _fsync(path: Path) -> None:
+    """Flush a file, or every file in a folder, to disk."""
+    if path.is_dir():
+        for child in path.iterdir():
+            _fsync(child)
+        return
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
@@ -103,4 +121,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise OutputError.from_os_error(path, err) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders :func:`atomic_path` left in ``folder``.
+
+    Only a process killed inside an ``atomic_path`` block leaves them; call this where
+    no other process writes into ``folder`` at the same time.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed (nothing when ``folder`` does not exist).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".history.csv.k2j_x0ab.tmp.csv").write_text("half")
+    >>> _ = (folder / "history.csv").write_text("whole")
+    >>> [path.name for path in remove_leftovers(folder)], [p.name for p in folder.iterdir()]
+    (['.history.csv.k2j_x0ab.tmp.csv'], ['history.csv'])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    leftovers = sorted(path for path in folder.glob(".*.tmp*") if _TEMPORARY.fullmatch(path.name))
+    for path in leftovers:
+        _remove(path)
+    return leftovers

@@ -9,6 +9,7 @@ A run is described by a configuration dataclass (:class:`UNetTrainingConfig`,
       history.csv          one row per epoch: losses, validation metrics, seconds
       logs/                TensorBoard logs (train/ and validation/ scalars per epoch)
       checkpoints/         tf.train checkpoints: models, optimisers, epoch counter
+                           (the newest two; see prostseg.checkpoints)
       best.keras           U-Net: the model of the epoch with the lowest validation loss
       model.keras          U-Net: the final model
       generator.keras      Pix2Pix: the final generator (discriminator.keras beside it)
@@ -23,18 +24,21 @@ Resuming
 --------
 Calling the training function again with the same configuration (only ``epochs``,
 ``verbose``, ``strategy``, ``output_dir`` and ``cache`` may change) continues the run:
-after an interruption it restores the weights, the optimiser state and the epoch
-counter of the last checkpoint and trains the remaining epochs; after a completed run
-it trains the extra epochs when ``epochs`` grew, and nothing otherwise. History rows of
-epochs after the last checkpoint are dropped and trained again, so the history never
-misses or repeats an epoch. An ``output_dir`` holding another run, or files that are
-not a run, is refused unless ``overwrite=True``.
+after an interruption (a kill at any instant included) it restores the weights, the
+optimiser state and the epoch counter of the newest intact checkpoint (a damaged one is
+skipped for the one before it, :mod:`prostseg.checkpoints`) and trains the remaining
+epochs; after a completed run it trains the extra epochs when ``epochs`` grew, and
+nothing otherwise. History rows of epochs after the restored checkpoint are dropped and
+trained again, so the history never misses or repeats an epoch. Every file of the run
+is written atomically (:mod:`prostseg.atomic`). An ``output_dir`` holding another run,
+or files that are not a run, is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -607,17 +611,25 @@ def _history_value(cell: str) -> float:
 
 
 def truncate_history(path: Path, epochs_kept: int) -> list[dict[str, float]]:
-    """Drop rows of epochs ``>= epochs_kept`` (they will be trained again); return the rest."""
-    if not path.exists():
+    """Drop rows of epochs ``>= epochs_kept`` (they will be trained again); return the rest.
+
+    The file is replaced atomically (:func:`prostseg.atomic.atomic_path`).
+    """
+    text = path.read_bytes().decode("utf-8") if path.exists() else ""
+    if not text:
         return []
-    with open(path, newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        fields, rows = reader.fieldnames, [row for row in reader if int(row["epoch"]) < epochs_kept]
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    header, *lines = text.splitlines(keepends=True)
+    column = next(csv.reader([header])).index("epoch")
+    kept = [line for line in lines if int(next(csv.reader([line]))[column]) < epochs_kept]
+    if len(kept) < len(lines):
+        _write_history(path, header + "".join(kept))
     return read_history(path)
+
+
+def _write_history(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as file:
+            file.write(text)
 
 
 def training_result(folder: Path, model_path: Path, key: str, lower_is_better: bool, replicas: int,
@@ -634,13 +646,19 @@ def training_result(folder: Path, model_path: Path, key: str, lower_is_better: b
 
 
 def append_row(path: Path, row: dict[str, float]) -> None:
-    """Append one epoch's row to a history CSV, writing the header first when new."""
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    """Add one epoch's row to a history CSV, writing the header first when new.
+
+    The whole (small) file is rewritten and renamed into place
+    (:func:`prostseg.atomic.atomic_path`): a process killed at any instant leaves the
+    history with or without the row, never with half of it.
+    """
+    text = path.read_bytes().decode("utf-8") if path.exists() else ""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(row))
+    if not text:
+        writer.writeheader()
+    writer.writerow(row)
+    _write_history(path, text + buffer.getvalue())
 
 
 # --- finished runs --------------------------------------------------------------------

@@ -62,7 +62,8 @@ import numpy as np
 import tensorflow as tf
 
 from prostseg import losses
-from prostseg.atomic import atomic_path
+from prostseg.atomic import atomic_path, remove_leftovers
+from prostseg.checkpoints import restore_checkpoint, save_checkpoint
 from prostseg.datacheck import check_training_data
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases
 from prostseg.metrics import per_class_dice
@@ -309,7 +310,9 @@ def _train_loop(
     training columns; ``validate()`` adds the validation columns. ``best`` is
     ``(column, lower_is_better, model, file name)``: that model is saved whenever the
     column improves. Per epoch, in this order (so that a kill at any point loses no
-    row and repeats none): history row and best model, then the checkpoint.
+    row and repeats none): history row and best model, then the checkpoint. Every file
+    is written atomically; a resumed run starts from the newest intact checkpoint
+    (:mod:`prostseg.checkpoints`) and drops the history rows after it.
     """
     with strategy.scope():
         epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
@@ -318,11 +321,11 @@ def _train_loop(
                      for name, optimizer in optimizers.items()},
         epochs_done=epochs_done, random_state=_seed_states(*models.values()),
     )
+    checkpoints = folder / "checkpoints"
+    for leftover in (folder, checkpoints):  # what this process left when it was killed
+        remove_leftovers(leftover)
     _barrier(strategy)  # the chief has prepared its folder before anyone reads it
-    latest = tf.train.latest_checkpoint(Path(config.output_dir) / "checkpoints")  # the chief's, for all
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    manager = tf.train.CheckpointManager(checkpoint, folder / "checkpoints", max_to_keep=2)
+    restore_checkpoint(checkpoint, Path(config.output_dir) / "checkpoints")  # the chief's, for all
     start = int(epochs_done.numpy())
     history_path = folder / HISTORY_FILE
     column, lower, best_model, best_file = best
@@ -365,13 +368,14 @@ def _train_loop(
         score = sign * row.get(column, math.nan)
         if math.isfinite(score) and score < best_so_far:
             best_so_far = score
-            best_model.save(folder / best_file)
+            with atomic_path(folder / best_file) as tmp:
+                best_model.save(tmp)
         row["seconds"] = time.perf_counter() - started
         append_row(history_path, row)
         summaries.write(row)
         epochs_done.assign(epoch + 1)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-            manager.save(checkpoint_number=epoch + 1)
+            save_checkpoint(checkpoint, checkpoints, epoch + 1)
         if config.verbose:
             print(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
                 f"{key} {value:.4f}" for key, value in row.items() if key != "epoch"), flush=True)

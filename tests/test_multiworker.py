@@ -3,8 +3,9 @@
 Each worker runs the same training with ``strategy="multiworker"`` and its own
 ``TF_CONFIG``; the chief (worker 0) writes the run folder, the other worker its own
 folder under ``workers/``. Every process is bounded by a timeout and killed at the end.
-The U-Net run is killed (SIGKILL) between a history row and its checkpoint and resumed:
-the history must end with every epoch exactly once.
+The U-Net run is killed (SIGKILL), its newest checkpoint damaged, and resumed: every
+worker must skip that checkpoint for the one before it, and the history must end with
+every epoch exactly once.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ _UNET_SCRIPT = textwrap.dedent(
     data_dir, out = sys.argv[1], sys.argv[2]
     result = train_unet(UNetTrainingConfig(
         data_dir, out, image_size=32, base_filters=4, depth=2, batch_size=2, epochs=4, steps_per_epoch=3,
-        label="zones", checkpoint_every=2, val_fraction=0.34, test_fraction=0.0, strategy="multiworker",
+        label="zones", val_fraction=0.34, test_fraction=0.0, strategy="multiworker",
         verbose=0,
     ), callbacks=[KillAfter()])
     print("REPLICAS", result.num_replicas, result.global_batch_size, result.epochs_completed)
@@ -119,8 +120,8 @@ _UNET_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_two_workers_train_a_unet_killed_and_resumed(phantom_dir, tmp_path):
     out = tmp_path / "run"
-    # Epoch 2 (0-based) is written to history.csv, its checkpoint is not (every 2 epochs):
-    # the chief dies there, the other worker waits for it and is killed too.
+    # The chief dies after epoch 2 (0-based) and its checkpoint; the other worker waits
+    # for it and is killed too.
     os.environ["KILL_AFTER_EPOCH"] = "2"
     try:
         processes = _start_workers(_UNET_SCRIPT, [str(phantom_dir), str(out)])
@@ -134,12 +135,16 @@ def test_two_workers_train_a_unet_killed_and_resumed(phantom_dir, tmp_path):
     assert processes[0].returncode == -signal.SIGKILL
     assert [row["epoch"] for row in read_history(out / "history.csv")] == [0, 1, 2]
     assert not (out / "model.keras").exists()
+    # A damaged newest checkpoint (cut short): both workers resume from ckpt-2.
+    newest = out / "checkpoints" / "ckpt-3" / "ckpt.data-00000-of-00001"
+    os.truncate(newest, newest.stat().st_size // 2)
 
     processes = _start_workers(_UNET_SCRIPT, [str(phantom_dir), str(out)])
     outputs = _finish(processes)
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
         assert "REPLICAS 2 4 4" in stdout
+        assert "ckpt-3/ckpt: damaged checkpoint skipped" in stderr
     assert [row["epoch"] for row in read_history(out / "history.csv")] == [0, 1, 2, 3]
     assert (out / "model.keras").is_file() and (out / "best.keras").is_file()
     assert (out / "workers" / "worker-1" / "model.keras").is_file()
