@@ -66,12 +66,11 @@ def _slice_cache(r: dict) -> list[str]:
 
 
 def _training(r: dict) -> list[str]:
-    rows = [[x["model"], x["image_size"], x["batch_size"], "on" if x["jit_compile"] else "off",
-             "float16" if x["mixed_precision"] else "float32", x["images_per_s"], x["achieved_flop_per_s"] / 1e9,
-             x["fraction_of_conv_peak"]] for x in r["runs"]]
-    return [f"Conv peak (float32): {r['conv_peak_float32']['flop_per_s'] / 1e9:.3g} GFLOP/s. "
-            f"{r['mixed_precision_note']}.", "",
-            common.table(["model", "size", "batch", "XLA", "dtype", "images/s", "GFLOP/s", "of conv peak"], rows)]
+    rows = [[x["name"], x["batch_size"], x["images_per_s"], x["step"]["achieved_flop_per_s"] / 1e9,
+             x["step"]["peak_flop_per_s"] / 1e9, x["step"]["fraction_of_peak"], x["step"]["fraction_of_peak_cpu"]]
+            for x in r["runs"]]
+    return [common.table(["configuration", "batch", "images/s", "GFLOP/s", "peak GFLOP/s", "of peak",
+                          "of peak (CPU time)"], rows)]
 
 
 def _inference(r: dict) -> list[str]:

@@ -253,7 +253,10 @@ class UNetTrainingConfig(_TrainingConfig):
         Compute in float16 (``mixed_float16``; for GPUs), keeping float32 weights and
         float32 output probabilities.
     jit_compile : bool
-        Compile the training step with XLA.
+        Compile the training step with XLA. Off by default: on a CPU, XLA's own
+        convolutions are slower than TensorFlow's oneDNN kernels, so the step gets
+        slower (``benchmarks/training_throughput.py``); on a GPU it may fuse batch
+        normalisation and activations and is worth measuring.
     strategy : {"auto", "default", "mirrored", "multiworker"}
         See :func:`prostseg.training.make_strategy`.
     checkpoint_every : int

@@ -290,6 +290,19 @@ class _Summaries:
             writer.flush()
 
 
+def _distributed_step(strategy: tf.distribute.Strategy, replica_step: Callable, jit_compile: bool):
+    """One training step as a ``tf.function``: ``replica_step(*batch)`` on every replica,
+    its dict of scalars summed over the replicas; compiled with XLA when ``jit_compile``."""
+
+    @tf.function(jit_compile=jit_compile)
+    def distributed_step(*batch):
+        per_replica = strategy.run(replica_step, args=batch)
+        return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for key, value in per_replica.items()}
+
+    return distributed_step
+
+
 def _train_loop(
     config, strategy: tf.distribute.Strategy, folder: Path, *,
     models: dict[str, keras.Model],
@@ -337,12 +350,7 @@ def _train_loop(
     primary.stop_training = False
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=primary)
 
-    @tf.function(jit_compile=config.jit_compile)
-    def distributed_step(*batch):
-        per_replica = strategy.run(replica_step, args=batch)
-        return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                for key, value in per_replica.items()}
-
+    distributed_step = _distributed_step(strategy, replica_step, config.jit_compile)
     callback_list.on_train_begin()
     for epoch in range(start, config.epochs):
         callback_list.on_epoch_begin(epoch)
@@ -406,6 +414,29 @@ def _overlap_scores(sums: dict[str, float], prefix: str = "") -> dict[str, float
             f"{prefix}dice": 2 * intersection / (predicted + true) if predicted + true > 0 else 1.0}
 
 
+def _unet_model(config: UNetTrainingConfig, strategy: tf.distribute.Strategy):
+    """The U-Net of ``config`` and its built Adam optimiser, in the strategy's scope."""
+    with _dtype_policy(config.mixed_precision), strategy.scope():
+        model = _float32_outputs(UNET.build_model(config))
+        optimizer = _adam(config, model)
+    return model, optimizer
+
+
+def _unet_replica_step(config: UNetTrainingConfig, model: keras.Model, optimizer, global_batch: int):
+    """The U-Net's replica step: forward, loss, one Adam update, overlap counts."""
+    loss_function = UNET_LOSSES[config.loss]
+
+    def replica_step(images, masks):
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            loss = tf.nn.compute_average_loss(loss_function(masks, probabilities), global_batch_size=global_batch)
+            objective = _objective(loss, optimizer, config.mixed_precision)
+        _apply(tape, objective, model, optimizer)
+        return {"loss": loss, **_overlap_counts(masks, probabilities)}
+
+    return replica_step
+
+
 def train_unet(
     config: UNetTrainingConfig,
     *,
@@ -463,18 +494,9 @@ def train_unet(
     )
     val_data = UNET.dataset(val_cases, batch_size=global_batch, **options) if val_cases else None
 
-    with _dtype_policy(config.mixed_precision), strategy.scope():
-        model = _float32_outputs(UNET.build_model(config))
-        optimizer = _adam(config, model)
+    model, optimizer = _unet_model(config, strategy)
     loss_function = UNET_LOSSES[config.loss]
-
-    def replica_step(images, masks):
-        with tf.GradientTape() as tape:
-            probabilities = model(images, training=True)
-            loss = tf.nn.compute_average_loss(loss_function(masks, probabilities), global_batch_size=global_batch)
-            objective = _objective(loss, optimizer, config.mixed_precision)
-        _apply(tape, objective, model, optimizer)
-        return {"loss": loss, **_overlap_counts(masks, probabilities)}
+    replica_step = _unet_replica_step(config, model, optimizer, global_batch)
 
     @tf.function
     def validation_batch(images, masks):
@@ -526,6 +548,51 @@ def _zone_dice(predict_labels, dataset: tf.data.Dataset) -> dict[str, float]:
         warnings.simplefilter("ignore", RuntimeWarning)  # all zones absent: NaN is the answer
         mean = float(np.nanmean(scores[1:]))
     return {**dict(zip(_ZONE_COLUMNS, scores.tolist())), "val_dice_mean": mean}
+
+
+def _pix2pix_models(config: Pix2PixTrainingConfig, strategy: tf.distribute.Strategy):
+    """(generator, discriminator, their built Adam optimisers) of ``config``, in the scope."""
+    shape = (config.image_size, config.image_size, 3)
+    with _dtype_policy(config.mixed_precision), strategy.scope():
+        generator = _float32_outputs(PIX2PIX.build_model(config))
+        discriminator = _float32_outputs(build_pix2pix_discriminator(
+            shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.discriminator_filters,
+            downsamples=config.discriminator_downsamples,
+        ))
+        generator_optimizer = _adam(config, generator, beta_1=config.beta_1)
+        discriminator_optimizer = _adam(config, discriminator, beta_1=config.beta_1)
+    return generator, discriminator, generator_optimizer, discriminator_optimizer
+
+
+def _pix2pix_loss_columns(config: Pix2PixTrainingConfig) -> tuple[str, ...]:
+    return _LOSS_COLUMNS + ((_CROSSENTROPY_COLUMN,) if config.crossentropy_weight else ())
+
+
+def _pix2pix_replica_step(config: Pix2PixTrainingConfig, generator, discriminator, generator_optimizer,
+                          discriminator_optimizer, global_batch: int):
+    """The Pix2Pix replica step: both losses, one Adam update of each model."""
+    loss_columns = _pix2pix_loss_columns(config)
+
+    def replica_step(images, targets):
+        with tf.GradientTape() as generator_tape, tf.GradientTape() as discriminator_tape:
+            generated = generator(images, training=True)
+            real_logits = discriminator([images, targets], training=True)
+            fake_logits = discriminator([images, generated], training=True)
+            total, gan, l1 = losses.generator_loss(fake_logits, generated, targets, config.l1_weight)
+            disc = losses.discriminator_loss(real_logits, fake_logits)
+            per_example = [total, gan, l1, disc]  # the order of loss_columns
+            if config.crossentropy_weight:
+                crossentropy = losses.categorical_crossentropy(targets, generated)
+                per_example[0] = total + config.crossentropy_weight * crossentropy
+                per_example.append(crossentropy)
+            averaged = [tf.nn.compute_average_loss(v, global_batch_size=global_batch) for v in per_example]
+            generator_objective = _objective(averaged[0], generator_optimizer, config.mixed_precision)
+            discriminator_objective = _objective(averaged[3], discriminator_optimizer, config.mixed_precision)
+        _apply(generator_tape, generator_objective, generator, generator_optimizer)
+        _apply(discriminator_tape, discriminator_objective, discriminator, discriminator_optimizer)
+        return dict(zip(loss_columns, averaged))
+
+    return replica_step
 
 
 def train_pix2pix(
@@ -583,37 +650,11 @@ def train_pix2pix(
                             train_cases + val_cases)
     global_batch = config.batch_size * replicas
 
-    shape = (config.image_size, config.image_size, 3)
-    with _dtype_policy(config.mixed_precision), strategy.scope():
-        generator = _float32_outputs(PIX2PIX.build_model(config))
-        discriminator = _float32_outputs(build_pix2pix_discriminator(
-            shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.discriminator_filters,
-            downsamples=config.discriminator_downsamples,
-        ))
-        generator_optimizer = _adam(config, generator, beta_1=config.beta_1)
-        discriminator_optimizer = _adam(config, discriminator, beta_1=config.beta_1)
-
-    loss_columns = _LOSS_COLUMNS + ((_CROSSENTROPY_COLUMN,) if config.crossentropy_weight else ())
-
-    def replica_step(images, targets):
-        with tf.GradientTape() as generator_tape, tf.GradientTape() as discriminator_tape:
-            generated = generator(images, training=True)
-            real_logits = discriminator([images, targets], training=True)
-            fake_logits = discriminator([images, generated], training=True)
-            total, gan, l1 = losses.generator_loss(fake_logits, generated, targets, config.l1_weight)
-            disc = losses.discriminator_loss(real_logits, fake_logits)
-            per_example = [total, gan, l1, disc]  # the order of loss_columns
-            if config.crossentropy_weight:
-                crossentropy = losses.categorical_crossentropy(targets, generated)
-                per_example[0] = total + config.crossentropy_weight * crossentropy
-                per_example.append(crossentropy)
-            averaged = [tf.nn.compute_average_loss(v, global_batch_size=global_batch) for v in per_example]
-            generator_objective = _objective(averaged[0], generator_optimizer, config.mixed_precision)
-            discriminator_objective = _objective(averaged[3], discriminator_optimizer, config.mixed_precision)
-        _apply(generator_tape, generator_objective, generator, generator_optimizer)
-        _apply(discriminator_tape, discriminator_objective, discriminator, discriminator_optimizer)
-        return dict(zip(loss_columns, averaged))
-
+    generator, discriminator, generator_optimizer, discriminator_optimizer = _pix2pix_models(config, strategy)
+    loss_columns = _pix2pix_loss_columns(config)
+    replica_step = _pix2pix_replica_step(
+        config, generator, discriminator, generator_optimizer, discriminator_optimizer, global_batch
+    )
     val_data = (
         PIX2PIX.dataset(val_cases, image_size=config.image_size, batch_size=8,
                         target_spacing=config.target_spacing, cache=config.cache,

@@ -120,15 +120,19 @@ def test_training_throughput_quick(tmp_path):
     _run("training_throughput.py", tmp_path)
     results = _results(tmp_path, "training_throughput")
     _assert_finite(results)
-    _positive(results["conv_peak_float32"]["flop_per_s"])
     assert {run["model"] for run in results["runs"]} == {"unet", "pix2pix"}
     for run in results["runs"]:
-        _positive(run["images_per_s"], run["step_flops"], run["achieved_flop_per_s"])
-        assert run["achieved_flop_per_s"] == pytest.approx(run["step_flops"] / run["median_s"])
+        step = run["step"]
+        _positive(run["images_per_s"], run["step_flops"], step["achieved_flop_per_s"], step["peak_flop_per_s"],
+                  step["fraction_of_peak_cpu"])
+        assert step["achieved_flop_per_s"] == pytest.approx(run["step_flops"] / step["median_s"])
         profiled = run["profiler_forward_flops_per_image"]
-        analytical = run.get("forward_flops_per_image", run.get("generator_forward_flops"))
         if profiled is not None:  # the analytical conv count and TensorFlow's own count agree
-            assert analytical == pytest.approx(profiled, rel=0.25)
+            assert run["analytical_forward_flops_per_image"] == pytest.approx(profiled, rel=0.25)
+    (unet,) = [run for run in results["runs"] if run.get("profile")]
+    assert set(unet["profile"]["op_ms"]) >= {"convolution forward", "convolution filter gradient", "batch norm"}
+    assert unet["profile"]["op_ms"]["convolution filter gradient"] > 0  # the trace holds the step's ops
+    _positive(unet["inference"]["fraction_of_peak"], unet["input_pipeline_s_per_batch"])
 
 
 @pytest.mark.slow
