@@ -118,7 +118,7 @@ def lesion_unet_loocv(data_dir: Path, work: Path, settings: dict) -> list[dict]:
     from prostseg.inference import load_model, predict_volume
     from prostseg.io import load_volume
     from prostseg.metrics import dice, iou, threshold_sweep
-    from prostseg.pipeline import prepare_unet_volume, restore_unet_slices
+    from prostseg.slices import prepare_unet_volume, restore_unet_slices
     from prostseg.splits import leave_one_out
     from prostseg.training import UNetTrainingConfig, train_unet
 

@@ -174,17 +174,16 @@ def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, o
     return the predicted foreground volume in ml."""
     from prostseg.inference import (
         _input_volume,
-        _model_kind,
-        labels_from_probabilities,
         postprocess,
         predict_probabilities,
         write_nifti_like,
     )
 
-    volume, reference = _input_volume(source, _model_kind(model))
+    model_recipe = options["recipe"]
+    volume, reference = _input_volume(source, model_recipe)
     probabilities = predict_probabilities(model, volume, target_spacing=options["target_spacing"],
-                                          tta=options["tta"])
-    labels = postprocess(labels_from_probabilities(probabilities, threshold=options["threshold"]),
+                                          tta=options["tta"], kind=model_recipe.kind)
+    labels = postprocess(model_recipe.decode(probabilities, options["threshold"]),
                          largest_component=options["largest_component"],
                          min_lesion_size=options["min_lesion_size"], spacing=volume.spacing)
     todo = {name: path for name, path in outputs.items() if overwrite or not path.exists()}
@@ -200,7 +199,7 @@ def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, o
     return _foreground_ml(labels, volume.spacing)
 
 
-def _label_names(model, model_path: Path | None) -> dict[int, str]:
+def _label_names(model, model_path: Path | None, kind: str) -> dict[int, str]:
     """``{label value: name}`` of the foreground labels the model predicts."""
     from prostseg.export import _run_settings, preprocessing_contract
 
@@ -208,7 +207,7 @@ def _label_names(model, model_path: Path | None) -> dict[int, str]:
     if contract is None:
         in_run = model_path is not None and model_path.suffix == ".keras"
         label = _run_settings(model_path)[1] if in_run else None
-        contract = preprocessing_contract(model, label=label)
+        contract = preprocessing_contract(model, label=label, kind=kind)
     classes = contract["output"]["classes"]
     return {1: classes[0]} if len(classes) == 1 else {i: name for i, name in enumerate(classes) if i}
 
@@ -258,9 +257,10 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
 
     cases = collect_inputs(inputs)
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-    model, target_spacing = resolve_model(model, target_spacing)
+    model, target_spacing, model_recipe = resolve_model(model, target_spacing)
     options = dict(threshold=threshold, target_spacing=target_spacing, largest_component=largest_component,
-                   min_lesion_size=min_lesion_size, tta=tta, classes=_label_names(model, model_path))
+                   min_lesion_size=min_lesion_size, tta=tta, recipe=model_recipe,
+                   classes=_label_names(model, model_path, model_recipe.kind))
     if dicom_seg:
         from prostseg.dicom_seg import SEGMENT_CODES
 

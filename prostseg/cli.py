@@ -22,6 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from prostseg.dataset import ALIGNED_FOLDER, FILE_ALIASES, REGISTRATION_FILE, STACK, volume_file
 from prostseg.errors import InputError, ProstsegError
 
 
@@ -156,19 +157,21 @@ def _add_register_commands(subparsers) -> None:
     case_parser = subparsers.add_parser(
         "register-case",
         help="align a case's DWI and ADC onto its T2W and write the 3-channel stack",
-        description="Write CASE/aligned/: dwi, adc, transforms, registration.json and "
-        "stack.nii.gz (T2W, DWI, ADC on the T2W grid), the input of the Pix2Pix pipeline.",
+        description=f"Write CASE/{ALIGNED_FOLDER}/: dwi, adc, transforms, {REGISTRATION_FILE} and "
+        f"{volume_file(STACK)} (T2W, DWI, ADC on the T2W grid), the input of the Pix2Pix pipeline.",
     )
-    case_parser.add_argument("case_dir", type=Path, help="case folder (t2w, dwi or hbv, adc)")
-    case_parser.add_argument("--overwrite", action="store_true", help="replace CASE/aligned")
+    case_parser.add_argument("case_dir", type=Path,
+                             help=f"case folder (t2w, dwi or {', '.join(FILE_ALIASES)}, adc)")
+    case_parser.add_argument("--overwrite", action="store_true",
+                             help=f"replace CASE/{ALIGNED_FOLDER}")
     case_parser.set_defaults(handler=_run_register_case)
 
     dataset_parser = subparsers.add_parser(
         "register-dataset",
         help="register every case of a data folder that lacks up-to-date results, in parallel",
-        description="Run register-case on every case of DATA_DIR whose aligned/ folder is missing "
-        "or out of date (inputs or parameters changed, run interrupted), several at a time, here "
-        "or on a Dask cluster. Writes a summary CSV; exits 1 if any case failed.",
+        description=f"Run register-case on every case of DATA_DIR whose {ALIGNED_FOLDER}/ folder "
+        "is missing or out of date (inputs or parameters changed, run interrupted), several at a "
+        "time, here or on a Dask cluster. Writes a summary CSV; exits 1 if any case failed.",
     )
     dataset_parser.add_argument("data_dir", type=Path, help="folder of case folders")
     where = dataset_parser.add_mutually_exclusive_group()
@@ -186,7 +189,8 @@ def _add_register_commands(subparsers) -> None:
                                 help="summary CSV (default: DATA_DIR/registration_summary.csv)")
     dataset_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     dataset_parser.add_argument("--overwrite", action="store_true",
-                                help="register every case again, replacing its aligned/ results")
+                                help="register every case again, replacing its "
+                                f"{ALIGNED_FOLDER}/ results")
     dataset_parser.set_defaults(handler=_run_register_dataset)
 
 
@@ -221,7 +225,7 @@ def _run_register_case(args) -> int:
 
     out_dir = register_case(args.case_dir, overwrite=args.overwrite)
     print(out_dir)
-    report = json.loads((out_dir / "registration.json").read_text())
+    report = json.loads((out_dir / REGISTRATION_FILE).read_text())
     for modality in ("dwi", "adc"):
         print(f"{modality}: {_mutual_information_change(report[modality])}")
     print(f"{report['seconds']:.1f} s")
@@ -348,11 +352,10 @@ def _add_config_flags(parser, config_class) -> None:
 def _add_train_commands(subparsers) -> None:
     """``prostseg train unet|pix2pix``: options override a --config file's settings.
 
-    The options are the fields of the model's configuration class
-    (:class:`prostseg.runs.UNetTrainingConfig`, :class:`prostseg.runs.Pix2PixTrainingConfig`),
-    documented there.
+    One subcommand per model kind that has a configuration class
+    (:mod:`prostseg.recipes`); its options are the fields of that class, documented there.
     """
-    from prostseg.runs import Pix2PixTrainingConfig, UNetTrainingConfig
+    from prostseg.recipes import recipes
 
     train = subparsers.add_parser(
         "train",
@@ -360,12 +363,11 @@ def _add_train_commands(subparsers) -> None:
         description="Train a model into an output folder; rerun the same command to resume.",
     )
     models = train.add_subparsers(dest="model", required=True)
-    for model, config_class, help_text in (
-            ("unet", UNetTrainingConfig, "U-Net on T2W slices (lesion or gland masks)"),
-            ("pix2pix", Pix2PixTrainingConfig, "Pix2Pix on registered T2W/DWI/ADC stacks (zones)")):
-        parser = models.add_parser(model, help=help_text, description=help_text)
+    for recipe in (recipe for recipe in recipes() if recipe.config is not None):
+        help_text = f"train {recipe.takes}"
+        parser = models.add_parser(recipe.kind, help=help_text, description=help_text)
         parser.add_argument("--config", type=Path, help="JSON configuration (e.g. a run's config.json)")
-        _add_config_flags(parser, config_class)
+        _add_config_flags(parser, recipe.config)
         parser.add_argument("--overwrite", action="store_true",
                             help="replace another run (or other files) in --out")
         parser.set_defaults(handler=_run_train)
@@ -376,8 +378,9 @@ def _training_config(args):
     import dataclasses
 
     from prostseg import runs
+    from prostseg.recipes import recipe
 
-    config_class = runs.UNetTrainingConfig if args.model == "unet" else runs.Pix2PixTrainingConfig
+    config_class = recipe(args.model).config
     settings = {}
     if args.config is not None:
         base = runs.load_config(args.config)
@@ -401,8 +404,7 @@ def _run_train(args) -> int:
     from prostseg import training
 
     config = _training_config(args)
-    train = training.train_unet if args.model == "unet" else training.train_pix2pix
-    result = train(config, overwrite=args.overwrite)
+    result = training.TRAINERS[args.model](config, overwrite=args.overwrite)
     print(f"model: {result.model_path}")
     print(f"history: {result.history_path} ({result.epochs_completed} epochs)")
     print("best epoch: " + ", ".join(f"{key} {value:.4g}" for key, value in result.best.items()))

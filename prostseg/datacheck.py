@@ -56,6 +56,7 @@ import numpy as np
 from prostseg.dataset import MASKS, STACK, Case, load_mask
 from prostseg.errors import DataWarning, InputError
 from prostseg.io import Volume, load_volume
+from prostseg.recipes import recipe
 
 __all__ = ["DataCheck", "check_case_files", "check_training_data"]
 
@@ -220,11 +221,11 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
     """
     is_unet = hasattr(config, "label")
     label = config.label if is_unet else "zones"
-    names = ("t2w", label) if is_unet else (STACK, "zones")
+    names = (recipe(config.KIND).input, label)
     train_ids = {case.case_id for case in train_cases}
     measure = None
     if is_unet:
-        from prostseg.pipeline import prepare_unet_mask
+        from prostseg.slices import prepare_unet_mask
 
         def measure(case: Case, mask: Volume) -> int:
             """Training slices with foreground once prepared (validation masks: voxels)."""

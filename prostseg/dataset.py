@@ -13,9 +13,14 @@ by arranging it like this::
         lesion.nii.gz       optional: binary lesion mask on the T2W grid
         zones.nii.gz        optional: zone labels on the T2W grid,
                             0 background, 1 PZ, 2 TZ, 3 CZ, 4 AFS (ZONE_NAMES)
+        phantom.json        only in generated cases: how prostseg.phantom made them
         aligned/            written by prostseg.registration
           stack.nii.gz      (X, Y, Z, 3) float32: T2W, DWI, ADC on the T2W grid
-          ...               resampled volumes, transforms, registration.json
+          dwi.nii.gz        DWI and ADC resampled onto the T2W grid,
+          adc.nii.gz
+          dwi_transform.txt their transforms (elastix parameter files),
+          adc_transform.txt
+          registration.json and the report, written last
 
 Rules:
 
@@ -31,6 +36,10 @@ Rules:
 * Other files (notes, ``.raw`` data files of ``.mhd`` headers, ``phantom.json``,
   splits) are ignored. Folders and files whose name starts with ``.`` are skipped.
   Every other sub-folder of ``DATA_DIR`` is a case.
+
+This module owns these names; every other module asks it (:data:`CASE_ROLES`,
+:data:`ALIGNED_FOLDER`, :func:`volume_file`, :func:`stack_file`, ...). prostseg writes
+volumes as ``.nii.gz`` (:data:`WRITE_EXTENSION`).
 
 Examples
 --------
@@ -60,6 +69,11 @@ from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, header_volume, load_volume
 
 __all__ = [
+    "ALIGNED_FOLDER",
+    "CASE_ROLES",
+    "PHANTOM_FILE",
+    "REGISTRATION_FILE",
+    "WRITE_EXTENSION",
     "ZONE_NAMES",
     "NUM_ZONE_CLASSES",
     "MODALITIES",
@@ -73,6 +87,9 @@ __all__ = [
     "case_folders",
     "discover_cases",
     "load_mask",
+    "stack_file",
+    "transform_file",
+    "volume_file",
 ]
 
 #: Class names of the zone label maps, indexed by label value.
@@ -100,8 +117,17 @@ STACK = "stack"
 EXTENSIONS = SUPPORTED_EXTENSIONS
 #: Other file names accepted for a volume (``hbv`` is ProstateX's name for high-b DWI).
 FILE_ALIASES = MappingProxyType({"hbv": "dwi"})
-
-_ALIGNED_FOLDER = "aligned"
+#: Every volume a case folder may hold (its roles), images first, in this order.
+CASE_ROLES = (*MODALITIES, *MASKS)
+#: The folder of a case that :mod:`prostseg.registration` writes.
+ALIGNED_FOLDER = "aligned"
+#: The report :mod:`prostseg.registration` writes last into :data:`ALIGNED_FOLDER`.
+REGISTRATION_FILE = "registration.json"
+#: What :mod:`prostseg.phantom` writes into each generated case folder (its settings).
+PHANTOM_FILE = "phantom.json"
+#: The file name ending of the volumes prostseg writes.
+WRITE_EXTENSION = ".nii.gz"
+_TRANSFORM_SUFFIX = "_transform.txt"
 _ON_T2W_GRID = (*MASKS, STACK)
 
 
@@ -150,6 +176,39 @@ class Case:
         return self.files[name]
 
 
+def volume_file(name: str) -> str:
+    """The file name prostseg writes the volume ``name`` (a role, or :data:`STACK`) under.
+
+    Examples
+    --------
+    >>> volume_file("t2w"), volume_file(STACK)
+    ('t2w.nii.gz', 'stack.nii.gz')
+    """
+    return name + WRITE_EXTENSION
+
+
+def stack_file(case_folder: str | os.PathLike) -> Path:
+    """Where :mod:`prostseg.registration` writes the registered stack of a case.
+
+    Examples
+    --------
+    >>> stack_file("data/p1").as_posix()
+    'data/p1/aligned/stack.nii.gz'
+    """
+    return Path(case_folder) / ALIGNED_FOLDER / volume_file(STACK)
+
+
+def transform_file(aligned_folder: str | os.PathLike, name: str) -> Path:
+    """The transform file registration writes for the volume ``name`` ("dwi", "adc").
+
+    Examples
+    --------
+    >>> transform_file("data/p1/aligned", "adc").as_posix()
+    'data/p1/aligned/adc_transform.txt'
+    """
+    return Path(aligned_folder) / (name + _TRANSFORM_SUFFIX)
+
+
 def _file_name(path: Path) -> str | None:
     """The layout name a folder entry stands for (aliases resolved), or None."""
     lowered = path.name.lower()
@@ -176,7 +235,7 @@ def _scan(folder: Path, require: tuple[str, ...], check_grids: bool) -> tuple[Ca
         name = _file_name(entry)
         if name is not None:
             found.setdefault(name, []).append(entry)
-    aligned = folder / _ALIGNED_FOLDER
+    aligned = folder / ALIGNED_FOLDER
     if aligned.is_dir():
         for entry in _entries(aligned):
             lowered = entry.name.lower()

@@ -5,12 +5,13 @@ as in training. Every exported file therefore carries its *preprocessing contrac
 (:func:`preprocessing_contract`), a JSON document that says what the network takes and
 gives:
 
-* ``model_kind`` -- ``"unet"`` (T2W, 1 channel) or ``"pix2pix"`` (T2W/DWI/ADC stack);
+* ``model_kind`` -- the model's recipe (:mod:`prostseg.recipes`): ``"unet"`` (T2W,
+  1 channel) or ``"pix2pix"`` (T2W/DWI/ADC stack);
 * ``input_size`` and ``channels`` (channel order), in NHWC layout: one axial slice per
   batch item, height along ``x`` (towards the patient's Right) and width along ``y``
   (Anterior) of the RAS+ canonical volume (:mod:`prostseg.io`);
 * ``normalisation`` -- per-volume percentile clip and min-max scaling (U-Net), or a
-  per-volume, per-channel z-score (Pix2Pix), as :mod:`prostseg.pipeline` does;
+  per-volume, per-channel z-score (Pix2Pix), as the recipe's ``prepare`` does;
 * ``geometry`` and ``target_spacing_mm`` -- how slices reach ``input_size``;
 * ``output`` -- activation, class names and the threshold of a sigmoid output.
 
@@ -53,6 +54,7 @@ from prostseg import __version__
 from prostseg.atomic import atomic_path
 from prostseg.dataset import ZONE_NAMES
 from prostseg.errors import InputError
+from prostseg.recipes import input_size, recipe_for_model
 
 __all__ = [
     "CONTRACT_KEY",
@@ -76,30 +78,30 @@ _ONNX_OPSET = 17
 _CONTRACT_VERSION = 1
 
 
-def _kind_and_size(model) -> tuple[str, int]:
-    from prostseg.inference import _input_size, _model_kind
-
-    kind = _model_kind(model)
+def _fixed_size(model) -> int:
     try:
-        return kind, _input_size(model, None)
+        return input_size(model)
     except ValueError as err:
         raise ValueError(f"{err}: export needs a model built for one fixed slice size") from None
 
 
 def preprocessing_contract(model, *, target_spacing: float | None = None,
-                           label: str | None = None) -> dict:
+                           label: str | None = None, kind: str | None = None) -> dict:
     """What a model takes and gives, as a JSON-ready dict (see the module documentation).
 
     Parameters
     ----------
     model : keras.Model
-        A prostseg U-Net (1 input channel) or Pix2Pix generator (3), built for a
-        fixed square slice size.
+        A network built by a recipe of :mod:`prostseg.recipes` for a fixed square
+        slice size.
     target_spacing : float, optional
         The ``target_spacing`` (mm) the model was trained with (None: native spacing).
     label : str, optional
         What a single-channel U-Net segments (``"lesion"``, or ``"zones"`` for the
         whole gland), as in its training configuration.
+    kind : str, optional
+        The model's kind, when the model does not record it
+        (:func:`prostseg.recipes.recipe_for_model`).
 
     Returns
     -------
@@ -110,18 +112,9 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
     ValueError
         When the model is not a prostseg model kind or takes slices of open size.
     """
-    kind, size = _kind_and_size(model)
+    model_recipe = recipe_for_model(model, kind)
+    size = _fixed_size(model)
     classes = int(model.output_shape[-1])
-    if kind == "unet":
-        normalisation = {"method": "percentile_clip_minmax", "scope": "volume",
-                         "percentiles": [0.5, 99.5], "range": [0.0, 1.0]}
-        geometry = "centre pad or crop each slice to input_size (zero padding)"
-        channels = ["t2w"]
-    else:
-        normalisation = {"method": "zscore", "scope": "volume, per channel"}
-        geometry = ("resize each slice bilinearly to input_size" if target_spacing is None
-                    else "centre pad or crop each resampled slice to input_size")
-        channels = ["t2w", "dwi", "adc"]
     if classes == 1:
         names = ["gland" if label == "zones" else (label or "foreground")]
         output = {"activation": "sigmoid", "classes": names, "threshold": 0.5}
@@ -129,34 +122,32 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
         names = (list(ZONE_NAMES) if classes == len(ZONE_NAMES)
                  else [f"class {i}" for i in range(classes)])
         output = {"activation": "softmax", "classes": names}
-    if target_spacing is not None:
-        geometry = f"resample each slice bilinearly to {target_spacing} mm pixels, then {geometry}"
     return {
         "contract_version": _CONTRACT_VERSION,
-        "model_kind": kind,
+        "model_kind": model_recipe.kind,
         "input_name": _INPUT_NAME,
         "output_name": _OUTPUT_NAME,
         "input_size": size,
-        "channels": channels,
+        "channels": list(model_recipe.channels),
         "layout": "NHWC: one axial slice per item; height along x (patient Right), "
                   "width along y (Anterior) of the RAS+ canonical volume",
-        "normalisation": normalisation,
+        "normalisation": dict(model_recipe.normalisation),
         "target_spacing_mm": target_spacing,
-        "geometry": geometry,
+        "geometry": model_recipe.geometry(target_spacing),
         "output": output,
         "prostseg_version": __version__,
     }
 
 
-def _run_settings(model_path: Path) -> tuple[float | None, str | None]:
-    """(target_spacing, label) of the run a ``.keras`` file belongs to, if any."""
-    from prostseg.training import CONFIG_FILE, load_config
+def _run_settings(model_path: Path) -> tuple[float | None, str | None, str | None]:
+    """(target_spacing, label, kind) of the run a ``.keras`` file belongs to, if any."""
+    from prostseg.runs import CONFIG_FILE, load_config
 
     config_path = model_path.parent / CONFIG_FILE
     if not config_path.is_file():
-        return None, None
+        return None, None, None
     config = load_config(config_path)
-    return config.target_spacing, getattr(config, "label", None)
+    return config.target_spacing, getattr(config, "label", None), config.KIND
 
 
 def _fresh(path: Path, overwrite: bool) -> None:
@@ -243,8 +234,9 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
     if unknown or not formats:
         raise ValueError(f"formats must be some of ('savedmodel', 'onnx'), got {tuple(formats)}")
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    kind = None
     if model_path is not None:
-        recorded_spacing, recorded_label = _run_settings(model_path)
+        recorded_spacing, recorded_label, kind = _run_settings(model_path)
         for name, stated, recorded in (("target_spacing", target_spacing, recorded_spacing),
                                        ("label", label, recorded_label)):
             if stated is not None and recorded is not None and stated != recorded:
@@ -254,7 +246,8 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
         label = recorded_label if recorded_label is not None else label
         model = load_model(model_path)
     try:
-        contract = preprocessing_contract(model, target_spacing=target_spacing, label=label)
+        contract = preprocessing_contract(model, target_spacing=target_spacing, label=label,
+                                          kind=kind)
     except ValueError as err:
         raise InputError(model_path, str(err)) from None
     out_dir = Path(out_dir)

@@ -11,18 +11,19 @@
 * :func:`evaluate_folder` -- per-case 3D IoU and Dice of a folder of predictions
   against the masks of a data folder, written to CSV with an overlay figure.
 
-The kind of model is read from its input: one channel is a U-Net on T2W volumes
-(preprocessed by :func:`prostseg.pipeline.prepare_unet_volume`), three channels a
-Pix2Pix generator on registered T2W/DWI/ADC stacks
-(:func:`prostseg.pipeline.prepare_pix2pix_volume`). Predictions undo the geometric
-preprocessing exactly (:func:`prostseg.pipeline.restore_unet_slices`,
-:func:`prostseg.pipeline.restore_pix2pix_slices`), so they lie voxel for voxel on the
-grid of the input volume.
+The kind of a model is what its recipe (:mod:`prostseg.recipes`) says: the recipe is
+found from the name its builder gives the network, saved in the ``.keras`` file, and
+checked against the ``config.json`` of the run folder that holds a model file
+(:func:`resolve_model`). The recipe's ``prepare`` makes the network's input slices (a
+U-Net's T2W, :func:`prostseg.slices.prepare_unet_volume`; a Pix2Pix generator's
+registered T2W/DWI/ADC stack, :func:`prostseg.slices.prepare_pix2pix_volume`), and its
+``restore`` undoes the geometric preprocessing exactly, so predictions lie voxel for
+voxel on the grid of the input volume.
 
 Four options change what is predicted, and all are off unless asked for:
 
 * ``target_spacing`` (mm): the slices are resampled to this pixel size before the
-  network sees them, exactly as in training (see :mod:`prostseg.pipeline`). A model
+  network sees them, exactly as in training (see :mod:`prostseg.slices`). A model
   trained with it must be applied with it. :func:`predict_case` reads it from the
   ``config.json`` of the run folder that holds the model file
   (:func:`run_target_spacing`), so keep a model in its run folder or pass the value.
@@ -48,11 +49,12 @@ from pathlib import Path
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases, find_case
+from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
 from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
 from prostseg.postprocessing import largest_gland_component, remove_small_components
+from prostseg.recipes import Recipe, input_size, labels_from_probabilities, recipe_for_model
 
 __all__ = [
     "EvaluationResult",
@@ -114,43 +116,6 @@ def load_model(path: str | os.PathLike):
             from None
 
 
-_TAKES = {
-    "unet": "a U-Net taking a single-channel (X, Y, Z) volume such as a T2W image",
-    "pix2pix": "a Pix2Pix generator taking a registered (X, Y, Z, 3) T2W/DWI/ADC stack",
-}
-
-
-def _model_kind(model) -> str:
-    """``"unet"`` (1 input channel) or ``"pix2pix"`` (3); ValueError otherwise."""
-    input_shape = model.input_shape
-    if not isinstance(input_shape, tuple) or len(input_shape) != 4:
-        raise ValueError(
-            f"model {model.name!r} takes input {input_shape}; expected one (batch, H, W, C) image input"
-        )
-    channels = input_shape[-1]
-    if channels == 1:
-        return "unet"
-    if channels == 3:
-        return "pix2pix"
-    raise ValueError(
-        f"model {model.name!r} takes {channels}-channel slices; prostseg models take 1 channel "
-        "(U-Net on T2W) or 3 channels (Pix2Pix on a T2W/DWI/ADC stack)"
-    )
-
-
-def _input_size(model, image_size: int | None) -> int:
-    height, width = model.input_shape[1:3]
-    if height is None or width is None:
-        if image_size is None:
-            raise ValueError(f"model {model.name!r} accepts any slice size; give image_size")
-        return image_size
-    if height != width:
-        raise ValueError(f"model {model.name!r} takes {height}x{width} slices; expected square slices")
-    if image_size is not None and image_size != height:
-        raise ValueError(f"model {model.name!r} takes {height}x{width} slices, not image_size={image_size}")
-    return height
-
-
 def _predict_slices(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
     """``model.predict`` in full batches: the slices are padded with zeros to a multiple of
     ``batch_size`` (the padding's outputs dropped), so that every volume, whatever its
@@ -177,9 +142,20 @@ def _dihedral_predict(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
     return total / 8
 
 
+def _checked_input(model_recipe: Recipe, volume: Volume | np.ndarray) -> np.ndarray:
+    """The array of ``volume``, checked to have the shape the recipe's model takes."""
+    data = volume.data if isinstance(volume, Volume) else np.asarray(volume)
+    channels = len(model_recipe.channels)
+    fits = data.ndim == 3 if channels == 1 else data.ndim == 4 and data.shape[-1] == channels
+    if not fits:
+        path = volume.path if isinstance(volume, Volume) else None
+        raise InputError(path, f"the model is {model_recipe.takes}; got shape {data.shape}")
+    return data
+
+
 def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
                           batch_size: int = 4, target_spacing: float | None = None,
-                          tta: bool = False) -> np.ndarray:
+                          tta: bool = False, kind: str | None = None) -> np.ndarray:
     """Class probabilities of every voxel of a volume, on its own grid.
 
     Parameters
@@ -201,6 +177,9 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
     tta : bool, optional
         Average the predictions of the 8 flips and quarter turns of each slice (see
         the module documentation).
+    kind : str, optional
+        The model's kind (:mod:`prostseg.recipes`), for a network whose name is not
+        that of a recipe; by default the model's own record says it.
 
     Returns
     -------
@@ -213,7 +192,8 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
     InputError
         When the volume does not have the shape the model takes (naming its file).
     ValueError
-        When ``target_spacing`` is given with a plain array (no spacing).
+        When ``target_spacing`` is given with a plain array (no spacing), or the model
+        records no known kind and ``kind`` is not given.
 
     Examples
     --------
@@ -223,59 +203,18 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
     >>> probabilities.shape, probabilities.dtype
     ((40, 30, 3, 1), dtype('float32'))
     """
-    from prostseg.pipeline import (
-        prepare_pix2pix_volume,
-        prepare_unet_volume,
-        restore_pix2pix_slices,
-        restore_unet_slices,
-    )
-
-    kind = _model_kind(model)
-    data = volume.data if isinstance(volume, Volume) else np.asarray(volume)
-    path = volume.path if isinstance(volume, Volume) else None
-    expected_ndim = 3 if kind == "unet" else 4
-    if data.ndim != expected_ndim or (kind == "pix2pix" and data.shape[-1] != 3):
-        raise InputError(path, f"the model is {_TAKES[kind]}; got shape {data.shape}")
-    size = _input_size(model, image_size)
+    model_recipe = recipe_for_model(model, kind)
+    data = _checked_input(model_recipe, volume)
+    size = input_size(model, image_size)
     if target_spacing is not None and not isinstance(volume, Volume):
         raise ValueError("target_spacing needs the volume's spacing: pass a prostseg.io.Volume, not an array")
     geometry = dict(target_spacing=target_spacing, spacing=volume.spacing if isinstance(volume, Volume) else None)
-    prepare, restore = ((prepare_unet_volume, restore_unet_slices) if kind == "unet"
-                        else (prepare_pix2pix_volume, restore_pix2pix_slices))
-    slices = prepare(data, size, **geometry)
+    slices = model_recipe.prepare(data, size, **geometry)
     if tta:
         outputs = _dihedral_predict(model, slices, batch_size)
     else:
         outputs = _predict_slices(model, slices, batch_size)
-    return restore(outputs, data.shape[:3], **geometry).astype(np.float32, copy=False)
-
-
-def labels_from_probabilities(probabilities: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
-    """Label map of :func:`predict_probabilities` output.
-
-    Parameters
-    ----------
-    probabilities : numpy.ndarray, shape (..., C)
-        One sigmoid channel (``C = 1``) or ``C`` softmax channels.
-    threshold : float, optional
-        Foreground when the probability is above it (one channel).
-
-    Returns
-    -------
-    numpy.ndarray of uint8, shape (...)
-        0/1 for one channel, class ids (argmax) otherwise.
-
-    Examples
-    --------
-    >>> labels_from_probabilities(np.array([[0.2], [0.7]])).tolist()
-    [0, 1]
-    >>> labels_from_probabilities(np.array([[0.2, 0.5, 0.3]])).tolist()
-    [1]
-    """
-    probabilities = np.asarray(probabilities)
-    if probabilities.shape[-1] == 1:
-        return (probabilities[..., 0] > threshold).astype(np.uint8)
-    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+    return model_recipe.restore(outputs, data.shape[:3], **geometry).astype(np.float32, copy=False)
 
 
 def postprocess(labels: np.ndarray, *, largest_component: bool = False,
@@ -318,15 +257,15 @@ def postprocess(labels: np.ndarray, *, largest_component: bool = False,
 def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None = None,
                    threshold: float = 0.5, batch_size: int = 4, target_spacing: float | None = None,
                    largest_component: bool = False, min_lesion_size: float | None = None,
-                   tta: bool = False) -> np.ndarray:
+                   tta: bool = False, kind: str | None = None) -> np.ndarray:
     """Segment every axial slice of a volume and return the labels on its grid.
 
-    :func:`predict_probabilities`, then :func:`labels_from_probabilities` and
-    :func:`postprocess`.
+    :func:`predict_probabilities`, then the ``decode`` step of the model's recipe
+    (:mod:`prostseg.recipes`) and :func:`postprocess`.
 
     Parameters
     ----------
-    model, volume, image_size, batch_size, target_spacing, tta
+    model, volume, image_size, batch_size, target_spacing, tta, kind
         See :func:`predict_probabilities`.
     threshold : float, optional
         Foreground when the probability is above it (single-channel outputs).
@@ -362,28 +301,33 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     if min_lesion_size is not None and not isinstance(volume, Volume):
         raise ValueError("min_lesion_size (mm³) needs the volume's spacing: pass a prostseg.io.Volume")
     probabilities = predict_probabilities(model, volume, image_size=image_size, batch_size=batch_size,
-                                          target_spacing=target_spacing, tta=tta)
+                                          target_spacing=target_spacing, tta=tta, kind=kind)
     spacing = volume.spacing if isinstance(volume, Volume) else None
-    return postprocess(labels_from_probabilities(probabilities, threshold=threshold),
+    return postprocess(recipe_for_model(model, kind).decode(probabilities, threshold),
                        largest_component=largest_component, min_lesion_size=min_lesion_size,
                        spacing=spacing)
 
 
-def _input_volume(image: Path, kind: str) -> tuple[Volume, Volume]:
-    """(model input, reference image for the output grid) for a case folder or file."""
+def _input_volume(image: Path, model_recipe: Recipe) -> tuple[Volume, Volume]:
+    """(model input, reference image for the output grid) for a case folder or file.
+
+    In a case folder the input is the recipe's ``input`` file, on the grid of the
+    case's T2W, which is the reference."""
+    channels = len(model_recipe.channels)
+    channels = channels if channels > 1 else None
     if image.is_dir():
         case = find_case(image, require=())
         if case.files:  # a case folder; otherwise a DICOM series folder
             t2w = load_volume(case.path("t2w"))
-            if kind == "unet":
+            if model_recipe.input == "t2w":
                 return t2w, t2w
-            stack = load_volume(case.path(STACK), channels=3)
-            check_same_grid(t2w, stack)
-            return stack, t2w
+            volume = load_volume(case.path(model_recipe.input), channels=channels)
+            check_same_grid(t2w, volume)
+            return volume, t2w
     try:
-        volume = load_volume(image, channels=3 if kind == "pix2pix" else None)
+        volume = load_volume(image, channels=channels)
     except InputError as err:
-        raise InputError(err.path, f"{err.problem} (the model is {_TAKES[kind]})") from None
+        raise InputError(err.path, f"{err.problem} (the model is {model_recipe.takes})") from None
     return volume, volume
 
 
@@ -421,14 +365,21 @@ def run_target_spacing(model_path: str | os.PathLike) -> float | None:
     >>> run_target_spacing(Path(tempfile.mkdtemp()) / "model.keras") is None
     True
     """
-    from prostseg.training import CONFIG_FILE, load_config
+    config = _run_config(model_path)
+    return config.target_spacing if config is not None else None
+
+
+def _run_config(model_path: str | os.PathLike):
+    """The configuration of the run folder holding ``model_path``, or None."""
+    from prostseg.runs import CONFIG_FILE, load_config
 
     config_path = Path(model_path).parent / CONFIG_FILE
-    return load_config(config_path).target_spacing if config_path.is_file() else None
+    return load_config(config_path) if config_path.is_file() else None
 
 
-def resolve_model(model, target_spacing: float | None = None):
-    """A model object and the ``target_spacing`` to apply it with.
+def resolve_model(model, target_spacing: float | None = None
+                  ) -> tuple[object, float | None, Recipe]:
+    """A model object, the ``target_spacing`` to apply it with, and its recipe.
 
     Parameters
     ----------
@@ -442,28 +393,39 @@ def resolve_model(model, target_spacing: float | None = None):
 
     Returns
     -------
-    (model, target_spacing)
+    (model, target_spacing, recipe)
+        ``recipe`` (:mod:`prostseg.recipes`) is the kind the run's ``config.json``
+        records, which must agree with what the model records
+        (:func:`prostseg.recipes.recipe_for_model`). A ``.keras`` file without a
+        ``config.json`` beside it (copied out of its run folder) is known by the name
+        its builder gave the network, as every prostseg run saved it.
 
     Raises
     ------
     InputError
-        When the file is not a model, is not a prostseg model kind, or
-        ``target_spacing`` contradicts the recorded value.
+        When the file is not a model, records no prostseg model kind, its kind
+        contradicts its run's, or ``target_spacing`` contradicts the recorded value.
     """
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None:
         model = load_model(model_path)
+    config = _run_config(model_path) if model_path is not None else None
     recorded = getattr(model, "target_spacing", None)  # exported models carry it
-    if model_path is not None and recorded is None:
-        recorded = run_target_spacing(model_path)
+    if config is not None and recorded is None:
+        recorded = config.target_spacing
     if recorded is not None and target_spacing is not None and recorded != target_spacing:
         raise InputError(model_path, f"was trained with target_spacing {recorded} mm (recorded with the "
                          f"model), not {target_spacing}")
     try:
-        _model_kind(model)
+        model_recipe = recipe_for_model(model)
     except ValueError as err:
-        raise InputError(model_path, str(err)) from None
-    return model, recorded if recorded is not None else target_spacing
+        if config is None:
+            raise InputError(model_path, str(err)) from None
+        model_recipe = recipe_for_model(model, config.KIND)
+    if config is not None and config.KIND != model_recipe.kind:
+        raise InputError(model_path, f"holds a {model_recipe.title} model ({model.name!r}), but "
+                         f"its run's config.json records a {config.KIND} run")
+    return model, recorded if recorded is not None else target_spacing, model_recipe
 
 
 def _check_nifti_target(path: Path, overwrite: bool) -> None:
@@ -553,10 +515,11 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
     outputs = [Path(out_path)] + ([Path(probabilities_path)] if probabilities_path is not None else [])
     for path in outputs:
         _check_nifti_target(path, overwrite)
-    model, target_spacing = resolve_model(model, target_spacing)
-    volume, reference = _input_volume(Path(image), _model_kind(model))
-    probabilities = predict_probabilities(model, volume, target_spacing=target_spacing, tta=tta)
-    labels = postprocess(labels_from_probabilities(probabilities, threshold=threshold),
+    model, target_spacing, model_recipe = resolve_model(model, target_spacing)
+    volume, reference = _input_volume(Path(image), model_recipe)
+    probabilities = predict_probabilities(model, volume, target_spacing=target_spacing, tta=tta,
+                                          kind=model_recipe.kind)
+    labels = postprocess(model_recipe.decode(probabilities, threshold),
                          largest_component=largest_component, min_lesion_size=min_lesion_size,
                          spacing=volume.spacing)
     if probabilities_path is not None:

@@ -44,12 +44,12 @@ from typing import Any, Callable
 import jsonschema
 
 from prostseg.atomic import atomic_path
+from prostseg.dataset import CASE_ROLES, MASKS, volume_file
 from prostseg.errors import InputError, ProstsegError
 
-#: Roles a manifest can fill in a case folder, in the order they are written.
-CASE_ROLES = ("t2w", "adc", "dwi", "lesion", "zones")
-#: Roles that hold label maps (integer data, written as uint8).
-LABEL_ROLES = ("lesion", "zones")
+# A manifest fills the roles of prostseg.dataset.CASE_ROLES, in that order; the label maps
+# among them (prostseg.dataset.MASKS) are written as uint8.
+LABEL_ROLES = MASKS
 #: Extensions copied unchanged when a role needs no conversion.
 COPYABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -754,7 +754,7 @@ def _write_case(
             spec = manifest.layout["files"][role]
             if _needs_conversion(spec, found["paths"]):
                 image = _convert(role, spec, found)
-                out = staging / f"{role}.nii.gz"
+                out = staging / volume_file(role)
                 image.to_filename(out)
             else:
                 src = found["paths"][0]
@@ -864,7 +864,6 @@ def _image_like(data, reference):
 
 
 __all__ = [
-    "CASE_ROLES",
     "MANIFEST_SCHEMA",
     "Manifest",
     "ManifestFile",

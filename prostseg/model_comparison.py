@@ -235,8 +235,8 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     The Pix2Pix input is the case's registered stack: when ``aligned/`` holds none,
     :func:`prostseg.registration.register_case` registers DWI and ADC onto the T2W
     grid first (and writes ``aligned/`` into the case folder). Each model is applied
-    with the ``target_spacing`` of its training run
-    (:func:`prostseg.inference.run_target_spacing`). When the case holds a two-zone
+    with the ``target_spacing`` and the recipe of its training run
+    (:func:`prostseg.inference.resolve_model`). When the case holds a two-zone
     map (``zones``: 0, 1 PZ, 2 TZ, as :func:`reference_agreement` reads it), both
     predictions are scored against it with :func:`two_zone_dice`: the U-Net on the
     whole gland, Pix2Pix on the gland and on the two zones (its central zone and AFS
@@ -261,28 +261,32 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     Raises
     ------
     InputError
-        When the case lacks a volume a model needs, or its zone map holds labels other
-        than 0, 1 and 2.
+        When a model file holds another kind of model, the case lacks a volume a model
+        needs, or its zone map holds labels other than 0, 1 and 2.
     """
-    from prostseg.inference import load_model, predict_volume, run_target_spacing
+    from prostseg.inference import _input_volume, predict_volume, resolve_model
     from prostseg.registration import register_case
 
-    require = ("t2w", "dwi", "adc") if pix2pix_model is not None else ("t2w",)
+    models = []
+    for path, expected in ((unet_model, "unet"), (pix2pix_model, "pix2pix")):
+        if path is not None:
+            models.append(resolve_model(path))
+            found = models[-1][2]
+            if found.kind != expected:
+                raise InputError(path, f"holds a {found.title} model, not a {expected} model")
+    require = sorted({"t2w", *(name for _, _, found in models for name in found.channels)})
     case = find_case(case_dir, require=require)
+    if any(not case.has(model_recipe.input) for _, _, model_recipe in models):
+        register_case(case.folder)
+        case = find_case(case.folder, require=require)
     t2w = load_volume(case.path("t2w"))
-    inputs = {}
-    if unet_model is not None:
-        inputs["U-Net"] = (unet_model, t2w)
-    if pix2pix_model is not None:
-        if not case.has("stack"):
-            register_case(case.folder)
-            case = find_case(case.folder, require=require)
-        inputs["Pix2Pix"] = (pix2pix_model, load_volume(case.path("stack"), channels=3))
-    predictions = {
-        name: predict_volume(load_model(path), volume, target_spacing=run_target_spacing(path),
-                             largest_component=largest_component)
-        for name, (path, volume) in inputs.items()
-    }
+    predictions, zone_classes = {}, {}
+    for model, target_spacing, model_recipe in models:
+        zone_classes[model_recipe.title] = model.output_shape[-1] > 1
+        volume, _ = _input_volume(case.folder, model_recipe)
+        predictions[model_recipe.title] = predict_volume(
+            model, volume, target_spacing=target_spacing, largest_component=largest_component,
+            kind=model_recipe.kind)
     reference = None
     if case.has("zones"):
         zones = load_volume(case.path("zones"), num_classes=len(TWO_ZONE_NAMES))
@@ -290,8 +294,7 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
         reference = zones.data
     scores = []
     for name, predicted in predictions.items() if reference is not None else ():
-        per_zone = name == "Pix2Pix"
-        values = two_zone_dice(predicted, reference, per_zone=per_zone)
+        values = two_zone_dice(predicted, reference, per_zone=zone_classes[name])
         scores.append({"model": name, **{column: values.get(column, float("nan"))
                                          for column in ("whole gland", *TWO_ZONE_NAMES[1:])}})
     return RealCaseResult(t2w, reference, predictions, scores)

@@ -123,10 +123,11 @@ def build_unet(
     Notes
     -----
     Why the defaults (32 base filters, depth 4, i.e. 32-64-128-256 filters and a
-    512-filter bridge) instead of the seed's 90 filters doubling to 2880 over 5 levels:
+    512-filter bridge) rather than a wide network of 90 filters doubling to 2880 over 5
+    levels:
 
-    * Parameters: about 7.8 million (the seed: several hundred million), since the count
-      grows with the square of the filters. The seed's network cannot fit a batch of
+    * Parameters: about 7.8 million (the wide one: several hundred million), since the
+      count grows with the square of the filters. The wide network cannot fit a batch of
       384x384 slices on a common GPU and vastly over-parametrises a data set of tens of
       patients.
     * Memory: the layer outputs of one 384x384 slice take about 0.5 GB in float32

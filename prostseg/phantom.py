@@ -123,7 +123,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from prostseg.dataset import ZONE_NAMES
+from prostseg.dataset import PHANTOM_FILE, ZONE_NAMES, volume_file
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
@@ -1554,10 +1554,10 @@ def _write_case_files(case: PhantomCase, case_dir: Path, metadata: dict) -> None
     """The volumes of ``case``, then its metadata (which marks the case complete)."""
     case_dir.mkdir(parents=True, exist_ok=True)
     for name, (array, affine) in case.volumes().items():
-        with atomic_path(case_dir / f"{name}.nii.gz") as tmp:
+        with atomic_path(case_dir / volume_file(name)) as tmp:
             nib.save(_las_nifti(array, affine), tmp)
     with atomic_path(case_dir / _METADATA) as tmp:
         tmp.write_text(json.dumps(metadata, indent=2) + "\n")
 
 
-_METADATA = "phantom.json"
+_METADATA = PHANTOM_FILE

@@ -53,7 +53,14 @@ import warnings
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import find_case
+from prostseg.dataset import (
+    ALIGNED_FOLDER,
+    REGISTRATION_FILE,
+    STACK,
+    find_case,
+    transform_file,
+    volume_file,
+)
 from prostseg.errors import DataWarning, InputError, ProstsegError
 from prostseg.io import Volume, load_volume, save_like, volume_to_itk
 from prostseg.parallel import CaseRows, write_summary
@@ -771,14 +778,14 @@ def load_transform(path: str | os.PathLike) -> list[dict[str, list[str]]]:
 
 #: Volumes of a case that a registration reads; their checksums go into registration.json.
 _REGISTERED_INPUTS = ("t2w", "dwi", "adc")
-_REPORT = "registration.json"
+_REPORT = REGISTRATION_FILE
 
 
 def _output_paths(out_dir: Path) -> list[Path]:
     """What :func:`register_case` writes, ``registration.json`` last."""
-    paths = [out_dir / "stack.nii.gz"]
-    paths += [out_dir / f"{m}{suffix}" for m in ("dwi", "adc")
-              for suffix in (".nii.gz", "_transform.txt")]
+    paths = [out_dir / volume_file(STACK)]
+    paths += [path for m in ("dwi", "adc")
+              for path in (out_dir / volume_file(m), transform_file(out_dir, m))]
     return [*paths, out_dir / _REPORT]
 
 
@@ -910,14 +917,14 @@ def registration_state(
     (False, 'inputs changed since the registration: adc.nii.gz')
     """
     case = find_case(case_dir, require=_REGISTERED_INPUTS, check_grids=False)
-    out_dir = case.folder / "aligned" if out_dir is None else Path(out_dir)
+    out_dir = case.folder / ALIGNED_FOLDER if out_dir is None else Path(out_dir)
     outputs = _output_paths(out_dir)
     existing = [path for path in outputs if path.exists()]
     report = _read_report(out_dir / _REPORT)
     if not _written_by_prostseg(report):
         if existing:
             return RegistrationState(False, f"{existing[0]} exists but was not written by prostseg "
-                                     "(no readable registration.json)", False)
+                                     f"(no readable {_REPORT})", False)
         return RegistrationState(False, "not registered", True)
     if report.get("status") == "incomplete":
         return RegistrationState(False, "an earlier registration was interrupted", True)
@@ -1010,7 +1017,7 @@ def register_case(
     """
     started = time.perf_counter()
     case = find_case(case_dir, require=_REGISTERED_INPUTS, check_grids=False)
-    out_dir = case.folder / "aligned" if out_dir is None else Path(out_dir)
+    out_dir = case.folder / ALIGNED_FOLDER if out_dir is None else Path(out_dir)
     existing = [path for path in _output_paths(out_dir) if path.exists()]
     if existing and not overwrite:
         raise InputError(existing[0], "already exists; pass overwrite=True to replace the registration results")
@@ -1037,10 +1044,10 @@ def register_case(
     })
 
     for modality, volume in aligned.items():
-        save_like(volume.data, t2w, out_dir / f"{modality}.nii.gz", overwrite=True)
-        save_transform(result, out_dir / f"{modality}_transform.txt", overwrite=True)
+        save_like(volume.data, t2w, out_dir / volume_file(modality), overwrite=True)
+        save_transform(result, transform_file(out_dir, modality), overwrite=True)
     stack = np.stack([t2w.data, aligned["dwi"].data, aligned["adc"].data], axis=-1).astype(np.float32)
-    save_like(stack, t2w, out_dir / "stack.nii.gz", overwrite=True)
+    save_like(stack, t2w, out_dir / volume_file(STACK), overwrite=True)
     report.update(status="complete", seconds=round(time.perf_counter() - started, 2))
     _write_report(report, out_dir / _REPORT)
     return out_dir
@@ -1068,7 +1075,7 @@ def _register_task(item: tuple, threads: int) -> dict:
     """Register one case in a worker (see :func:`register_dataset`)."""
     case_dir, transforms, overwrite, note = item
     _use_threads(threads)
-    out_dir = Path(case_dir) / "aligned"
+    out_dir = Path(case_dir) / ALIGNED_FOLDER
     replace_ours = _written_by_prostseg(_read_report(out_dir / _REPORT))
     register_case(case_dir, overwrite=overwrite or replace_ours, transforms=transforms,
                   number_of_threads=threads)
@@ -1174,7 +1181,7 @@ def register_dataset(
             rows[folder.name] = {"case": folder.name, "status": "failed", "error": one_line(err)}
         else:
             if state.up_to_date and not overwrite:
-                report = json.loads((folder / "aligned" / _REPORT).read_text())
+                report = json.loads((folder / ALIGNED_FOLDER / _REPORT).read_text())
                 rows[folder.name] = {"case": folder.name, "status": "up to date",
                                      **_quality_columns(report)}
             else:

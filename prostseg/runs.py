@@ -215,8 +215,8 @@ class UNetTrainingConfig(_TrainingConfig):
     target_spacing : float, optional
         Resample every slice to pixels of this size (mm) before the centre pad/crop,
         so that ``image_size`` pixels cover ``image_size * target_spacing`` mm whatever
-        the scan's spacing (:mod:`prostseg.pipeline`). By default (as in the seed
-        project) slices keep their own spacing. Inference reads it from the run's
+        the scan's spacing (:mod:`prostseg.slices`). By default slices keep their
+        own spacing. Inference reads it from the run's
         ``config.json`` (:func:`prostseg.inference.predict_case`).
     batch_size : int
         Slices per step *on each replica*; the global batch is ``batch_size`` times
@@ -337,10 +337,10 @@ class Pix2PixTrainingConfig(_TrainingConfig):
         generator depth.
     target_spacing : float, optional
         Resample every slice to pixels of this size (mm) and centre pad or crop it to
-        ``image_size`` instead of resizing the whole slice (:mod:`prostseg.pipeline`):
+        ``image_size`` instead of resizing the whole slice (:mod:`prostseg.slices`):
         the network then sees every scan at the same physical scale, on a field of
-        view of ``image_size * target_spacing`` mm. By default slices are resized, as
-        in the seed project.
+        view of ``image_size * target_spacing`` mm. By default whole slices are
+        resized.
     base_filters : int
         Filters of the generator's first level (64 in the paper).
     generator_levels : int, optional

@@ -63,9 +63,11 @@ from typing import ClassVar
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, STACK, Case, find_case
+from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, Case, find_case
 from prostseg.errors import InputError
 from prostseg.parallel import CaseRows, one_line, run_cases, write_summary
+from prostseg.recipes import recipe as model_recipe
+from prostseg.slices import CLIP_PERCENTILES
 
 __all__ = [
     "CACHE_FOLDER",
@@ -100,9 +102,10 @@ class Recipe:
     Parameters
     ----------
     model : {"unet", "pix2pix"}
-        U-Net: T2W slices (:func:`~prostseg.pipeline.prepare_unet_volume`) and binary
-        masks of ``label``; Pix2Pix: registered 3-channel stacks
-        (:func:`~prostseg.pipeline.prepare_pix2pix_volume`) and zone labels.
+        The model's recipe (:mod:`prostseg.recipes`). U-Net: T2W slices
+        (:func:`~prostseg.slices.prepare_unet_volume`) and binary masks of ``label``;
+        Pix2Pix: registered 3-channel stacks
+        (:func:`~prostseg.slices.prepare_pix2pix_volume`) and zone labels.
     image_size : int, optional
         Side of the square slices (default: the model's, 384 or 256).
     target_spacing : float, optional
@@ -122,13 +125,11 @@ class Recipe:
     label: str = "lesion"
 
     def __post_init__(self):
-        from prostseg.pipeline import PIX2PIX_IMAGE_SIZE, UNET_IMAGE_SIZE
-
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.label not in MASKS:
             raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
-        size = self.image_size or (UNET_IMAGE_SIZE if self.model == "unet" else PIX2PIX_IMAGE_SIZE)
+        size = self.image_size or model_recipe(self.model).image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"image_size must be a positive int, got {size!r}")
         object.__setattr__(self, "image_size", size)
@@ -147,17 +148,15 @@ class Recipe:
     @property
     def inputs(self) -> tuple[str, str]:
         """The case files the recipe reads (their checksums go into ``CASE.json``)."""
-        return ("t2w", self.label) if self.model == "unet" else (STACK, "zones")
+        return (model_recipe(self.model).input, self.label)
 
     @property
     def channels(self) -> int:
         """Channels of the image slices."""
-        return 1 if self.model == "unet" else 3
+        return len(model_recipe(self.model).channels)
 
     def parameters(self) -> dict:
         """Everything the prepared slices depend on besides the input files."""
-        from prostseg.pipeline import CLIP_PERCENTILES
-
         normalisation = (f"percentile clip {list(CLIP_PERCENTILES)} per volume, min-max to [0, 1]"
                          if self.model == "unet" else "z-score per volume and channel")
         geometry = ("centre pad/crop" if self.model == "unet" or self.target_spacing is not None

@@ -375,9 +375,9 @@ def slice_level_split(
 ) -> dict[str, list[SliceId]]:
     """Split *slices* at random, ignoring patients: the mistake this package avoids.
 
-    The original notebooks shuffled all slices and cut the list, so slices of one
-    patient end up in both parts. This function reproduces that split only so that
-    :func:`slice_leakage` can show what it does; train on :func:`split_patients`.
+    Shuffling all slices and cutting the list puts slices of one patient into both
+    parts. This function makes that split only so that :func:`slice_leakage` can show
+    what it does; train on :func:`split_patients`.
 
     Parameters
     ----------

@@ -65,10 +65,11 @@ from prostseg import losses
 from prostseg.atomic import atomic_path, remove_leftovers
 from prostseg.checkpoints import restore_checkpoint, save_checkpoint
 from prostseg.datacheck import check_training_data
-from prostseg.dataset import NUM_ZONE_CLASSES, STACK, ZONE_NAMES, discover_cases
+from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases
 from prostseg.metrics import per_class_dice
-from prostseg.models import build_pix2pix_discriminator, build_pix2pix_generator, build_unet
-from prostseg.pipeline import count_slices, pix2pix_dataset, pix2pix_epochs, unet_dataset
+from prostseg.models import build_pix2pix_discriminator
+from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
+from prostseg.recipes import PIX2PIX, UNET
 from prostseg.slice_cache import Recipe, prepare_cases
 from prostseg.runs import (
     CONFIG_FILE,
@@ -94,6 +95,7 @@ __all__ = [
     "HISTORY_FILE",
     "SPLIT_FILE",
     "STRATEGIES",
+    "TRAINERS",
     "UNET_LOSSES",
     "Pix2PixTrainingConfig",
     "TrainingResult",
@@ -415,9 +417,7 @@ def _overlap_scores(sums: dict[str, float], prefix: str = "") -> dict[str, float
 def _unet_model(config: UNetTrainingConfig, strategy: tf.distribute.Strategy):
     """The U-Net of ``config`` and its built Adam optimiser, in the strategy's scope."""
     with _dtype_policy(config.mixed_precision), strategy.scope():
-        model = _float32_outputs(build_unet(
-            (config.image_size, config.image_size, 1), base_filters=config.base_filters, depth=config.depth
-        ))
+        model = _float32_outputs(UNET.build_model(config))
         optimizer = _adam(config, model)
     return model, optimizer
 
@@ -477,7 +477,7 @@ def train_unet(
         When ``output_dir`` holds something else (see :mod:`prostseg.runs`), or the
         data folder or split file cannot be used.
     """
-    strategy, folder, train_cases, val_cases = _start(config, ("t2w", config.label), overwrite)
+    strategy, folder, train_cases, val_cases = _start(config, (UNET.input, config.label), overwrite)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     recipe = Recipe("unet", config.image_size, config.target_spacing, config.label)
     options = dict(image_size=config.image_size, label=config.label,
@@ -492,7 +492,7 @@ def train_unet(
         seed=config.seed, repeat=True, cache=config.cache, intensity_augment=config.intensity_augment,
         shape_augment=config.shape_augment, **options,
     )
-    val_data = unet_dataset(val_cases, batch_size=global_batch, shuffle=False, **options) if val_cases else None
+    val_data = UNET.dataset(val_cases, batch_size=global_batch, **options) if val_cases else None
 
     model, optimizer = _unet_model(config, strategy)
     loss_function = UNET_LOSSES[config.loss]
@@ -519,10 +519,10 @@ def train_unet(
         config, strategy, folder, models={"model": model}, optimizers={"model": optimizer},
         replica_step=replica_step, epoch_batches=lambda epoch: itertools.islice(batches, steps),
         epoch_values=lambda sums, n: {"loss": sums["loss"] / n, **_overlap_scores(sums)},
-        validate=validate, best=(monitor, True, model, "best.keras"), callbacks=callbacks,
+        validate=validate, best=(monitor, True, model, UNET.best_file), callbacks=callbacks,
         steps_per_epoch=steps,
     )
-    model_path = folder / "model.keras"
+    model_path = folder / UNET.model_file
     with atomic_path(model_path) as tmp:
         model.save(tmp)
     _write_model_card(config, folder)
@@ -554,10 +554,7 @@ def _pix2pix_models(config: Pix2PixTrainingConfig, strategy: tf.distribute.Strat
     """(generator, discriminator, their built Adam optimisers) of ``config``, in the scope."""
     shape = (config.image_size, config.image_size, 3)
     with _dtype_policy(config.mixed_precision), strategy.scope():
-        generator = _float32_outputs(build_pix2pix_generator(
-            shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.base_filters, levels=config.generator_levels,
-            upsampling=config.generator_upsampling,
-        ))
+        generator = _float32_outputs(PIX2PIX.build_model(config))
         discriminator = _float32_outputs(build_pix2pix_discriminator(
             shape, num_classes=NUM_ZONE_CLASSES, base_filters=config.discriminator_filters,
             downsamples=config.discriminator_downsamples,
@@ -647,7 +644,7 @@ def train_pix2pix(
     InputError
         As for :func:`train_unet`.
     """
-    strategy, folder, train_cases, val_cases = _start(config, ("zones", STACK), overwrite)
+    strategy, folder, train_cases, val_cases = _start(config, ("zones", PIX2PIX.input), overwrite)
     replicas = strategy.num_replicas_in_sync
     slice_cache = _prepared(config, Recipe("pix2pix", config.image_size, config.target_spacing),
                             train_cases + val_cases)
@@ -659,7 +656,7 @@ def train_pix2pix(
         config, generator, discriminator, generator_optimizer, discriminator_optimizer, global_batch
     )
     val_data = (
-        pix2pix_dataset(val_cases, image_size=config.image_size, batch_size=8, augment=False, shuffle=False,
+        PIX2PIX.dataset(val_cases, image_size=config.image_size, batch_size=8,
                         target_spacing=config.target_spacing, cache=config.cache,
                         slice_cache=slice_cache)
         if val_cases else None
@@ -686,13 +683,17 @@ def train_pix2pix(
         replica_step=replica_step, epoch_batches=epoch_batches,
         epoch_values=lambda sums, n: {key: sums[key] / n for key in loss_columns},
         validate=(lambda: _zone_dice(predict_labels, val_data)) if val_data is not None else None,
-        best=("val_dice_mean", False, generator, "best_generator.keras"),
+        best=("val_dice_mean", False, generator, PIX2PIX.best_file),
         learning_rate_at=config.learning_rate_at, callbacks=callbacks,
     )
-    model_path = folder / "generator.keras"
+    model_path = folder / PIX2PIX.model_file
     for model, path in ((generator, model_path), (discriminator, folder / "discriminator.keras")):
         with atomic_path(path) as tmp:
             model.save(tmp)
     _write_model_card(config, folder)
     key, lower = ("val_dice_mean", False) if val_cases else ("gen_l1", True)
     return training_result(folder, model_path, key, lower, replicas, global_batch)
+
+
+#: The training function of each model kind that prostseg trains (:mod:`prostseg.recipes`).
+TRAINERS = {UNET.kind: train_unet, PIX2PIX.kind: train_pix2pix}

@@ -275,7 +275,7 @@ def plot_history(history: str | os.PathLike | Sequence[dict], *, columns: int = 
     ['training', 'validation']
     """
     if isinstance(history, (str, os.PathLike)):
-        from prostseg.training import read_history
+        from prostseg.runs import read_history
 
         history = read_history(history)
     if not history:

@@ -179,6 +179,12 @@ def _build(row_id: str, data: Path, tmp: Path) -> dict[str, str]:
     elif row_id == "keras-empty":
         extra["model"] = tmp / "model.keras"
         extra["model"].write_bytes(b"")
+    elif row_id == "keras-unknown-kind":
+        import keras
+
+        extra["model"] = tmp / "model.keras"
+        image = keras.Input((32, 32, 1))
+        keras.Model(image, keras.layers.Activation("sigmoid")(image), name="mine").save(extra["model"])
     elif row_id == "import-shifted":
         extra["src"] = _shifted_lesion_source(tmp / "src")
     elif row_id == "phantom-exists":

@@ -168,3 +168,46 @@ def test_real_multiparametric_case_on_different_grids(real_data_dir):
         "dwi": folder / "hbv.mha",
         "lesion": folder / "lesion.nii.gz",
     }
+
+
+def _layout_literals(source: str) -> list[tuple[int, str]]:
+    """(line, text) of the string constants of ``source`` that spell a case layout name;
+    docstrings (documentation, which may describe the layout) are left out."""
+    import ast
+    import re
+
+    from prostseg.dataset import ALIGNED_FOLDER, CASE_ROLES, PHANTOM_FILE, REGISTRATION_FILE, STACK
+
+    files = "|".join(re.escape(name) for name in (*CASE_ROLES, STACK))
+    pattern = re.compile(
+        rf"^{ALIGNED_FOLDER}$|(?<![\w.]){ALIGNED_FOLDER}/|(?<![\w.])({files})\.nii"
+        rf"|{re.escape(REGISTRATION_FILE)}|{re.escape(PHANTOM_FILE)}"
+    )
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value) for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings and pattern.search(node.value)]
+
+
+def test_the_layout_names_are_spelt_in_prostseg_dataset_only():
+    from pathlib import Path
+
+    import prostseg
+
+    package = Path(prostseg.__file__).parent
+    found = {
+        f"{path.relative_to(package)}:{line}": text
+        for path in sorted(package.rglob("*.py")) if path.name != "dataset.py"
+        for line, text in _layout_literals(path.read_text(encoding="utf-8"))
+    }
+    assert found == {}, "ask prostseg.dataset for these names instead"
+    # The scan finds what it looks for, and leaves docstrings and plain English alone.
+    source = ('"""Writes aligned/stack.nii.gz."""\nA = "aligned"\nB = f"{x}/registration.json"\n'
+              'C = "t2w.nii.gz"\nD = "images aligned to the T2W"\nE = "phantom.json"\n')
+    assert sorted(line for line, _ in _layout_literals(source)) == [2, 3, 4, 6]
+    assert _layout_literals("X = 'case/aligned/dwi_transform.txt'")

@@ -193,7 +193,14 @@ def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom
     np.testing.assert_array_equal(result.reference, reference)
     gland, zone_map = result.predictions["U-Net"], result.predictions["Pix2Pix"]
     assert gland.shape == zone_map.shape == zones.shape
-    assert set(np.unique(gland)) <= {0, 1} and zone_map.max() <= 4
+    # Each model saw its own input, and its prediction was cleaned to the largest component.
+    from prostseg.inference import load_model, predict_volume
+
+    for predicted, model_file, source in ((gland, "unet.keras", "t2w.nii.gz"),
+                                          (zone_map, "generator.keras", "aligned/stack.nii.gz")):
+        volume = load_volume(case / source, channels=3 if "stack" in source else None)
+        np.testing.assert_array_equal(predicted, predict_volume(
+            load_model(tmp_path / model_file), volume, largest_component=True))
     rows = {row["model"]: row for row in result.scores}
     assert math.isclose(rows["U-Net"]["whole gland"], dice(gland > 0, reference > 0))
     assert math.isnan(rows["U-Net"]["peripheral zone"])
@@ -205,7 +212,7 @@ def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom
 def test_score_real_case_without_zones_predicts_and_needs_the_inputs(phantom_dir, tmp_path):
     import shutil
 
-    from prostseg.models import build_unet
+    from prostseg.models import build_pix2pix_generator, build_unet
 
     case = tmp_path / "case"
     case.mkdir()
@@ -214,5 +221,8 @@ def test_score_real_case_without_zones_predicts_and_needs_the_inputs(phantom_dir
     result = score_real_case(case, unet_model=tmp_path / "unet.keras")
     assert result.reference is None and result.scores == []
     assert result.predictions["U-Net"].shape == result.t2w.shape
-    with pytest.raises(InputError, match="dwi|adc"):
+    with pytest.raises(InputError, match="unet.keras: holds a U-Net model, not a pix2pix model"):
         score_real_case(case, pix2pix_model=tmp_path / "unet.keras")
+    build_pix2pix_generator((32, 32, 3), base_filters=2).save(tmp_path / "generator.keras")
+    with pytest.raises(InputError, match="missing dwi"):
+        score_real_case(case, pix2pix_model=tmp_path / "generator.keras")

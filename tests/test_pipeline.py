@@ -19,13 +19,15 @@ from prostseg.pipeline import (  # noqa: E402
     augment_shape,
     count_slices,
     pix2pix_dataset,
+    unet_dataset,
+)
+from prostseg.slices import (  # noqa: E402
     prepare_pix2pix_volume,
     prepare_unet_mask,
     prepare_unet_volume,
     prepare_zone_labels,
     restore_pix2pix_slices,
     restore_unet_slices,
-    unet_dataset,
 )
 from prostseg.metrics import dice  # noqa: E402
 from prostseg.preprocessing import center_pad_crop, resize_image, zscore_normalize  # noqa: E402

@@ -21,7 +21,7 @@ from hypothesis.extra.numpy import arrays
 
 from prostseg.errors import InputError
 from prostseg.io import load_volume, save_like
-from prostseg.pipeline import prepare_unet_mask, restore_unet_slices
+from prostseg.slices import prepare_unet_mask, restore_unet_slices
 from prostseg.preprocessing import center_pad_crop, labels_from_one_hot, minmax_normalize, one_hot, resize_labels
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

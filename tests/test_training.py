@@ -25,7 +25,7 @@ from prostseg.cli import main
 from prostseg.errors import InputError
 from prostseg.inference import load_model, predict_volume, run_target_spacing
 from prostseg.io import load_volume, save_like
-from prostseg.pipeline import prepare_unet_mask
+from prostseg.slices import prepare_unet_mask
 from prostseg.metrics import iou
 from prostseg.splits import PatientSplit
 from prostseg.training import (
@@ -129,7 +129,7 @@ def test_bad_config_file_names_file_and_problem(tmp_path, content, problem):
 
 
 @pytest.mark.slow
-def test_unet_learns_the_gland_of_its_training_slices(phantom_dir, split_file, tmp_path):
+def test_unet_learns_the_gland_and_finds_it_in_held_out_patients(phantom_dir, split_file, tmp_path):
     config = UNetTrainingConfig(
         phantom_dir, tmp_path / "run", split_file=split_file, label="zones", loss="bce_dice",
         epochs=4, steps_per_epoch=30, learning_rate=3e-3, **TINY_UNET,
@@ -139,30 +139,36 @@ def test_unet_learns_the_gland_of_its_training_slices(phantom_dir, split_file, t
     history = read_history(result.history_path)
     assert [row["epoch"] for row in history] == list(range(4))
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    split = json.loads(split_file.read_text())
     # Training IoU (pooled over the last epoch's batches) against the best constant
     # prediction, all ones, on the same training slices.
     masks = [
         prepare_unet_mask(load_volume(phantom_dir / case_id / "zones.nii.gz", label=True), 64)
-        for case_id in json.loads(split_file.read_text())["train"]
+        for case_id in split["train"]
     ]
     all_ones = iou(np.ones_like(np.concatenate(masks)), np.concatenate(masks))
     assert history[-1]["iou"] > 0.5
     assert history[-1]["iou"] > all_ones + 0.3
-    # Prediction runs batch normalisation on its moving averages, not on batch
+    # What it learnt carries over to patients it never saw (validation and test), and
+    # prediction runs batch normalisation on its moving averages, not on batch
     # statistics: after a short run they must have caught up with training.
     model = load_model(result.model_path)
-    train_ids = json.loads(split_file.read_text())["train"]
+    held_out = [*split["val"], *split["test"]]
+    assert held_out and not set(held_out) & set(split["train"])
+    truths = [load_volume(phantom_dir / case_id / "zones.nii.gz", label=True).data > 0
+              for case_id in held_out]
     predicted_iou = np.mean([
-        iou(predict_volume(model, load_volume(phantom_dir / case_id / "t2w.nii.gz")),
-            load_volume(phantom_dir / case_id / "zones.nii.gz", label=True).data > 0)
-        for case_id in train_ids
+        iou(predict_volume(model, load_volume(phantom_dir / case_id / "t2w.nii.gz")), truth)
+        for case_id, truth in zip(held_out, truths)
     ])
+    all_ones_held_out = np.mean([iou(np.ones_like(truth), truth) for truth in truths])
     assert predicted_iou > 0.5
+    assert predicted_iou > all_ones_held_out + 0.3
     assert (tmp_path / "run" / "best.keras").is_file()
-    assert json.loads((tmp_path / "run" / "split.json").read_text()) == json.loads(split_file.read_text())
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == split
     # every finished run describes itself: data, split and held-out scores
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
-    assert "best.keras" in card and all(case_id in card for case_id in train_ids)
+    assert "best.keras" in card and all(case_id in card for case_id in split["train"])
 
 
 def test_unet_trains_without_validation_patients(phantom_dir, tmp_path):

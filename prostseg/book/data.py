@@ -42,7 +42,14 @@ import tempfile
 from pathlib import Path
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import discover_cases, find_case
+from prostseg.dataset import (
+    ALIGNED_FOLDER,
+    CASE_ROLES,
+    PHANTOM_FILE,
+    discover_cases,
+    find_case,
+    volume_file,
+)
 from prostseg.errors import InputError
 from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
 
@@ -80,11 +87,11 @@ SAMPLE_ORIGIN = "shipped with prostseg"
 # real_data() records here which file of the real-data folder it copied from where.
 _SOURCES = ".sources.json"
 
-_METADATA = "phantom.json"
+_METADATA = PHANTOM_FILE
 _GENERATOR = "prostseg.phantom"
 # What write_phantom_dataset writes into a case folder, plus the registration outputs.
-_VOLUME_FILES = ("t2w.nii.gz", "adc.nii.gz", "dwi.nii.gz", "lesion.nii.gz", "zones.nii.gz")
-_PROSTSEG_ENTRIES = frozenset((*_VOLUME_FILES, _METADATA, "aligned"))
+_VOLUME_FILES = tuple(volume_file(role) for role in CASE_ROLES)
+_PROSTSEG_ENTRIES = frozenset((*_VOLUME_FILES, _METADATA, ALIGNED_FOLDER))
 _CASE_NAME = re.compile(r"phantom-(\d{3})")
 
 
@@ -305,7 +312,7 @@ def _case_files(case_dir: Path) -> dict[str, Path]:
     files = {}
     for path in sorted(case_dir.rglob("*")):
         relative = path.relative_to(case_dir)
-        if path.is_file() and not any(part.startswith(".") or part == "aligned" for part in relative.parts):
+        if path.is_file() and not any(part.startswith(".") or part == ALIGNED_FOLDER for part in relative.parts):
             files[relative.as_posix()] = path
     return files
 
