@@ -286,7 +286,9 @@ def _write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
             for image, label in zip(images, labels):
                 example = tf.train.Example(features=tf.train.Features(
                     feature={"image": feature(image), "label": feature(label)}))
-                writer.write(example.SerializeToString())
+                # deterministic: the feature map in one order, so every process (a Dask
+                # worker, say) writes the same bytes for the same slices
+                writer.write(example.SerializeToString(deterministic=True))
 
 
 def _prepare_case(case: Case, recipe: Recipe, cache_dir: Path) -> dict:

@@ -205,7 +205,9 @@ def test_prepare_on_a_dask_local_cluster_writes_the_local_bytes(unet_data, tmp_p
             result = prepare_dataset(unet_data, recipe, cache_dir=tmp_path / "cache", client=client,
                                      progress=False)
     assert result.counts() == {"prepared": 4}
-    local = default_cache_dir(unet_data) / recipe.name
+    local = prepare_dataset(unet_data, recipe, cache_dir=tmp_path / "local", workers=1,
+                            progress=False).folder
+    assert len(list(local.glob("phantom-*.tfrecord"))) == 4
     for path in sorted(local.glob("phantom-*")):
         theirs = result.folder / path.name
         if path.suffix == ".tfrecord":
