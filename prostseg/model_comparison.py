@@ -5,10 +5,6 @@ that both can be given. The U-Net of this package predicts one mask (the whole g
 when trained with ``label="zones"``); the Pix2Pix generator predicts the four zones.
 Both can be scored on the whole gland, and Pix2Pix also zone by zone:
 
-* :func:`finished_run` -- find a completed training run that used a given patient
-  split, so that its model can be reused instead of trained again (it lives in
-  :mod:`prostseg.runs`, with the rest of the run-folder protocol, and is re-exported
-  here);
 * :func:`gland_and_zone_dice` -- Dice of the whole gland and, for zone maps, of each zone.
 
 Real zone masks are often drawn with two zones only (the Medical Segmentation Decathlon,
@@ -40,11 +36,8 @@ from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
 from prostseg.io import Volume, check_same_grid, load_volume
 from prostseg.metrics import dice, per_class_dice
-from prostseg.runs import FinishedRun, finished_run
 
 __all__ = [
-    "FinishedRun",
-    "finished_run",
     "gland_and_zone_dice",
     "TWO_ZONE_NAMES",
     "REFERENCE_FOLDER",

@@ -53,19 +53,13 @@ import tensorflow as tf
 from prostseg.dataset import ALIGNED_FOLDER, MASKS, NUM_ZONE_CLASSES, STACK, Case, volume_file
 from prostseg.errors import InputError
 from prostseg.io import Volume, check_same_grid, load_volume, volume_grid
-# The volume preparation lives in prostseg.slices (no TensorFlow); its names stay
-# importable from here because chapters 3, 6, 8 and 9 of the book use them as pipeline.*.
-from prostseg.slices import (  # noqa: F401
-    CLIP_PERCENTILES,
+from prostseg.slices import (
     PIX2PIX_IMAGE_SIZE,
     UNET_IMAGE_SIZE,
     prepare_pix2pix_volume,
     prepare_unet_mask,
     prepare_unet_volume,
     prepare_zone_labels,
-    resampled_size,
-    restore_pix2pix_slices,
-    restore_unet_slices,
 )
 
 __all__ = [

@@ -17,8 +17,7 @@ A run is described by a configuration dataclass (:class:`UNetTrainingConfig`,
       workers/             multi-worker runs: the files of the non-chief workers
 
 This module reads and writes those files; :mod:`prostseg.training` trains. Plotting a
-history (:func:`read_history`) or finding a finished run (:func:`finished_run`)
-therefore does not start TensorFlow.
+history (:func:`read_history`) therefore does not start TensorFlow.
 
 Resuming
 --------
@@ -61,12 +60,10 @@ __all__ = [
     "SPLIT_FILE",
     "STRATEGIES",
     "UNET_LOSS_NAMES",
-    "FinishedRun",
     "Pix2PixTrainingConfig",
     "TrainingResult",
     "UNetTrainingConfig",
     "append_row",
-    "finished_run",
     "load_config",
     "patient_split",
     "prepare_run_folder",
@@ -665,103 +662,3 @@ def append_row(path: Path, row: dict[str, float]) -> None:
         writer.writeheader()
     writer.writerow(row)
     _write_history(path, text + buffer.getvalue())
-
-
-# --- finished runs --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """A completed training run found by :func:`finished_run`.
-
-    Attributes
-    ----------
-    config : UNetTrainingConfig or Pix2PixTrainingConfig
-        The run's ``config.json``.
-    model_path : pathlib.Path
-        The final model (``model.keras`` or ``generator.keras``).
-    history_path : pathlib.Path
-        The run's ``history.csv``.
-    """
-
-    config: object
-    model_path: Path
-    history_path: Path
-
-
-def finished_run(
-    run_dir: str | os.PathLike,
-    split: PatientSplit,
-    *,
-    kind: str,
-    data_dir: str | os.PathLike | None = None,
-    **settings,
-) -> FinishedRun | None:
-    """Return the run in ``run_dir`` if it finished and used ``split``, else None.
-
-    A run qualifies when ``run_dir`` holds a ``config.json`` of the given ``kind``,
-    its ``split.json`` equals ``split``, its final model exists, ``history.csv`` has
-    a row for every configured epoch (an interrupted run does not qualify), it was
-    trained on ``data_dir`` (compared as resolved paths; relative paths in the run's
-    configuration are taken relative to the current folder), and every keyword of
-    ``settings`` equals the configuration field of that name.
-
-    Parameters
-    ----------
-    run_dir : str or os.PathLike
-        A run folder of :func:`prostseg.training.train_unet` or
-        :func:`prostseg.training.train_pix2pix`; it need not exist.
-    split : PatientSplit
-        The split the run must have used.
-    kind : {"unet", "pix2pix"}
-        The model the run must have trained.
-    data_dir : str or os.PathLike, optional
-        The data folder the run must have used.
-    **settings
-        Further configuration fields and their required values, e.g. ``label="zones"``.
-
-    Returns
-    -------
-    FinishedRun or None
-
-    Raises
-    ------
-    ValueError
-        For an unknown ``kind`` or a keyword that is no configuration field of it.
-    InputError
-        When ``run_dir`` holds a ``config.json`` or ``split.json`` that cannot be read
-        (a damaged run is reported, not silently skipped).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> split = PatientSplit(train=["a", "b"], val=[], test=["c"], seed=0)
-    >>> finished_run(tempfile.mkdtemp(), split, kind="unet") is None  # no run there
-    True
-    """
-    if kind not in MODEL_FILES:
-        raise ValueError(f"kind must be one of {tuple(MODEL_FILES)}, got {kind!r}")
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        return None
-    config = load_config(config_path)
-    if config.KIND != kind:
-        return None
-    unknown = sorted(name for name in settings if not hasattr(config, name))
-    if unknown:
-        raise ValueError(f"{kind} configurations have no field(s) {unknown}")
-    model_path, history_path, split_path = (
-        run_dir / MODEL_FILES[kind], run_dir / HISTORY_FILE, run_dir / SPLIT_FILE
-    )
-    if not (model_path.is_file() and history_path.is_file() and split_path.is_file()):
-        return None
-    if PatientSplit.from_json(split_path) != split:
-        return None
-    if data_dir is not None and Path(config.data_dir).resolve() != Path(data_dir).resolve():
-        return None
-    if any(getattr(config, name) != value for name, value in settings.items()):
-        return None
-    if len(read_history(history_path)) < config.epochs:
-        return None
-    return FinishedRun(config, model_path, history_path)

@@ -1,4 +1,5 @@
-"""Finding reusable training runs, and scoring gland and zones (prostseg.model_comparison)."""
+"""Finding reusable training runs (prostseg.book.runs), and scoring gland and zones
+(prostseg.model_comparison)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from prostseg.errors import InputError
 import nibabel as nib
 
+from prostseg.book.runs import finished_run
+from prostseg.errors import InputError
 from prostseg.model_comparison import (
-    finished_run,
     gland_and_zone_dice,
     reference_agreement,
     score_real_case,

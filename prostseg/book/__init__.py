@@ -16,6 +16,7 @@ exists to teach it, and nothing in the core imports it. Every chapter starts wit
 :mod:`~prostseg.book.chapter`  :func:`setup` and :class:`Chapter`: data, outputs, seed, clean-up
 :mod:`~prostseg.book.data`     the phantom dataset, the shipped real study, where data came from
 :mod:`~prostseg.book.checks`   registration geometry, augmentation census, stream statistics
+:mod:`~prostseg.book.runs`     the finished training run a chapter can reuse
 :mod:`~prostseg.book.tables`   rows as Markdown tables
 :mod:`~prostseg.book.palette`  the zone and lesion colours of every figure
 :mod:`~prostseg.book.widgets`  the slice browser and its static twin
