@@ -19,6 +19,12 @@ damaged after it was published (a file missing, truncated or overwritten: a full
 a copy cut short, a failing drive) is skipped, with one line on standard error naming it
 and the reason, and the one before it is used.
 
+The best model of a run follows the same rule: :func:`set_aside_best` keeps the model of
+a new best epoch in the checkpoint folder, and :func:`promote_best` moves it into place
+(``best.keras``) only once a checkpoint covers that epoch. A resumed run, which repeats
+the epochs after its checkpoint and drops their history rows, therefore never keeps a
+best model of an epoch that is no longer in the history.
+
 Examples
 --------
 >>> import tempfile
@@ -47,8 +53,16 @@ from pathlib import Path
 import tensorflow as tf
 
 from prostseg.atomic import atomic_path
+from prostseg.errors import OutputError
 
-__all__ = ["KEEP", "published_checkpoints", "restore_checkpoint", "save_checkpoint"]
+__all__ = [
+    "KEEP",
+    "promote_best",
+    "published_checkpoints",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "set_aside_best",
+]
 
 #: Checkpoints kept: the newest and the one before, to fall back on.
 KEEP = 2
@@ -57,6 +71,8 @@ _STATE_FILE = "checkpoint"
 # ckpt-N/ folders; ckpt-N.index files were written by tf.train.CheckpointManager
 # (prostseg before checkpoints were published whole) and are still read.
 _NAME = re.compile(r"ckpt-(\d+)(\.index)?")
+# A best model set aside until a checkpoint covers its epoch (0-based).
+_BEST = re.compile(r"best-epoch-(\d+)\.keras")
 
 
 def published_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
@@ -92,8 +108,13 @@ def save_checkpoint(checkpoint: tf.train.Checkpoint, directory: str | os.PathLik
     directory = Path(directory)
     _delete(directory, number)
     checkpoint.save_counter.assign(number)  # saved too, as tf.train.CheckpointManager does
-    with atomic_path(directory / f"ckpt-{number}") as tmp:
-        checkpoint.write(str(tmp / _PREFIX))
+    try:
+        with atomic_path(directory / f"ckpt-{number}") as tmp:
+            checkpoint.write(str(tmp / _PREFIX))
+    except tf.errors.OpError as err:  # a full disk, say: TensorFlow's error, one line
+        lines = err.message.strip().splitlines()
+        raise OutputError(directory / f"ckpt-{number}",
+                          f"cannot write the checkpoint: {lines[0] if lines else err}") from None
     kept = published_checkpoints(directory)
     for old, _ in kept[keep:]:
         _delete(directory, old)
@@ -103,6 +124,63 @@ def save_checkpoint(checkpoint: tf.train.Checkpoint, directory: str | os.PathLik
     with atomic_path(directory / _STATE_FILE) as tmp:
         tmp.write_text("\n".join(state) + "\n", encoding="utf-8")
     return str(directory / f"ckpt-{number}" / _PREFIX)
+
+
+def set_aside_best(model, directory: str | os.PathLike, epoch: int) -> Path:
+    """Save ``model``, the best so far after 0-based ``epoch``, until a checkpoint covers it.
+
+    Any model set aside for an earlier epoch is dropped: this one is better.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"best-epoch-{epoch}.keras"
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    for older in _set_aside(directory):
+        if older != path:
+            older.unlink()
+    return path
+
+
+def promote_best(directory: str | os.PathLike, best_path: str | os.PathLike,
+                 epochs_done: int) -> Path | None:
+    """Move the model set aside for an epoch before ``epochs_done`` to ``best_path``.
+
+    Models set aside for later epochs (not covered by the checkpoint a run resumed
+    from) are removed.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``best_path`` when a model was moved there.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for epoch in (2, 4):
+    ...     _ = (folder / f"best-epoch-{epoch}.keras").write_text(f"epoch {epoch}")
+    >>> promote_best(folder, folder / "best.keras", epochs_done=4).read_text()
+    'epoch 2'
+    >>> sorted(path.name for path in folder.iterdir())
+    ['best.keras']
+    """
+    promoted = None
+    for path in _set_aside(Path(directory)):
+        if int(_BEST.fullmatch(path.name)[1]) < epochs_done:
+            os.replace(path, best_path)
+            promoted = Path(best_path)
+        else:
+            path.unlink()
+    return promoted
+
+
+def _set_aside(directory: Path) -> list[Path]:
+    """The best models set aside in ``directory``, oldest epoch first."""
+    if not directory.is_dir():
+        return []
+    found = [path for path in directory.iterdir() if _BEST.fullmatch(path.name)]
+    return sorted(found, key=lambda path: int(_BEST.fullmatch(path.name)[1]))
 
 
 def restore_checkpoint(checkpoint: tf.train.Checkpoint, directory: str | os.PathLike) -> int | None:

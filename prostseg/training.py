@@ -63,7 +63,7 @@ import tensorflow as tf
 
 from prostseg import losses
 from prostseg.atomic import atomic_path, remove_leftovers
-from prostseg.checkpoints import restore_checkpoint, save_checkpoint
+from prostseg.checkpoints import promote_best, restore_checkpoint, save_checkpoint, set_aside_best
 from prostseg.datacheck import check_training_data
 from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases
 from prostseg.metrics import per_class_dice
@@ -322,8 +322,9 @@ def _train_loop(
     sum over replicas and steps ``epoch_values(sums, steps)`` turns into the epoch's
     training columns; ``validate()`` adds the validation columns. ``best`` is
     ``(column, lower_is_better, model, file name)``: that model is saved whenever the
-    column improves. Per epoch, in this order (so that a kill at any point loses no
-    row and repeats none): history row and best model, then the checkpoint. Every file
+    column improves; it becomes ``best_file`` once a checkpoint covers its epoch
+    (:func:`prostseg.checkpoints.promote_best`). Per epoch, in this order (so that a
+    kill at any point loses no row and repeats none): history row, then the checkpoint. Every file
     is written atomically; a resumed run starts from the newest intact checkpoint
     (:mod:`prostseg.checkpoints`) and drops the history rows after it.
     """
@@ -342,6 +343,7 @@ def _train_loop(
     start = int(epochs_done.numpy())
     history_path = folder / HISTORY_FILE
     column, lower, best_model, best_file = best
+    promote_best(checkpoints, folder / best_file, start)  # a best the restored epochs hold
     sign = 1 if lower else -1
     best_so_far = min((sign * row[column] for row in truncate_history(history_path, start)
                        if math.isfinite(row.get(column, math.nan))), default=math.inf)
@@ -376,14 +378,14 @@ def _train_loop(
         score = sign * row.get(column, math.nan)
         if math.isfinite(score) and score < best_so_far:
             best_so_far = score
-            with atomic_path(folder / best_file) as tmp:
-                best_model.save(tmp)
+            set_aside_best(best_model, checkpoints, epoch)  # best_file once checkpointed
         row["seconds"] = time.perf_counter() - started
         append_row(history_path, row)
         summaries.write(row)
         epochs_done.assign(epoch + 1)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             save_checkpoint(checkpoint, checkpoints, epoch + 1)
+            promote_best(checkpoints, folder / best_file, epoch + 1)
         if config.verbose:
             print(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
                 f"{key} {value:.4f}" for key, value in row.items() if key != "epoch"), flush=True)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import prostseg.atomic
 from prostseg.atomic import remove_leftovers
-from prostseg.checkpoints import published_checkpoints, restore_checkpoint, save_checkpoint
+from prostseg.checkpoints import (
+    promote_best,
+    published_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+    set_aside_best,
+)
+from prostseg.errors import OutputError
 
 
 @pytest.fixture()
@@ -122,3 +130,30 @@ def test_checkpoints_of_the_older_layout_are_read(state, tmp_path):
     assert restore_checkpoint(checkpoint, tmp_path) == 4 and int(counter.numpy()) == 4
     _save_epochs(state, tmp_path, [5, 6])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "ckpt-5", "ckpt-6"]
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_naming_the_checkpoint(tmp_path,
+                                                                                 monkeypatch):
+    checkpoint = tf.train.Checkpoint(counter=tf.Variable(1))
+
+    def full_disk(prefix):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}: No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write", full_disk)
+    with pytest.raises(OutputError, match=r"ckpt-1: cannot write the checkpoint: .*No space left"):
+        save_checkpoint(checkpoint, tmp_path, 1)
+    assert published_checkpoints(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # no half-written folder left
+
+
+def test_a_best_model_is_kept_aside_until_a_checkpoint_covers_its_epoch(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    set_aside_best(model, tmp_path, 3)
+    set_aside_best(model, tmp_path, 5)  # a better one replaces it
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best-epoch-5.keras"]
+    best = tmp_path / "best.keras"
+    assert promote_best(tmp_path, best, epochs_done=5) is None  # resumed before epoch 5 ended
+    assert not best.exists() and list(tmp_path.iterdir()) == []
+    set_aside_best(model, tmp_path, 6)
+    assert promote_best(tmp_path, best, epochs_done=7) == best
+    assert keras.models.load_model(best).count_params() == 3
