@@ -225,7 +225,7 @@ def main(argv=None) -> int:
         s = dict(sizes=(4, 8), shape=(40, 40, 4), size=32, epochs=(3, 2))
     else:  # fewer epochs for the large set: an uncached epoch of 240 cases takes minutes here
         s = dict(sizes=(24, 240), shape=(320, 320, 19), size=384, epochs=(3, 2))
-    from prostseg.slice_cache import Recipe, prepare_dataset
+    from prostseg.slice_cache import SliceSpec, prepare_dataset
 
     args.phantoms.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     results, loads = {}, []
     for (n, data_dir), epochs in zip(folders.items(), s["epochs"]):
         wall, prepared = common.timed(lambda: prepare_dataset(
-            data_dir, Recipe("unet", s["size"]), cache_dir=cache_dir, progress=False,
+            data_dir, SliceSpec("unet", s["size"]), cache_dir=cache_dir, progress=False,
             workers=1 if args.quick else None))
         prepared.raise_if_failed()
         entry = {"prepare": {"counts": prepared.counts(), "wall_s": wall,

@@ -254,12 +254,12 @@ def _add_prepare_command(subparsers) -> None:
         help="write every case's prepared training slices once, for fast training (disk cache)",
         description="Prepare the training slices of every case of DATA_DIR whose cache entry is "
         "missing or out of date (inputs or settings changed), several at a time, here or on a Dask "
-        "cluster, into CACHE_DIR/RECIPE/CASE.tfrecord; train with --slice-cache CACHE_DIR and the "
+        "cluster, into CACHE_DIR/SPEC/CASE.tfrecord; train with --slice-cache CACHE_DIR and the "
         "same settings. Writes a summary CSV; exits 1 if any case failed.",
     )
     parser.add_argument("data_dir", type=Path, help="folder of case folders")
     parser.add_argument("--model", choices=("unet", "pix2pix"), required=True,
-                        help="the recipe: U-Net (T2W + mask) or Pix2Pix (registered stack + zones)")
+                        help="the model: U-Net (T2W + mask) or Pix2Pix (registered stack + zones)")
     parser.add_argument("--image-size", type=int,
                         help="side of the square slices (default 384 U-Net, 256 Pix2Pix)")
     parser.add_argument("--target-spacing", type=float, metavar="MM",
@@ -273,20 +273,20 @@ def _add_prepare_command(subparsers) -> None:
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
     parser.add_argument("--summary", type=Path,
-                        help="summary CSV (default: CACHE_DIR/RECIPE/summary.csv)")
+                        help="summary CSV (default: CACHE_DIR/SPEC/summary.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="prepare every case again")
     parser.set_defaults(handler=_run_prepare)
 
 
 def _run_prepare(args) -> int:
-    from prostseg.slice_cache import Recipe, prepare_dataset
+    from prostseg.slice_cache import SliceSpec, prepare_dataset
 
     try:
-        recipe = Recipe(args.model, args.image_size, args.target_spacing, args.label)
+        spec = SliceSpec(args.model, args.image_size, args.target_spacing, args.label)
     except ValueError as err:
         raise ProstsegError(f"invalid settings: {err}") from None
-    result = prepare_dataset(args.data_dir, recipe, cache_dir=args.cache_dir,
+    result = prepare_dataset(args.data_dir, spec, cache_dir=args.cache_dir,
                              workers=args.workers, client=args.scheduler, overwrite=args.overwrite,
                              summary_csv=args.summary, progress=not args.no_progress)
     print(", ".join(f"{count} {status}" for status, count in result.counts().items()))

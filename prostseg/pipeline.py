@@ -451,10 +451,10 @@ def count_slices(
     """
     cases = _checked_cases(cases, ("t2w", _checked_label(label)))
     if slice_cache is not None:
-        from prostseg.slice_cache import Recipe, cached_slice_counts
+        from prostseg.slice_cache import SliceSpec, cached_slice_counts
 
-        recipe = Recipe("unet", image_size, target_spacing, label)
-        return cached_slice_counts(cases, recipe, slice_cache, foreground=drop_empty)
+        spec = SliceSpec("unet", image_size, target_spacing, label)
+        return cached_slice_counts(cases, spec, slice_cache, foreground=drop_empty)
     if not drop_empty:
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
@@ -580,10 +580,10 @@ def unet_dataset(
 
     def stream() -> tf.data.Dataset:
         if slice_cache is not None:
-            from prostseg.slice_cache import Recipe, cached_slices
+            from prostseg.slice_cache import SliceSpec, cached_slices
 
-            recipe = Recipe("unet", image_size, target_spacing, label)
-            return cached_slices(cases, recipe, slice_cache, shuffle=shuffle,
+            spec = SliceSpec("unet", image_size, target_spacing, label)
+            return cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                  shuffle_buffer=shuffle_buffer, seed=seed)
         return _slice_stream(
             cases,
@@ -757,11 +757,11 @@ def pix2pix_epochs(
     shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
     _one_cache(cache, slice_cache)
     if slice_cache is not None:
-        from prostseg.slice_cache import Recipe, cached_slices
+        from prostseg.slice_cache import SliceSpec, cached_slices
 
-        recipe = Recipe("pix2pix", image_size, target_spacing)
+        spec = SliceSpec("pix2pix", image_size, target_spacing)
         for epoch in itertools.count(operator.index(first_epoch)):
-            slices = cached_slices(cases, recipe, slice_cache, shuffle=shuffle,
+            slices = cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                    shuffle_buffer=shuffle_buffer, seed=seed + epoch)
             yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
     stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),

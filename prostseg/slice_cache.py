@@ -14,8 +14,8 @@ Layout
 ------
 The cache folder is ``DATA_DIR/.prepared`` by default (a dot folder, so it is never
 taken for a case), or any folder (``cache_dir``, ``--cache-dir``: a data folder that is
-read-only, a fast local disk). It holds one folder per recipe, named by
-:attr:`Recipe.name`::
+read-only, a fast local disk). It holds one folder per spec, named by
+:attr:`SliceSpec.name`::
 
     DATA_DIR/.prepared/
       unet-lesion-384-native/      U-Net, lesion masks, 384 x 384, native spacing
@@ -42,7 +42,7 @@ training split streams just the files of its cases.
 Never stale
 -----------
 ``CASE.json`` is written last (both files atomically, :mod:`prostseg.atomic`) and
-records the recipe's :meth:`Recipe.parameters` (model, image size, spacing, label,
+records the spec's :meth:`SliceSpec.parameters` (model, image size, spacing, label,
 normalisation, format) and the checksums of the input files (as
 :mod:`prostseg.registration` records them: size and modification time, else SHA-256).
 :func:`cache_state` compares both with the case folder now; the pipelines refuse a case
@@ -74,7 +74,7 @@ __all__ = [
     "MODELS",
     "SUMMARY_COLUMNS",
     "CacheState",
-    "Recipe",
+    "SliceSpec",
     "cache_state",
     "cached_slice_counts",
     "cached_slices",
@@ -85,7 +85,7 @@ __all__ = [
 
 #: Name of the cache folder inside a data folder (when no ``cache_dir`` is given).
 CACHE_FOLDER = ".prepared"
-#: The recipes a cache can hold.
+#: The models a cache can hold slices for.
 MODELS = ("unet", "pix2pix")
 #: Columns of the summary CSV of :func:`prepare_dataset`.
 SUMMARY_COLUMNS = ("case", "status", "slices", "foreground_slices", "seconds", "warnings", "error")
@@ -96,7 +96,7 @@ _FORMAT = 1
 
 
 @dataclass(frozen=True)
-class Recipe:
+class SliceSpec:
     """What a cache entry was prepared for: the pipeline's arguments that shape the slices.
 
     Parameters
@@ -115,7 +115,7 @@ class Recipe:
 
     Examples
     --------
-    >>> Recipe("unet").name, Recipe("pix2pix", 128, target_spacing=0.5).name
+    >>> SliceSpec("unet").name, SliceSpec("pix2pix", 128, target_spacing=0.5).name
     ('unet-lesion-384-native', 'pix2pix-128-0.5mm')
     """
 
@@ -140,14 +140,14 @@ class Recipe:
 
     @property
     def name(self) -> str:
-        """The recipe's folder name in the cache."""
+        """The spec's folder name in the cache."""
         spacing = "native" if self.target_spacing is None else f"{self.target_spacing:g}mm"
         kind = f"unet-{self.label}" if self.model == "unet" else "pix2pix"
         return f"{kind}-{self.image_size}-{spacing}"
 
     @property
     def inputs(self) -> tuple[str, str]:
-        """The case files the recipe reads (their checksums go into ``CASE.json``)."""
+        """The case files the spec reads (their checksums go into ``CASE.json``)."""
         return (model_recipe(self.model).input, self.label)
 
     @property
@@ -172,9 +172,9 @@ def default_cache_dir(data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / CACHE_FOLDER
 
 
-def _entry(cache_dir: str | os.PathLike, recipe: Recipe, case_id: str) -> tuple[Path, Path]:
+def _entry(cache_dir: str | os.PathLike, spec: SliceSpec, case_id: str) -> tuple[Path, Path]:
     """The record file and the JSON description of one case."""
-    folder = Path(cache_dir) / recipe.name
+    folder = Path(cache_dir) / spec.name
     return folder / f"{case_id}.tfrecord", folder / f"{case_id}.json"
 
 
@@ -183,7 +183,7 @@ def _entry(cache_dir: str | os.PathLike, recipe: Recipe, case_id: str) -> tuple[
 
 @dataclass(frozen=True)
 class CacheState:
-    """Whether a case's cache entry matches its files and the recipe (:func:`cache_state`).
+    """Whether a case's cache entry matches its files and the spec (:func:`cache_state`).
 
     Attributes
     ----------
@@ -199,10 +199,10 @@ class CacheState:
     description: dict | None = None
 
 
-def cache_state(case: Case, recipe: Recipe, cache_dir: str | os.PathLike) -> CacheState:
-    """Check a case's cache entry against the recipe and the case's files now.
+def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> CacheState:
+    """Check a case's cache entry against the spec and the case's files now.
 
-    Reads ``CASE.json`` and compares its parameters with :meth:`Recipe.parameters` and
+    Reads ``CASE.json`` and compares its parameters with :meth:`SliceSpec.parameters` and
     its input checksums with the case's files (unchanged size and modification time
     are trusted, otherwise the SHA-256 decides). Reads no image.
 
@@ -210,7 +210,7 @@ def cache_state(case: Case, recipe: Recipe, cache_dir: str | os.PathLike) -> Cac
     ----------
     case : Case
         The case (:func:`prostseg.dataset.find_case`).
-    recipe : Recipe
+    spec : SliceSpec
     cache_dir : path
         The cache folder (e.g. :func:`default_cache_dir`).
 
@@ -221,19 +221,19 @@ def cache_state(case: Case, recipe: Recipe, cache_dir: str | os.PathLike) -> Cac
     Raises
     ------
     InputError
-        If the case lacks a file the recipe reads.
+        If the case lacks a file the spec reads.
     """
     from prostseg.registration import _same_input
 
-    records, description_path = _entry(cache_dir, recipe, case.case_id)
+    records, description_path = _entry(cache_dir, spec, case.case_id)
     try:
         description = json.loads(description_path.read_text())
     except (OSError, ValueError):
         return CacheState(False, "not prepared")
-    if not isinstance(description, dict) or description.get("parameters") != recipe.parameters():
+    if not isinstance(description, dict) or description.get("parameters") != spec.parameters():
         return CacheState(False, "prepared with other parameters")
     inputs = description.get("inputs", {})
-    changed = [case.path(name).name for name in recipe.inputs
+    changed = [case.path(name).name for name in spec.inputs
                if not _same_input(inputs.get(name), case.path(name), case.folder)]
     if changed:
         return CacheState(False, "inputs changed since it was prepared: " + ", ".join(changed))
@@ -242,17 +242,17 @@ def cache_state(case: Case, recipe: Recipe, cache_dir: str | os.PathLike) -> Cac
     return CacheState(True, "", description)
 
 
-def _up_to_date(cases: Sequence[Case], recipe: Recipe, cache_dir) -> list[dict]:
+def _up_to_date(cases: Sequence[Case], spec: SliceSpec, cache_dir) -> list[dict]:
     """The descriptions of every case's entry; InputError for the first stale one."""
     descriptions = []
     for case in cases:
-        state = cache_state(case, recipe, cache_dir)
+        state = cache_state(case, spec, cache_dir)
         if not state.up_to_date:
             raise InputError(
                 case.folder,
-                f"no up-to-date prepared slices in {Path(cache_dir) / recipe.name} "
+                f"no up-to-date prepared slices in {Path(cache_dir) / spec.name} "
                 f"({state.reason}); run `prostseg prepare {case.folder.parent} "
-                f"--model {recipe.model}` with the same settings first",
+                f"--model {spec.model}` with the same settings first",
             )
         descriptions.append(state.description)
     return descriptions
@@ -261,16 +261,16 @@ def _up_to_date(cases: Sequence[Case], recipe: Recipe, cache_dir) -> list[dict]:
 # --- writing ---------------------------------------------------------------------
 
 
-def _prepared_volumes(case: Case, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+def _prepared_volumes(case: Case, spec: SliceSpec) -> tuple[np.ndarray, np.ndarray]:
     """(images float16 (Z, H, W, C), labels uint8 (Z, H, W)) of one case."""
     from prostseg.pipeline import _load_pix2pix_case, _load_unet_case
 
-    if recipe.model == "unet":
-        images, masks = _load_unet_case(case, recipe.label, recipe.image_size,
-                                        recipe.target_spacing)
+    if spec.model == "unet":
+        images, masks = _load_unet_case(case, spec.label, spec.image_size,
+                                        spec.target_spacing)
         labels = masks[..., 0]
     else:
-        images, one_hot = _load_pix2pix_case(case, recipe.image_size, recipe.target_spacing)
+        images, one_hot = _load_pix2pix_case(case, spec.image_size, spec.target_spacing)
         labels = np.argmax(one_hot, axis=-1)
     return images.astype(np.float16), labels.astype(np.uint8)
 
@@ -291,19 +291,19 @@ def _write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
                 writer.write(example.SerializeToString(deterministic=True))
 
 
-def _prepare_case(case: Case, recipe: Recipe, cache_dir: Path) -> dict:
+def _prepare_case(case: Case, spec: SliceSpec, cache_dir: Path) -> dict:
     """Prepare one case and write its entry; return its slice counts."""
     from prostseg.registration import _fingerprint
 
-    records, description_path = _entry(cache_dir, recipe, case.case_id)
-    inputs = {name: _fingerprint(case.path(name), case.folder) for name in recipe.inputs}
-    images, labels = _prepared_volumes(case, recipe)
+    records, description_path = _entry(cache_dir, spec, case.case_id)
+    inputs = {name: _fingerprint(case.path(name), case.folder) for name in spec.inputs}
+    images, labels = _prepared_volumes(case, spec)
     foreground = int(np.count_nonzero(labels.reshape(len(labels), -1).any(axis=1)))
     # Records first, description last: until the new description is in place, the old one
     # (if any) names other inputs, parameters or bytes, so the entry is never read stale; two
     # processes preparing the same case (multi-worker training) write the same bytes.
     _write_records(records, images, labels)
-    description = {"case": case.case_id, "parameters": recipe.parameters(), "inputs": inputs,
+    description = {"case": case.case_id, "parameters": spec.parameters(), "inputs": inputs,
                    "slices": len(images), "foreground_slices": foreground,
                    "file": records.name, "bytes": records.stat().st_size}
     with atomic_path(description_path) as tmp:
@@ -313,9 +313,9 @@ def _prepare_case(case: Case, recipe: Recipe, cache_dir: Path) -> dict:
 
 def _prepare_task(item: tuple, threads: int) -> dict:
     """Prepare one case in a worker (see :func:`prepare_dataset`)."""
-    case_dir, recipe, cache_dir, note = item
-    case = find_case(case_dir, require=recipe.inputs)
-    counts = _prepare_case(case, recipe, Path(cache_dir))
+    case_dir, spec, cache_dir, note = item
+    case = find_case(case_dir, require=spec.inputs)
+    counts = _prepare_case(case, spec, Path(cache_dir))
     return {"status": "prepared", **counts, "warnings": [note] if note else []}
 
 
@@ -330,7 +330,7 @@ class DatasetPreparation(CaseRows):
         ``up to date`` (skipped) or ``failed`` (with ``error``).
     summary_csv : Path or None
     folder : Path or None
-        The recipe's folder in the cache.
+        The spec's folder in the cache.
     """
 
     ACTION: ClassVar[str] = "prepare"
@@ -340,7 +340,7 @@ class DatasetPreparation(CaseRows):
 
 def prepare_cases(
     case_dirs: Sequence[str | os.PathLike],
-    recipe: Recipe,
+    spec: SliceSpec,
     cache_dir: str | os.PathLike,
     *,
     workers: int | None = None,
@@ -360,8 +360,8 @@ def prepare_cases(
     for folder in map(Path, case_dirs):
         started = time.perf_counter()
         try:
-            case = find_case(folder, require=recipe.inputs, check_grids=False)
-            state = cache_state(case, recipe, cache_dir)
+            case = find_case(folder, require=spec.inputs, check_grids=False)
+            state = cache_state(case, spec, cache_dir)
         except InputError as err:
             rows[folder.name] = {"case": folder.name, "status": "failed", "error": one_line(err)}
         else:
@@ -371,7 +371,7 @@ def prepare_cases(
                                      "foreground_slices": state.description["foreground_slices"]}
             else:
                 fresh = overwrite or state.reason == "not prepared"
-                to_prepare[folder.name] = (folder, recipe, cache_dir,
+                to_prepare[folder.name] = (folder, spec, cache_dir,
                                            "" if fresh else f"replaced: {state.reason}")
                 rows[folder.name] = {"case": folder.name, "status": "waiting"}
         rows[folder.name]["seconds"] = round(time.perf_counter() - started, 2)
@@ -388,12 +388,12 @@ def prepare_cases(
     run_cases(_prepare_task, to_prepare, workers=workers, client=client, threads=1,
               progress=progress, description=f"preparing ({skipped} of {len(rows)} skipped)",
               on_row=finished)
-    return DatasetPreparation(list(rows.values()), summary_csv, cache_dir / recipe.name)
+    return DatasetPreparation(list(rows.values()), summary_csv, cache_dir / spec.name)
 
 
 def prepare_dataset(
     data_dir: str | os.PathLike,
-    recipe: Recipe,
+    spec: SliceSpec,
     *,
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
@@ -406,7 +406,7 @@ def prepare_dataset(
 
     Each case folder (:func:`prostseg.dataset.case_folders`) whose cache entry is
     missing or out of date (:func:`cache_state`) is prepared with the pipeline's own
-    ``prepare_*`` functions and written as ``RECIPE/CASE.tfrecord`` (see the module
+    ``prepare_*`` functions and written as ``SPEC/CASE.tfrecord`` (see the module
     documentation); up-to-date cases are skipped, so that a stopped run continues. The
     cases run several at a time on this machine or on a Dask cluster
     (:func:`prostseg.parallel.run_cases`); a case that fails (a missing, unreadable or
@@ -418,7 +418,7 @@ def prepare_dataset(
     data_dir : path
         Folder of case folders (:mod:`prostseg.dataset`). Pix2Pix needs the registered
         stacks (``prostseg register-dataset`` first).
-    recipe : Recipe
+    spec : SliceSpec
         Model, image size, spacing and label: the same values as the training run.
     cache_dir : path, optional
         The cache folder (default ``DATA_DIR/.prepared``).
@@ -431,7 +431,7 @@ def prepare_dataset(
         Prepare every case again.
     summary_csv : path, optional
         The summary (:data:`SUMMARY_COLUMNS`), rewritten as each case finishes
-        (default ``CACHE_DIR/RECIPE/summary.csv``).
+        (default ``CACHE_DIR/SPEC/summary.csv``).
     progress : bool
         Show a progress bar with the time left.
 
@@ -451,10 +451,10 @@ def prepare_dataset(
     >>> from prostseg.phantom import write_phantom_dataset
     >>> folder = tempfile.mkdtemp()
     >>> _ = write_phantom_dataset(folder, n_cases=2, shape=(48, 48, 6), spacing=(2.5, 2.5, 4.0))
-    >>> result = prepare_dataset(folder, Recipe("unet", 64), workers=1, progress=False)
+    >>> result = prepare_dataset(folder, SliceSpec("unet", 64), workers=1, progress=False)
     >>> result.counts(), result.folder.name
     ({'prepared': 2}, 'unet-lesion-64-native')
-    >>> prepare_dataset(folder, Recipe("unet", 64), workers=1, progress=False).counts()
+    >>> prepare_dataset(folder, SliceSpec("unet", 64), workers=1, progress=False).counts()
     {'up to date': 2}
     """
     from prostseg.dataset import case_folders
@@ -462,15 +462,15 @@ def prepare_dataset(
     cache_dir = default_cache_dir(data_dir) if cache_dir is None else Path(cache_dir)
     folders = case_folders(data_dir)
     if summary_csv is None:
-        summary_csv = cache_dir / recipe.name / "summary.csv"
-    return prepare_cases(folders, recipe, cache_dir, workers=workers, client=client,
+        summary_csv = cache_dir / spec.name / "summary.csv"
+    return prepare_cases(folders, spec, cache_dir, workers=workers, client=client,
                          overwrite=overwrite, summary_csv=summary_csv, progress=progress)
 
 
 # --- reading ---------------------------------------------------------------------
 
 
-def cached_slice_counts(cases: Sequence[Case], recipe: Recipe, cache_dir: str | os.PathLike,
+def cached_slice_counts(cases: Sequence[Case], spec: SliceSpec, cache_dir: str | os.PathLike,
                         *, foreground: bool = False) -> int:
     """Slices (with ``foreground``: slices with foreground) of the cases' cache entries.
 
@@ -480,12 +480,12 @@ def cached_slice_counts(cases: Sequence[Case], recipe: Recipe, cache_dir: str | 
         For the first case without an up-to-date entry.
     """
     key = "foreground_slices" if foreground else "slices"
-    return sum(description[key] for description in _up_to_date(cases, recipe, cache_dir))
+    return sum(description[key] for description in _up_to_date(cases, spec, cache_dir))
 
 
 def cached_slices(
     cases: Sequence[Case],
-    recipe: Recipe,
+    spec: SliceSpec,
     cache_dir: str | os.PathLike,
     *,
     shuffle: bool,
@@ -514,9 +514,9 @@ def cached_slices(
     """
     import tensorflow as tf
 
-    _up_to_date(cases, recipe, cache_dir)
-    files = [str(_entry(cache_dir, recipe, case.case_id)[0]) for case in cases]
-    size, channels = recipe.image_size, recipe.channels
+    _up_to_date(cases, spec, cache_dir)
+    files = [str(_entry(cache_dir, spec, case.case_id)[0]) for case in cases]
+    size, channels = spec.image_size, spec.channels
     features = {"image": tf.io.FixedLenFeature([], tf.string),
                 "label": tf.io.FixedLenFeature([], tf.string)}
 
@@ -525,7 +525,7 @@ def cached_slices(
         image = tf.io.decode_raw(parsed["image"], tf.float16)
         image = tf.reshape(image, (-1, size, size, channels))
         label = tf.reshape(tf.io.decode_raw(parsed["label"], tf.uint8), (-1, size, size))
-        if recipe.model == "unet":
+        if spec.model == "unet":
             target = tf.cast(label, tf.float32)[..., tf.newaxis]
         else:
             target = tf.one_hot(tf.cast(label, tf.int32), NUM_ZONE_CLASSES, dtype=tf.float32)

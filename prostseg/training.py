@@ -70,7 +70,7 @@ from prostseg.metrics import per_class_dice
 from prostseg.models import build_pix2pix_discriminator
 from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
 from prostseg.recipes import PIX2PIX, UNET
-from prostseg.slice_cache import Recipe, prepare_cases
+from prostseg.slice_cache import SliceSpec, prepare_cases
 from prostseg.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -216,11 +216,11 @@ def _start(config, data_require: tuple[str, str], overwrite: bool):
     return strategy, folder, train_cases, val_cases
 
 
-def _prepared(config, recipe: Recipe, cases: list) -> str | None:
+def _prepared(config, spec: SliceSpec, cases: list) -> str | None:
     """``config.slice_cache`` with every case of the run prepared there (None without it)."""
     if config.slice_cache is None:
         return None
-    prepare_cases([case.folder for case in cases], recipe, config.slice_cache, workers=1,
+    prepare_cases([case.folder for case in cases], spec, config.slice_cache, workers=1,
                   progress=config.verbose == 1).raise_if_failed()
     return config.slice_cache
 
@@ -481,10 +481,10 @@ def train_unet(
     """
     strategy, folder, train_cases, val_cases = _start(config, (UNET.input, config.label), overwrite)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    recipe = Recipe("unet", config.image_size, config.target_spacing, config.label)
+    spec = SliceSpec("unet", config.image_size, config.target_spacing, config.label)
     options = dict(image_size=config.image_size, label=config.label,
                    target_spacing=config.target_spacing,
-                   slice_cache=_prepared(config, recipe, train_cases + val_cases))
+                   slice_cache=_prepared(config, spec, train_cases + val_cases))
     steps = config.steps_per_epoch or max(
         1, count_slices(train_cases, drop_empty=config.drop_empty, **options) // global_batch
     )
@@ -648,7 +648,7 @@ def train_pix2pix(
     """
     strategy, folder, train_cases, val_cases = _start(config, ("zones", PIX2PIX.input), overwrite)
     replicas = strategy.num_replicas_in_sync
-    slice_cache = _prepared(config, Recipe("pix2pix", config.image_size, config.target_spacing),
+    slice_cache = _prepared(config, SliceSpec("pix2pix", config.image_size, config.target_spacing),
                             train_cases + val_cases)
     global_batch = config.batch_size * replicas
 

@@ -22,7 +22,7 @@ from prostseg.errors import InputError
 from prostseg.io import load_volume, save_like
 from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
 from prostseg.runs import Pix2PixTrainingConfig, UNetTrainingConfig, read_history
-from prostseg.slice_cache import Recipe, cache_state, default_cache_dir, prepare_dataset
+from prostseg.slice_cache import SliceSpec, cache_state, default_cache_dir, prepare_dataset
 
 SIZE = 64
 
@@ -98,7 +98,7 @@ def test_cached_unet_stream_equals_the_uncached_stream(unet_data):
 
 def test_cached_pix2pix_stream_equals_the_uncached_stream(phantom_dir, tmp_path):
     data_dir = _copy(phantom_dir, tmp_path / "data", stacks=True)
-    result = prepare_dataset(data_dir, Recipe("pix2pix", SIZE), cache_dir=tmp_path / "cache", workers=1,
+    result = prepare_dataset(data_dir, SliceSpec("pix2pix", SIZE), cache_dir=tmp_path / "cache", workers=1,
                              progress=False)
     assert result.counts() == {"prepared": 4} and result.folder == tmp_path / "cache" / f"pix2pix-{SIZE}-native"
     cases = discover_cases(data_dir, require=("zones",))
@@ -113,21 +113,21 @@ def test_cached_pix2pix_stream_equals_the_uncached_stream(phantom_dir, tmp_path)
 def test_a_changed_input_or_recipe_is_prepared_again_and_never_read_stale(unet_data, tmp_path):
     data_dir = Path(shutil.copytree(unet_data, tmp_path / "data"))
     cache = default_cache_dir(data_dir)
-    recipe = Recipe("unet", SIZE)
+    spec = SliceSpec("unet", SIZE)
     cases = discover_cases(data_dir, require=("t2w", "lesion"))
-    assert all(cache_state(case, recipe, cache).up_to_date for case in cases)
+    assert all(cache_state(case, spec, cache).up_to_date for case in cases)
 
     lesion = load_volume(data_dir / "phantom-001" / "lesion.nii.gz")
     save_like(np.zeros_like(lesion.data), lesion, data_dir / "phantom-001" / "lesion.nii.gz", overwrite=True)
-    description = cache / recipe.name / "phantom-002.json"
+    description = cache / spec.name / "phantom-002.json"
     changed = json.loads(description.read_text())
     changed["parameters"]["normalisation"] = "an older recipe"
     description.write_text(json.dumps(changed))
 
-    assert "inputs changed" in cache_state(cases[1], recipe, cache).reason
+    assert "inputs changed" in cache_state(cases[1], spec, cache).reason
     with pytest.raises(InputError, match="phantom-001.*no up-to-date prepared slices.*prostseg prepare"):
         unet_dataset(cases, image_size=SIZE, slice_cache=cache)
-    result = prepare_dataset(data_dir, recipe, workers=1, progress=False)
+    result = prepare_dataset(data_dir, spec, workers=1, progress=False)
     by_case = {row["case"]: row for row in result.rows}
     assert [by_case[name]["status"] for name in sorted(by_case)] == ["up to date", "prepared", "prepared",
                                                                       "up to date"]
@@ -188,7 +188,7 @@ def test_both_models_train_an_epoch_from_the_disk_cache(phantom_dir, tmp_path, c
     assert np.isfinite(row["loss"]) and 0 <= row["val_dice"] <= 1
     assert len(list((cache / f"unet-zones-{SIZE}-native").glob("*.tfrecord"))) == 3  # train + val
 
-    prepare_dataset(data_dir, Recipe("pix2pix", 32), cache_dir=cache, workers=1, progress=False)
+    prepare_dataset(data_dir, SliceSpec("pix2pix", 32), cache_dir=cache, workers=1, progress=False)
     config = Pix2PixTrainingConfig(data_dir, tmp_path / "pix2pix", epochs=1, image_size=32, base_filters=4,
                                    discriminator_filters=4, batch_size=2, verbose=0, slice_cache=str(cache))
     row = read_history(train_pix2pix(config).history_path)[0]
@@ -198,14 +198,14 @@ def test_both_models_train_an_epoch_from_the_disk_cache(phantom_dir, tmp_path, c
 @pytest.mark.slow
 def test_prepare_on_a_dask_local_cluster_writes_the_local_bytes(unet_data, tmp_path):
     distributed = pytest.importorskip("distributed")
-    recipe = Recipe("unet", SIZE)
+    spec = SliceSpec("unet", SIZE)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            result = prepare_dataset(unet_data, recipe, cache_dir=tmp_path / "cache", client=client,
+            result = prepare_dataset(unet_data, spec, cache_dir=tmp_path / "cache", client=client,
                                      progress=False)
     assert result.counts() == {"prepared": 4}
-    local = prepare_dataset(unet_data, recipe, cache_dir=tmp_path / "local", workers=1,
+    local = prepare_dataset(unet_data, spec, cache_dir=tmp_path / "local", workers=1,
                             progress=False).folder
     assert len(list(local.glob("phantom-*.tfrecord"))) == 4
     for path in sorted(local.glob("phantom-*")):
