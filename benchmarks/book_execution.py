@@ -29,7 +29,7 @@ def toc_notebooks(root: Path = common.REPO_ROOT) -> list[Path]:
     """The chapter notebooks listed in ``_toc.yml``, in book order."""
     import yaml
 
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
     files = [toc["root"]]
     entries = list(toc.get("chapters") or []) + [
         chapter for part in toc.get("parts") or [] for chapter in part.get("chapters") or []

@@ -56,7 +56,7 @@ ZONES = ("PZ", "TZ", "CZ", "AFS")
 
 def notebook_parameters(path: Path) -> dict:
     """The literal assignments of a notebook's cell tagged ``parameters``."""
-    cells = json.loads(path.read_text())["cells"]
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     source = next("".join(cell["source"]) for cell in cells if "parameters" in cell["metadata"].get("tags", []))
     values = {}
     for node in ast.parse(source).body:

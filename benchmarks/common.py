@@ -42,7 +42,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -52,7 +52,7 @@ def _cpu_model() -> str:
 
 def _cpu_flags() -> list[str]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
@@ -63,7 +63,7 @@ def _cpu_flags() -> list[str]:
 
 def _ram_gib() -> float:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("MemTotal:"):
                 return round(int(line.split()[1]) / 2**20, 1)
     except OSError:
@@ -127,7 +127,7 @@ def summary(seconds: Sequence[float]) -> dict:
 def current_rss_mib() -> float:
     """Resident memory of this process now."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        pages = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return float("nan")
@@ -160,7 +160,7 @@ def run_child(args: Sequence[str], *, timeout: float | None = None) -> dict:
         process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode != 0 or not result_file.exists():
             raise RuntimeError(f"child {args} failed (exit {process.returncode}):\n{output[-4000:]}")
-        answer = json.loads(result_file.read_text())
+        answer = json.loads(result_file.read_text(encoding="utf-8"))
     answer["peak_rss_mib"] = usage.ru_maxrss / 1024
     return answer
 

@@ -56,7 +56,7 @@ def registration_child(case_dir: Path, warm_repeats: int) -> None:
     import_s = time.perf_counter() - started
     out_dir = case_dir / "aligned"
     first, _ = common.timed(lambda: register_case(case_dir, out_dir=out_dir))
-    report = json.loads((out_dir / "registration.json").read_text())
+    report = json.loads((out_dir / "registration.json").read_text(encoding="utf-8"))
     warm = common.repeat_timed(lambda: register_case(case_dir, out_dir=out_dir, overwrite=True), warm_repeats)
     common.child_answer({"import_s": import_s, "first_call_s": first, "warm": common.summary(warm),
                          "registration_json": report})

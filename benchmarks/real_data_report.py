@@ -165,7 +165,7 @@ def registration_case(source: Path, work: Path) -> dict:
     case_dir = work / source.name
     shutil.copytree(source, case_dir, ignore=shutil.ignore_patterns("aligned"))
     seconds, out_dir = common.timed(lambda: register_case(case_dir))
-    report = json.loads((out_dir / "registration.json").read_text())
+    report = json.loads((out_dir / "registration.json").read_text(encoding="utf-8"))
     return {"case": source.name, "wall_s_incl_elastix_load": seconds, "seconds_reported": report["seconds"],
             "transforms": report["transforms"], "transform_from": report["transform_from"],
             "adc": {k: report["adc"][k] for k in ("mi_before", "mi_after")},
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
                             help="rewrite the .md from the existing .json (with the current reference list)")
     args = arg_parser.parse_args(argv)
     if args.render_only:
-        results = json.loads((args.out / f"{NAME}.json").read_text())
+        results = json.loads((args.out / f"{NAME}.json").read_text(encoding="utf-8"))
         results["references"] = REFERENCES
         (args.out / f"{NAME}.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / f"{NAME}.md").write_text(markdown(results))

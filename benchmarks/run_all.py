@@ -26,7 +26,7 @@ BENCHMARKS = ("data_loading", "input_pipeline", "slice_cache", "training_through
 
 def _load(out: Path, name: str) -> dict | None:
     path = out / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def _data_loading(r: dict) -> list[str]:

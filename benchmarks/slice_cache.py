@@ -275,12 +275,12 @@ def main(argv=None) -> int:
 
 def render_only(out_dir: Path) -> None:
     """Rewrite the newest section of ``slice_cache.md`` from ``slice_cache.json``."""
-    results = json.loads((out_dir / f"{NAME}.json").read_text())
+    results = json.loads((out_dir / f"{NAME}.json").read_text(encoding="utf-8"))
     path = out_dir / f"{NAME}.md"
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     earlier = text[:text.rfind("\n## ") + 1]  # "" when the newest section is the only one
     path.write_text(earlier + markdown(results).rstrip() + "\n\n")
-    print(path.read_text())
+    print(path.read_text(encoding="utf-8"))
 
 
 def markdown(r: dict) -> str:

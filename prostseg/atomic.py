@@ -22,7 +22,7 @@ Examples
 >>> target = Path(tempfile.mkdtemp()) / "notes.txt"
 >>> with atomic_path(target) as tmp:
 ...     _ = tmp.write_text("complete")
->>> target.read_text()
+>>> target.read_text(encoding="utf-8")
 'complete'
 >>> try:
 ...     with atomic_path(target) as tmp:
@@ -30,7 +30,7 @@ Examples
 ...         raise RuntimeError("interrupted")
 ... except RuntimeError:
 ...     pass
->>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+>>> target.read_text(encoding="utf-8"), sorted(p.name for p in target.parent.iterdir())
 ('complete', ['notes.txt'])
 
 Errors of the file system (no permission, a read-only file system, a full disk) are

@@ -160,7 +160,7 @@ def promote_best(directory: str | os.PathLike, best_path: str | os.PathLike,
     >>> folder = Path(tempfile.mkdtemp())
     >>> for epoch in (2, 4):
     ...     _ = (folder / f"best-epoch-{epoch}.keras").write_text(f"epoch {epoch}")
-    >>> promote_best(folder, folder / "best.keras", epochs_done=4).read_text()
+    >>> promote_best(folder, folder / "best.keras", epochs_done=4).read_text(encoding="utf-8")
     'epoch 2'
     >>> sorted(path.name for path in folder.iterdir())
     ['best.keras']

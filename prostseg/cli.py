@@ -225,7 +225,7 @@ def _run_register_case(args) -> int:
 
     out_dir = register_case(args.case_dir, overwrite=args.overwrite)
     print(out_dir)
-    report = json.loads((out_dir / REGISTRATION_FILE).read_text())
+    report = json.loads((out_dir / REGISTRATION_FILE).read_text(encoding="utf-8"))
     for modality in ("dwi", "adc"):
         print(f"{modality}: {_mutual_information_change(report[modality])}")
     print(f"{report['seconds']:.1f} s")

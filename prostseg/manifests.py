@@ -445,7 +445,7 @@ def import_local(
             )
         record_path = _record_path(dest, manifest)
         record = (
-            json.loads(record_path.read_text())
+            json.loads(record_path.read_text(encoding="utf-8"))
             if record_path.is_file()
             else {"manifest": manifest.name, "cases": {}}
         )
@@ -528,7 +528,7 @@ def verify(
     if not record_path.is_file():
         report.problems.append(f"{record_path}: no import record; run import or fetch first")
         return report
-    record = json.loads(record_path.read_text())
+    record = json.loads(record_path.read_text(encoding="utf-8"))
     for case_id, digests in sorted(record["cases"].items()):
         case_dir = dest / case_id
         if not case_dir.is_dir():

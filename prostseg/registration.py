@@ -847,7 +847,7 @@ def _parameters(transforms: Sequence[str]) -> dict:
 
 def _read_report(path: Path):
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -1011,7 +1011,7 @@ def register_case(
     Examples
     --------
     >>> aligned = register_case("data/phantom/phantom-000")  # doctest: +SKIP
-    >>> sorted(json.loads((aligned / "registration.json").read_text()))  # doctest: +SKIP
+    >>> sorted(json.loads((aligned / "registration.json").read_text(encoding="utf-8")))  # doctest: +SKIP
     ['adc', 'case', 'dwi', 'fixed', 'inputs', 'parameters', 'seconds', 'status',
      'transform_from', 'transforms']
     """
@@ -1079,7 +1079,7 @@ def _register_task(item: tuple, threads: int) -> dict:
     replace_ours = _written_by_prostseg(_read_report(out_dir / _REPORT))
     register_case(case_dir, overwrite=overwrite or replace_ours, transforms=transforms,
                   number_of_threads=threads)
-    columns = _quality_columns(json.loads((out_dir / _REPORT).read_text()))
+    columns = _quality_columns(json.loads((out_dir / _REPORT).read_text(encoding="utf-8")))
     notes = [note] if note else []
     for m in ("adc", "dwi"):
         before, after = columns[f"{m}_mi_before"], columns[f"{m}_mi_after"]
@@ -1181,7 +1181,7 @@ def register_dataset(
             rows[folder.name] = {"case": folder.name, "status": "failed", "error": one_line(err)}
         else:
             if state.up_to_date and not overwrite:
-                report = json.loads((folder / ALIGNED_FOLDER / _REPORT).read_text())
+                report = json.loads((folder / ALIGNED_FOLDER / _REPORT).read_text(encoding="utf-8"))
                 rows[folder.name] = {"case": folder.name, "status": "up to date",
                                      **_quality_columns(report)}
             else:

@@ -227,7 +227,7 @@ def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> Ca
 
     records, description_path = _entry(cache_dir, spec, case.case_id)
     try:
-        description = json.loads(description_path.read_text())
+        description = json.loads(description_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return CacheState(False, "not prepared")
     if not isinstance(description, dict) or description.get("parameters") != spec.parameters():

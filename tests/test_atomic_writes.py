@@ -103,7 +103,7 @@ def _package_writes() -> list[tuple[str, str, str, int, bool]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         visitor = _Writes(path.relative_to(PACKAGE).as_posix())
-        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
         found.extend(visitor.found)
     return found
 
@@ -210,7 +210,7 @@ def test_a_full_disk_names_the_destination_and_keeps_the_old_file(tmp_path, monk
         with atomic_path(target) as tmp:
             tmp.write_text("new\n")
     assert str(info.value) == f"{target}: cannot write: No space left on device"
-    assert target.read_text() == "old\n"
+    assert target.read_text(encoding="utf-8") == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
 
 
@@ -221,7 +221,7 @@ def test_a_read_only_file_is_refused_even_for_root(tmp_path):
     with pytest.raises(OutputError, match="scores.csv: is read-only"):
         with atomic_path(target) as tmp:
             tmp.write_text("new\n")
-    assert target.read_text() == "mine\n"
+    assert target.read_text(encoding="utf-8") == "mine\n"
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into any folder")

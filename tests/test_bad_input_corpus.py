@@ -47,7 +47,7 @@ sys.exit(main(sys.argv[2:]))
 
 def _rows() -> list[dict[str, str]]:
     rows = []
-    for line in TABLE.read_text().splitlines():
+    for line in TABLE.read_text(encoding="utf-8").splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[0] not in ("id", "---") and not set(cells[0]) <= {"-"}:
             rows.append(dict(zip(("id", "input", "command", "exit", "expected"), cells)))
@@ -216,10 +216,10 @@ def _check_outcome(row_id: str, places: dict[str, Path]) -> None:
     out = places["out"]
     if row_id in ("lesion-255-stated", "all-masks-empty"):
         assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
-        assert json.loads((out / "config.json").read_text())["lesion_value"] == (
+        assert json.loads((out / "config.json").read_text(encoding="utf-8"))["lesion_value"] == (
             255 if row_id == "lesion-255-stated" else 1)
     elif row_id == "register-no-gain":
-        report = json.loads((places["case"] / "aligned" / "registration.json").read_text())
+        report = json.loads((places["case"] / "aligned" / "registration.json").read_text(encoding="utf-8"))
         assert report["adc"]["mi_improved"] is False
         assert "did not raise the mutual information" in report["adc"]["warning"]
     else:

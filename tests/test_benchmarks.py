@@ -34,13 +34,13 @@ def _run(script: str, out: Path, *extra: str, real_data: Path | None = None) -> 
 
 
 def _results(out: Path, name: str, *, tensorflow: bool = True) -> dict:
-    results = json.loads((out / f"{name}.json").read_text())
+    results = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
     assert results["benchmark"] == name and results["quick"] is True
     machine = results["machine"]
     assert machine["cpu_model"] and machine["usable_cores"] >= 1 and machine["ram_gib"] > 0
     if tensorflow:
         assert machine["tensorflow"] and isinstance(machine["gpus"], list)
-    assert (out / f"{name}.md").read_text().strip()
+    assert (out / f"{name}.md").read_text(encoding="utf-8").strip()
     return results
 
 
@@ -250,7 +250,7 @@ def test_run_all_summary_marks_missing_and_quick_results(tmp_path):
     _run("book_execution.py", tmp_path)
     subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--summary-only", "--out", str(tmp_path)],
                    cwd=ROOT, check=True, capture_output=True, timeout=300)
-    summary = (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
     book = summary.split("## Book execution")[1].split("## ")[0]
     assert "QUICK RUN" in book and "kernel start" in book
     sections = summary.split("\n## ")[1:]
@@ -282,7 +282,7 @@ def test_real_data_report_quick(real_data_dir, tmp_path):
         assert 0 <= row["whole gland"] <= 1
     agreement = {row["reference"]: row for row in real_case["agreement"]}
     assert round(agreement["gland_guerbet23.nii.gz"]["whole gland"], 2) == 0.94
-    report = (tmp_path / "real_data_report.md").read_text()
+    report = (tmp_path / "real_data_report.md").read_text(encoding="utf-8")
     assert "## 3. The book's models on ProstateX-0000" in report and "another AI model" in report
     assert "not verified" in report and "book/07_train-unet.ipynb" in report and "-p image_size 384" in report
     # the data folder is read only
@@ -303,5 +303,5 @@ def test_phantom_to_real_quick(real_data_dir, tmp_path):
         _positive(run["train_s"])
     assert results["runs"][0]["phantom"]["contrast"] == "mixed"
     assert "contrast" not in results["runs"][1]["phantom"]
-    assert "ProstateX-0000" in (tmp_path / "phantom_to_real.md").read_text()
+    assert "ProstateX-0000" in (tmp_path / "phantom_to_real.md").read_text(encoding="utf-8")
     assert not list(real_data_dir.rglob("aligned"))  # the data folder is read only

@@ -105,7 +105,7 @@ class _Run:
                 process.wait()
 
     def epochs_printed(self) -> int:
-        return sum(line.startswith("epoch ") for line in self.stdout.read_text().splitlines())
+        return sum(line.startswith("epoch ") for line in self.stdout.read_text(encoding="utf-8").splitlines())
 
     def _wait_for_epochs(self, process: subprocess.Popen, count: int) -> float:
         deadline = time.monotonic() + _TIMEOUT_S
@@ -160,8 +160,8 @@ def _crash_and_resume(run: _Run, rng: np.random.Generator, model_files: tuple[st
 
     def rerun(fault: str, skipped: str):
         code = run.wait(run.start(fault=fault))
-        assert code == (-signal.SIGKILL if fault else 0), run.stderr.read_text()[-3000:]
-        assert f"{skipped}/ckpt: damaged checkpoint skipped" in run.stderr.read_text()
+        assert code == (-signal.SIGKILL if fault else 0), run.stderr.read_text(encoding="utf-8")[-3000:]
+        assert f"{skipped}/ckpt: damaged checkpoint skipped" in run.stderr.read_text(encoding="utf-8")
         check_history()
 
     kills = run.kill_at_random(rng)

@@ -289,7 +289,7 @@ def test_real_prostatex_train_predict_evaluate_round_trip(real_data_dir, tmp_pat
                                 batch_size=2, epochs=1, steps_per_epoch=3, verbose=0)
     result = train_unet(config)
     assert np.isfinite(result.last["loss"])
-    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    split = json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(p.name for p in data_dir.iterdir())
 
     model = load_model(result.model_path)

@@ -52,7 +52,7 @@ def _write_msd_like(root: Path, cases: dict[str, int]) -> dict[str, tuple[np.nda
 
 def _manifest_copy(tmp_path: Path, name: str, **changes) -> Path:
     """Write a modified copy of a packaged manifest and return its path."""
-    raw = json.loads((manifest_dir() / f"{name}.json").read_text())
+    raw = json.loads((manifest_dir() / f"{name}.json").read_text(encoding="utf-8"))
     raw.update(changes)
     path = tmp_path / "manifests" / f"{name}.json"
     path.parent.mkdir(exist_ok=True)
@@ -61,7 +61,7 @@ def _manifest_copy(tmp_path: Path, name: str, **changes) -> Path:
 
 
 def _with_hash(tmp_path: Path, archive: Path, sha256: str) -> Path:
-    raw = json.loads((manifest_dir() / "msd-prostate.json").read_text())
+    raw = json.loads((manifest_dir() / "msd-prostate.json").read_text(encoding="utf-8"))
     raw["files"][0].update(sha256=sha256, md5=None, url="https://example.invalid/" + archive.name)
     return _manifest_copy(tmp_path, "msd-prostate", files=raw["files"])
 
@@ -104,7 +104,7 @@ def test_manifest_hashes_are_well_formed_and_sourced(path):
 
 def test_load_manifest_rejects_schema_violation_naming_the_file(tmp_path):
     path = _manifest_copy(tmp_path, "msd-prostate")
-    raw = json.loads(path.read_text())
+    raw = json.loads(path.read_text(encoding="utf-8"))
     raw["files"][0]["sha256"] = "abc123"  # not 64 hex digits
     path.write_text(json.dumps(raw))
     with pytest.raises(InputError, match=re.escape(str(path))) as info:
@@ -158,7 +158,7 @@ def test_import_records_patient_ids_from_the_layout_pattern(tmp_path):
     from prostseg.splits import read_patient_ids
 
     _write_msd_like(tmp_path / "src", {"00": 0, "01": 1, "12": 2})
-    layout = json.loads((manifest_dir() / "msd-prostate.json").read_text())["layout"]
+    layout = json.loads((manifest_dir() / "msd-prostate.json").read_text(encoding="utf-8"))["layout"]
     path = _manifest_copy(tmp_path, "msd-prostate", layout={**layout, "patient_id": r"^msd_prostate_(\d)"})
     cases = import_local(path, tmp_path / "src", tmp_path / "out")
     ids = [case.name for case in cases]

@@ -36,7 +36,7 @@ def run_dir(phantom_dir, tmp_path):
 def test_card_records_data_split_configuration_and_scores(run_dir, phantom_dir):
     card = write_model_card(run_dir)
     assert card == run_dir / MODEL_CARD_FILE
-    text = card.read_text()
+    text = card.read_text(encoding="utf-8")
     assert "- train (2 patients): phantom-000, phantom-001" in text
     assert "- val (2 patients): phantom-002, phantom-003" in text
     assert "- test (0 patients): none" in text

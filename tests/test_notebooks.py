@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _toc_notebooks() -> list[Path]:
     """The chapter notebooks listed in ``_toc.yml``, in book order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     files = [toc["root"]]
     stack = list(toc.get("chapters", [])) + [
         chapter for part in toc.get("parts", []) for chapter in part.get("chapters", [])
@@ -84,7 +84,7 @@ def _code(notebook) -> list[str]:
 
 def _install_url() -> str:
     """The one install URL of the book: the repository URL of ``_config.yml``."""
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     return f"git+{config['repository']['url']}"
 
 

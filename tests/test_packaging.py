@@ -21,12 +21,12 @@ def _split_requirement(text: str) -> tuple[str, str]:
 
 
 def _pyproject_requirements() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     return dict(_split_requirement(item) for item in project["dependencies"])
 
 
 def _conda_requirements() -> dict[str, str]:
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    env = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
     found: dict[str, str] = {}
     for item in env["dependencies"]:
         entries = item["pip"] if isinstance(item, dict) else [item]
@@ -51,7 +51,7 @@ def test_split_requirement_normalises_names():
 
 
 def _extras() -> dict[str, list[str]]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
 
 
 def test_the_core_install_pulls_no_book_tools():
@@ -62,7 +62,7 @@ def test_the_core_install_pulls_no_book_tools():
 
 
 def test_environment_yml_installs_extras_that_exist():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    env = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
     (editable,) = [entry for entry in pip if entry.startswith("-e")]
     match = re.fullmatch(r"-e \.\[([a-z,]+)\]", editable)
@@ -93,7 +93,7 @@ def _imports(path: Path, lazy: bool = True) -> set[str]:
     """The prostseg modules a module imports (with ``lazy``, those inside functions too)."""
     found = set()
     package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
-    for node in _nodes(ast.parse(path.read_text(), filename=str(path)), lazy):
+    for node in _nodes(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), lazy):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -462,7 +462,7 @@ def test_written_dataset_matches_the_cases(phantom_dir):
     for case_dir in case_dirs:
         names = sorted(path.name for path in case_dir.iterdir())
         assert names == sorted([f"{name}.nii.gz" for name in LAYOUT_FILES] + ["phantom.json"])
-        metadata = json.loads((case_dir / "phantom.json").read_text())
+        metadata = json.loads((case_dir / "phantom.json").read_text(encoding="utf-8"))
         seeds.add(metadata["case_seed"])
         case = make_phantom_case(metadata["case_seed"], **SMALL)
         assert metadata["dataset_seed"] == 0
@@ -501,9 +501,9 @@ def test_write_refuses_existing_cases_unless_overwrite(tmp_path, phantom_dir):
     (first / "notes.txt").write_text("mine")
     written = write_phantom_dataset(tmp_path, n_cases=2, seed=3, overwrite=True, **SMALL)
     assert [path.name for path in written] == ["phantom-000", "phantom-001"]
-    assert json.loads((first / "phantom.json").read_text())["dataset_seed"] == 3
+    assert json.loads((first / "phantom.json").read_text(encoding="utf-8"))["dataset_seed"] == 3
     assert not np.array_equal(load_volume(first / "t2w.nii.gz").data, load_volume(phantom_dir / "phantom-000" / "t2w.nii.gz").data)
-    assert (first / "notes.txt").read_text() == "mine"
+    assert (first / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_overwrite_never_touches_folders_it_did_not_write(tmp_path):
@@ -530,7 +530,7 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(out_dir / "phantom-000"), str(out_dir / "phantom-001")]
-    assert json.loads((out_dir / "phantom-001" / "phantom.json").read_text())["dataset_seed"] == 1
+    assert json.loads((out_dir / "phantom-001" / "phantom.json").read_text(encoding="utf-8"))["dataset_seed"] == 1
     # Without a grid, every patient gets one of their own.
     first, second = (load_volume(out_dir / name / "t2w.nii.gz") for name in ("phantom-000", "phantom-001"))
     for volume in (first, second):
@@ -543,7 +543,7 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path):
     command = [sys.executable, "-m", "prostseg", "phantom", str(shuffled_dir), "--cases", "1", "--seed", "1",
                "--contrast", "random"]
     assert subprocess.run(command, capture_output=True, text=True, check=False).returncode == 0
-    metadata = json.loads((shuffled_dir / "phantom-000" / "phantom.json").read_text())
+    metadata = json.loads((shuffled_dir / "phantom-000" / "phantom.json").read_text(encoding="utf-8"))
     assert metadata["case_kwargs"] == {"contrast": "random"}
     shuffled = load_volume(shuffled_dir / "phantom-000" / "t2w.nii.gz")
     assert shuffled.shape == first.shape and not np.array_equal(shuffled.data, first.data)

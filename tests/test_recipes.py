@@ -102,7 +102,7 @@ def test_the_runs_config_names_the_kind_and_must_agree_with_the_model(tmp_path):
     keras.Model(inputs, inputs, name=PIX2PIX.model_name).save(run / "model.keras")
     with pytest.raises(InputError, match="holds a Pix2Pix model .* records a unet run"):
         resolve_model(run / "model.keras")
-    assert json.loads((run / "config.json").read_text())["kind"] == "unet"
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["kind"] == "unet"
 
 
 def test_a_recipes_dataset_streams_what_its_prepare_functions_make(phantom_dir, tmp_path):

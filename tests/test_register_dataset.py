@@ -109,7 +109,7 @@ def test_one_corrupted_case_fails_alone_and_the_command_exits_non_zero(first_run
         assert row["status"] == "registered" and row["error"] == ""
         assert float(row["adc_mi_after"]) > float(row["adc_mi_before"])
         assert float(row["seconds"]) > 0
-        report = json.loads((data_dir / name / "aligned" / "registration.json").read_text())
+        report = json.loads((data_dir / name / "aligned" / "registration.json").read_text(encoding="utf-8"))
         assert report["status"] == "complete" and float(row["adc_mi_after"]) == report["adc"]["mi_after"]
         assert registration_state(data_dir / name).up_to_date
 
@@ -132,7 +132,7 @@ def test_interrupted_and_changed_cases_are_registered_again_and_the_rest_skipped
     with pytest.raises(KeyboardInterrupt):
         registration.register_case(data_dir / interrupted, overwrite=True)
     monkeypatch.undo()
-    assert json.loads((data_dir / interrupted / "aligned" / "registration.json").read_text())[
+    assert json.loads((data_dir / interrupted / "aligned" / "registration.json").read_text(encoding="utf-8"))[
         "status"] == "incomplete"
     # New ADC values for another case: same file name and size class, other content.
     adc = nib.load(data_dir / changed / "adc.nii.gz")
@@ -225,7 +225,7 @@ def test_dask_local_cluster_gives_exactly_the_local_results(phantom_dir, tmp_pat
                 assert a.header.binaryblock == b.header.binaryblock
                 assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)), file
             elif file.endswith(".json"):
-                assert _without_seconds(json.loads(mine.read_text())) == _without_seconds(
-                    json.loads(theirs.read_text()))
+                assert _without_seconds(json.loads(mine.read_text(encoding="utf-8"))) == _without_seconds(
+                    json.loads(theirs.read_text(encoding="utf-8")))
             else:
-                assert mine.read_text() == theirs.read_text(), file
+                assert mine.read_text(encoding="utf-8") == theirs.read_text(encoding="utf-8"), file

@@ -55,7 +55,7 @@ def phantom_case_dir(phantom_dir) -> Path:
     random misalignment of a case can be smaller than that.
     """
     def shift(case_dir: Path) -> float:
-        metadata = json.loads((case_dir / "phantom.json").read_text())
+        metadata = json.loads((case_dir / "phantom.json").read_text(encoding="utf-8"))
         return float(np.linalg.norm(metadata["misalignment"]["translation_mm"]))
 
     return max(sorted(phantom_dir.iterdir()), key=shift)
@@ -64,7 +64,7 @@ def phantom_case_dir(phantom_dir) -> Path:
 @pytest.fixture(scope="module")
 def phantom_truth(phantom_case_dir):
     """The PhantomCase behind the files: true misalignment and DWI-grid zones."""
-    metadata = json.loads((phantom_case_dir / "phantom.json").read_text())
+    metadata = json.loads((phantom_case_dir / "phantom.json").read_text(encoding="utf-8"))
     return make_phantom_case(metadata["case_seed"], **metadata["case_kwargs"])
 
 
@@ -175,7 +175,7 @@ def test_mutual_information_rises_after_registration(modality, phantom_case_dir,
     before = mutual_information(phantom_t2w.data, header_only.data, region)
     after = mutual_information(phantom_t2w.data, aligned.data, region)
     assert after > before
-    reported = json.loads((phantom_aligned / "registration.json").read_text())[modality]
+    reported = json.loads((phantom_aligned / "registration.json").read_text(encoding="utf-8"))[modality]
     assert reported["mi_after"] > reported["mi_before"]
 
 
@@ -205,15 +205,15 @@ def test_register_case_writes_the_layout(phantom_case_dir, phantom_aligned, phan
     stack = load_volume(phantom_aligned / "stack.nii.gz", channels=3)
     np.testing.assert_allclose(stack.data[..., 0], phantom_t2w.data)
     np.testing.assert_allclose(stack.data[..., 2], load_volume(phantom_aligned / "adc.nii.gz").data)
-    report = json.loads((phantom_aligned / "registration.json").read_text())
+    report = json.loads((phantom_aligned / "registration.json").read_text(encoding="utf-8"))
     assert report["case"] == phantom_case_dir.name and report["seconds"] > 0
 
 
 def test_register_case_refuses_to_overwrite(phantom_case_dir, phantom_aligned):
-    before = (phantom_aligned / "registration.json").read_text()
+    before = (phantom_aligned / "registration.json").read_text(encoding="utf-8")
     with pytest.raises(InputError, match="overwrite=True"):
         register_case(phantom_case_dir, out_dir=phantom_aligned)
-    assert (phantom_aligned / "registration.json").read_text() == before
+    assert (phantom_aligned / "registration.json").read_text(encoding="utf-8") == before
 
 
 # --------------------------------------------------------------- bad input

@@ -23,7 +23,7 @@ MAX_SAMPLE_BYTES = 6 * 1024 * 1024
 
 
 def _checksums() -> dict[str, str]:
-    lines = (SAMPLE_DIR / "SHA256SUMS").read_text().splitlines()
+    lines = (SAMPLE_DIR / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
     return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
 
@@ -44,7 +44,7 @@ def test_no_non_commercial_or_unlisted_data_ships():
     shipped = {path.relative_to(SAMPLE_DIR).as_posix() for path in SAMPLE_DIR.rglob("*") if path.is_file()}
     expected = {"README.md", "SHA256SUMS"} | {f"ProstateX-0000/{name}" for name in _checksums()}
     assert shipped == expected
-    readme = (SAMPLE_DIR / "README.md").read_text()
+    readme = (SAMPLE_DIR / "README.md").read_text(encoding="utf-8")
     for needed in ("CC BY 3.0", "10.7937/K9TCIA.2017.MURS5CL", "picai_prep"):
         assert needed in readme
 
@@ -97,7 +97,7 @@ def test_real_data_renews_a_damaged_copy_and_keeps_registration_outputs(tmp_path
     real_data(tmp_path)
     digest = hashlib.sha256((folder / "ProstateX-0000" / "t2w.mha").read_bytes()).hexdigest()
     assert digest == _checksums()["t2w.mha"]
-    assert (folder / "ProstateX-0000" / "aligned" / "registration.json").read_text() == "{}"
+    assert (folder / "ProstateX-0000" / "aligned" / "registration.json").read_text(encoding="utf-8") == "{}"
 
 
 def _extra_folder(tmp_path):
@@ -114,7 +114,7 @@ def _extra_folder(tmp_path):
 def test_real_data_adds_the_cases_of_the_environment_folder_and_drops_them_when_unset(tmp_path, monkeypatch):
     monkeypatch.setenv(REAL_DATA_ENV, str(_extra_folder(tmp_path)))
     folder = real_data(tmp_path / "outputs")
-    assert (folder / "ProstateX-0000" / "notes.txt").read_text() == "zones would go here"
+    assert (folder / "ProstateX-0000" / "notes.txt").read_text(encoding="utf-8") == "zones would go here"
     assert (folder / "Other-1" / "t2w.nii.gz").is_file()
     description = describe_source(folder)
     assert "ProstateX-0000 (shipped with prostseg + PROSTSEG_REAL_DATA/set)" in description
@@ -135,7 +135,7 @@ def test_real_data_never_replaces_a_file_it_did_not_write(tmp_path, monkeypatch)
     monkeypatch.setenv(REAL_DATA_ENV, str(extra))
     with pytest.raises(InputError, match="notes.txt: was not written by"):
         real_data(tmp_path / "outputs")
-    assert mine.read_text() == "my own notes"
+    assert mine.read_text(encoding="utf-8") == "my own notes"
 
 
 def test_real_data_refuses_two_different_files_for_one_place(tmp_path, monkeypatch):
@@ -154,5 +154,5 @@ def test_real_data_with_the_project_folder_adds_zones_to_the_sample(real_data_di
     zones = load_volume(case.path("zones"), label=True)
     check_same_grid(load_volume(case.path("t2w")), zones)
     assert set(np.unique(zones.data).tolist()) == {0, 1, 2}
-    index = json.loads((folder / ".sources.json").read_text())["files"]
+    index = json.loads((folder / ".sources.json").read_text(encoding="utf-8"))["files"]
     assert index["ProstateX-0000/zones.nii.gz"]["origin"].startswith(REAL_DATA_ENV)

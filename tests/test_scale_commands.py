@@ -96,7 +96,7 @@ def test_full_size_commands_run_with_small_overrides_on_a_fresh_checkout(phantom
                                    cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
         assert completed.returncode == 0, f"{' '.join(words)}\n{completed.stderr[-4000:]}"
         executed = checkout / papermill_arguments(words)[0][1]
-        text = "".join("".join(output.get("text", "")) for cell in json.loads(executed.read_text())["cells"]
+        text = "".join("".join(output.get("text", "")) for cell in json.loads(executed.read_text(encoding="utf-8"))["cells"]
                        if cell["cell_type"] == "code" for output in cell.get("outputs", []))
         assert "on 2 replica(s)" in text, chapter
         assert (out / model).is_file()

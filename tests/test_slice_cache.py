@@ -120,7 +120,7 @@ def test_a_changed_input_or_recipe_is_prepared_again_and_never_read_stale(unet_d
     lesion = load_volume(data_dir / "phantom-001" / "lesion.nii.gz")
     save_like(np.zeros_like(lesion.data), lesion, data_dir / "phantom-001" / "lesion.nii.gz", overwrite=True)
     description = cache / spec.name / "phantom-002.json"
-    changed = json.loads(description.read_text())
+    changed = json.loads(description.read_text(encoding="utf-8"))
     changed["parameters"]["normalisation"] = "an older recipe"
     description.write_text(json.dumps(changed))
 
@@ -183,7 +183,7 @@ def test_both_models_train_an_epoch_from_the_disk_cache(phantom_dir, tmp_path, c
                  "--image-size", str(SIZE), "--base-filters", "4", "--depth", "2", "--batch-size", "4",
                  "--label", "zones", "--slice-cache", str(cache), "--verbose", "0"])
     assert code == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "unet" / "config.json").read_text())["slice_cache"] == str(cache)
+    assert json.loads((tmp_path / "unet" / "config.json").read_text(encoding="utf-8"))["slice_cache"] == str(cache)
     row = read_history(tmp_path / "unet" / "history.csv")[0]
     assert np.isfinite(row["loss"]) and 0 <= row["val_dice"] <= 1
     assert len(list((cache / f"unet-zones-{SIZE}-native").glob("*.tfrecord"))) == 3  # train + val
@@ -213,4 +213,4 @@ def test_prepare_on_a_dask_local_cluster_writes_the_local_bytes(unet_data, tmp_p
         if path.suffix == ".tfrecord":
             assert theirs.read_bytes() == path.read_bytes(), path.name
         else:
-            assert json.loads(theirs.read_text()) == json.loads(path.read_text()), path.name
+            assert json.loads(theirs.read_text(encoding="utf-8")) == json.loads(path.read_text(encoding="utf-8")), path.name

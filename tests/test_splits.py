@@ -156,7 +156,7 @@ def test_json_round_trip(tmp_path_factory, case_ids, seed):
 
 def test_json_file_layout(tmp_path):
     path = PatientSplit(train=["b", "a"], val=["c"], test=["d"], seed=11).to_json(tmp_path / "runs" / "split.json")
-    assert json.loads(path.read_text()) == {"seed": 11, "train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    assert json.loads(path.read_text(encoding="utf-8")) == {"seed": 11, "train": ["a", "b"], "val": ["c"], "test": ["d"]}
 
 
 def test_to_json_refuses_to_overwrite_unless_asked(tmp_path):
@@ -165,7 +165,7 @@ def test_to_json_refuses_to_overwrite_unless_asked(tmp_path):
     split = PatientSplit(train=["a"], val=[], test=[], seed=0)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         split.to_json(path)
-    assert path.read_text() == "user file"
+    assert path.read_text(encoding="utf-8") == "user file"
     split.to_json(path, overwrite=True)
     assert PatientSplit.from_json(path) == split
 

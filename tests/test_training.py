@@ -139,7 +139,7 @@ def test_unet_learns_the_gland_and_finds_it_in_held_out_patients(phantom_dir, sp
     history = read_history(result.history_path)
     assert [row["epoch"] for row in history] == list(range(4))
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
-    split = json.loads(split_file.read_text())
+    split = json.loads(split_file.read_text(encoding="utf-8"))
     # Training IoU (pooled over the last epoch's batches) against the best constant
     # prediction, all ones, on the same training slices.
     masks = [
@@ -165,9 +165,9 @@ def test_unet_learns_the_gland_and_finds_it_in_held_out_patients(phantom_dir, sp
     assert predicted_iou > 0.5
     assert predicted_iou > all_ones_held_out + 0.3
     assert (tmp_path / "run" / "best.keras").is_file()
-    assert json.loads((tmp_path / "run" / "split.json").read_text()) == split
+    assert json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8")) == split
     # every finished run describes itself: data, split and held-out scores
-    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "best.keras" in card and all(case_id in card for case_id in split["train"])
 
 
@@ -197,14 +197,14 @@ def test_pix2pix_generator_l1_falls_and_is_validated_on_held_out_patients(stack_
     assert len(history) == 3
     assert history[-1]["gen_l1"] < history[0]["gen_l1"]
     assert all(np.isfinite(row["disc"]) and 0 <= row["val_dice_mean"] <= 1 for row in history)
-    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    split = json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))
     assert len(split["val"]) == 1 and not set(split["val"]) & set(split["train"])
     assert load_model(result.model_path).output_shape == (None, 32, 32, 5)
     assert (tmp_path / "run" / "discriminator.keras").is_file()
     best_epoch = max(history, key=lambda row: row["val_dice_mean"])
     assert result.best["val_dice_mean"] == best_epoch["val_dice_mean"]
     assert load_model(tmp_path / "run" / "best_generator.keras").output_shape == (None, 32, 32, 5)
-    assert "best_generator.keras" in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "best_generator.keras" in (tmp_path / "run" / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -303,7 +303,7 @@ def test_folder_with_other_files_is_refused(phantom_dir, tmp_path):
     (out / "notes.txt").write_text("my notes")
     with pytest.raises(InputError, match="not empty and holds no training run"):
         train_unet(UNetTrainingConfig(phantom_dir, out, **TINY_UNET))
-    assert (out / "notes.txt").read_text() == "my notes"
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes"
     assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
 
 

@@ -83,17 +83,17 @@ def test_replaces_cases_of_another_seed_and_drops_surplus_cases(root):
     (data_dir / "phantom-000" / "aligned").mkdir()  # stale registration of the old case
     tutorial_data(cases=1, seed=5, root=root)
     assert case_ids(data_dir) == ["phantom-000"]
-    metadata = json.loads((data_dir / "phantom-000" / "phantom.json").read_text())
+    metadata = json.loads((data_dir / "phantom-000" / "phantom.json").read_text(encoding="utf-8"))
     assert (metadata["dataset_seed"], metadata["case_index"]) == (5, 0)
     assert not (data_dir / "phantom-000" / "aligned").exists()
 
 
 def test_replaces_cases_of_another_generator_version(root):
     metadata_file = root / PHANTOM_FOLDER / "phantom-001" / "phantom.json"
-    metadata = json.loads(metadata_file.read_text())
+    metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
     metadata_file.write_text(json.dumps({**metadata, "generator_version": "0"}))
     tutorial_data(cases=2, root=root)
-    assert json.loads(metadata_file.read_text()) == metadata
+    assert json.loads(metadata_file.read_text(encoding="utf-8")) == metadata
 
 
 def test_never_deletes_files_it_did_not_write(root):

@@ -102,7 +102,7 @@ def _case_name(index: int) -> str:
 def _phantom_metadata(folder: Path) -> dict | None:
     """The ``phantom.json`` of a case folder written by prostseg.phantom, else None."""
     try:
-        metadata = json.loads((folder / _METADATA).read_text())
+        metadata = json.loads((folder / _METADATA).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(metadata, dict) or metadata.get("generator") != _GENERATOR:
@@ -414,7 +414,7 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / _SOURCES
     try:
-        written = json.loads(index_path.read_text())["files"]
+        written = json.loads(index_path.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         written = {}
     for key in sorted(set(written) - set(wanted)):  # copies whose source is gone
@@ -443,7 +443,7 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
 def _origins(data_dir: Path) -> dict[str, list[str]]:
     """Case id -> origins of its files, from the index :func:`real_data` keeps."""
     try:
-        files = json.loads((data_dir / _SOURCES).read_text())["files"]
+        files = json.loads((data_dir / _SOURCES).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     origins: dict[str, list[str]] = {}
