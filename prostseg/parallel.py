@@ -45,7 +45,15 @@ from typing import ClassVar
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError, ProstsegError
 
-__all__ = ["CaseRows", "connect", "one_line", "run_cases", "usable_cores", "write_summary"]
+__all__ = [
+    "CaseRows",
+    "connect",
+    "one_line",
+    "run_cases",
+    "run_cases_with_summary",
+    "usable_cores",
+    "write_summary",
+]
 
 #: Warnings that say nothing about a case (native modules announcing their types).
 _IGNORED_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning)
@@ -244,6 +252,32 @@ def run_cases(
         if owned:
             client.close()
     return [found[name] for name in items]
+
+
+def run_cases_with_summary(
+    task: Callable[[object, int], dict],
+    items: Mapping[str, object],
+    rows: dict[str, dict],
+    summary_csv: Path | None,
+    columns: Sequence[str],
+    **options,
+) -> list[dict]:
+    """:func:`run_cases` over ``items``, keeping ``rows`` and the summary CSV current.
+
+    ``rows`` (case id -> row) holds every case of the dataset, those not in ``items``
+    included (skipped ones, say); each finished case replaces its row, and the summary
+    (when ``summary_csv`` is given) is written before the first case and after each.
+    ``options`` go to :func:`run_cases`. Returns the rows in ``rows``' order.
+    """
+    def finished(row: dict) -> None:
+        rows[row["case"]] = row
+        if summary_csv is not None:
+            write_summary(list(rows.values()), summary_csv, columns)
+
+    if summary_csv is not None:
+        write_summary(list(rows.values()), summary_csv, columns)
+    run_cases(task, items, on_row=finished, **options)
+    return list(rows.values())
 
 
 @dataclass

@@ -63,7 +63,7 @@ from prostseg.dataset import (
 )
 from prostseg.errors import DataWarning, InputError, ProstsegError
 from prostseg.io import Volume, load_volume, save_like, volume_to_itk
-from prostseg.parallel import CaseRows, write_summary
+from prostseg.parallel import CaseRows
 
 __all__ = [
     "DEFAULT_TRANSFORMS",
@@ -1168,7 +1168,7 @@ def register_dataset(
     {'registered': 7, 'failed': 1}
     """
     from prostseg.dataset import case_folders
-    from prostseg.parallel import one_line, run_cases
+    from prostseg.parallel import one_line, run_cases_with_summary
 
     transforms = tuple(transforms)
     rows: dict[str, dict] = {}
@@ -1191,16 +1191,8 @@ def register_dataset(
                 rows[folder.name] = {"case": folder.name, "status": "waiting"}
         rows[folder.name]["seconds"] = round(time.perf_counter() - started, 2)
     summary_csv = None if summary_csv is None else Path(summary_csv)
-
-    def finished(row: dict) -> None:
-        rows[row["case"]] = row
-        if summary_csv is not None:
-            write_summary(list(rows.values()), summary_csv, SUMMARY_COLUMNS)
-
     skipped = len(rows) - len(to_register)
-    if summary_csv is not None:
-        write_summary(list(rows.values()), summary_csv, SUMMARY_COLUMNS)
-    run_cases(_register_task, to_register, workers=workers, client=client, threads=threads,
-              progress=progress, description=f"registering ({skipped} of {len(rows)} skipped)",
-              on_row=finished)
+    run_cases_with_summary(_register_task, to_register, rows, summary_csv, SUMMARY_COLUMNS,
+                           workers=workers, client=client, threads=threads, progress=progress,
+                           description=f"registering ({skipped} of {len(rows)} skipped)")
     return DatasetRegistration(list(rows.values()), summary_csv)

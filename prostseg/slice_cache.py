@@ -65,7 +65,7 @@ import numpy as np
 from prostseg.atomic import atomic_path
 from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, Case, find_case
 from prostseg.errors import InputError
-from prostseg.parallel import CaseRows, one_line, run_cases, write_summary
+from prostseg.parallel import CaseRows, one_line, run_cases_with_summary
 from prostseg.recipes import recipe as model_recipe
 from prostseg.slices import CLIP_PERCENTILES
 
@@ -376,18 +376,10 @@ def prepare_cases(
                 rows[folder.name] = {"case": folder.name, "status": "waiting"}
         rows[folder.name]["seconds"] = round(time.perf_counter() - started, 2)
     summary_csv = None if summary_csv is None else Path(summary_csv)
-
-    def finished(row: dict) -> None:
-        rows[row["case"]] = row
-        if summary_csv is not None:
-            write_summary(list(rows.values()), summary_csv, SUMMARY_COLUMNS)
-
-    if summary_csv is not None:
-        write_summary(list(rows.values()), summary_csv, SUMMARY_COLUMNS)
     skipped = len(rows) - len(to_prepare)
-    run_cases(_prepare_task, to_prepare, workers=workers, client=client, threads=1,
-              progress=progress, description=f"preparing ({skipped} of {len(rows)} skipped)",
-              on_row=finished)
+    run_cases_with_summary(_prepare_task, to_prepare, rows, summary_csv, SUMMARY_COLUMNS,
+                           workers=workers, client=client, threads=1, progress=progress,
+                           description=f"preparing ({skipped} of {len(rows)} skipped)")
     return DatasetPreparation(list(rows.values()), summary_csv, cache_dir / spec.name)
 
 
