@@ -22,7 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from prostseg.dataset import ALIGNED_FOLDER, FILE_ALIASES, REGISTRATION_FILE, STACK, volume_file
+from prostseg.dataset import ALIGNED_FOLDER, FILE_ALIASES, MASKS, REGISTRATION_FILE, STACK, volume_file
 from prostseg.errors import InputError, ProstsegError
 
 
@@ -264,8 +264,8 @@ def _add_prepare_command(subparsers) -> None:
                         help="side of the square slices (default 384 U-Net, 256 Pix2Pix)")
     parser.add_argument("--target-spacing", type=float, metavar="MM",
                         help="resample slices to this in-plane spacing (mm), as in training")
-    parser.add_argument("--label", choices=("lesion", "zones"), default="lesion",
-                        help="U-Net mask: lesion, or the whole gland (non-zero zones)")
+    parser.add_argument("--label", choices=MASKS, default="lesion",
+                        help="U-Net mask: lesion, the whole gland as non-zero zones, or a gland mask")
     parser.add_argument("--cache-dir", type=Path, help="cache folder (default: DATA_DIR/.prepared)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="cases at a time on this machine "
@@ -482,7 +482,7 @@ def _add_export_command(subparsers) -> None:
                         help="format to write (repeat for both; default both)")
     parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
                         help="in-plane spacing the model was trained at, when no run config.json records it")
-    parser.add_argument("--label", choices=("lesion", "zones"), default=None,
+    parser.add_argument("--label", choices=MASKS, default=None,
                         help="what a one-channel U-Net segments, when no run config.json records it")
     parser.add_argument("--overwrite", action="store_true", help="replace existing exports")
     parser.set_defaults(handler=_run_export)
@@ -510,7 +510,7 @@ def _add_evaluate_command(subparsers) -> None:
     parser.add_argument("--pred-dir", type=Path, required=True, help="folder of CASE_ID.nii.gz predictions")
     parser.add_argument("--truth-dir", type=Path, required=True, help="data folder with the true masks")
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    parser.add_argument("--label", choices=("lesion", "zones"), default="lesion", help="truth mask (default lesion)")
+    parser.add_argument("--label", choices=MASKS, default="lesion", help="truth mask (default lesion)")
     parser.add_argument("--per-zone", action="store_true", help="score each zone (needs --label zones)")
     parser.add_argument("--figure", type=Path, help="image file for a best/worst case overlay")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")

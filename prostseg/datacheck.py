@@ -242,7 +242,7 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
     train_images = [case.path(names[0]) for case in train_cases]
     with_foreground = sum(report.foreground[path] for path in train_masks)
     n_slices = sum(report.slices[path] for path in train_images)
-    what = "lesion" if label == "lesion" else "gland (zones)"
+    what = {"lesion": "lesion", "zones": "gland (zones)", "gland": "gland"}[label]
     if is_unet and (config.drop_empty or config.foreground_fraction is not None) and with_foreground == 0:
         option = "drop_empty=True" if config.drop_empty else f"foreground_fraction={config.foreground_fraction}"
         raise InputError(

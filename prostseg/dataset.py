@@ -13,6 +13,8 @@ by arranging it like this::
         lesion.nii.gz       optional: binary lesion mask on the T2W grid
         zones.nii.gz        optional: zone labels on the T2W grid,
                             0 background, 1 PZ, 2 TZ, 3 CZ, 4 AFS (ZONE_NAMES)
+        gland.nii.gz        optional: whole-gland mask on the T2W grid, 0 and 1
+                            (for data whose gland outline has no zones)
         phantom.json        only in generated cases: how prostseg.phantom made them
         aligned/            written by prostseg.registration
           stack.nii.gz      (X, Y, Z, 3) float32: T2W, DWI, ADC on the T2W grid
@@ -30,7 +32,7 @@ Rules:
   regard to case (``T2W.mha`` is the T2W volume).
 * Each volume must appear once: ``t2w.nii.gz`` next to ``t2w.mha``, or ``dwi.*`` next
   to ``hbv.*``, is an error rather than a guess.
-* Masks (``lesion``, ``zones``) and ``aligned/stack`` must lie on the T2W grid: same
+* Masks (``lesion``, ``zones``, ``gland``) and ``aligned/stack`` must lie on the T2W grid: same
   canonical shape and affine (see :func:`prostseg.io.volume_grid`), whatever voxel
   order each file uses. ADC and DWI have grids of their own.
 * Other files (notes, ``.raw`` data files of ``.mhd`` headers, ``phantom.json``,
@@ -52,7 +54,7 @@ Examples
 >>> [case.case_id for case in cases]
 ['phantom-000', 'phantom-001']
 >>> sorted(cases[0].files)
-['adc', 'dwi', 'lesion', 't2w', 'zones']
+['adc', 'dwi', 'gland', 'lesion', 't2w', 'zones']
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ __all__ = [
     "NUM_ZONE_CLASSES",
     "MODALITIES",
     "MASKS",
+    "MASK_CLASSES",
     "STACK",
     "EXTENSIONS",
     "FILE_ALIASES",
@@ -109,8 +112,12 @@ LESION_VALUES = (1, 255)
 
 #: Image volumes of a case.
 MODALITIES = ("t2w", "adc", "dwi")
-#: Label maps of a case; both lie on the T2W grid.
-MASKS = ("lesion", "zones")
+#: Label maps of a case; all lie on the T2W grid. ``gland`` is a whole-gland mask (0, 1),
+#: for data whose gland outline has no zones (the real cases that ship with prostseg).
+MASKS = ("lesion", "zones", "gland")
+#: Number of label values of the masks whose values are 0 .. n - 1 (a lesion mask's
+#: lesion value may be 1 or 255: :data:`LESION_VALUES`).
+MASK_CLASSES = MappingProxyType({"zones": NUM_ZONE_CLASSES, "gland": 2})
 #: Name of the registered 3-channel volume, stored as ``aligned/stack.*``.
 STACK = "stack"
 #: File name endings a case file may have.
@@ -430,9 +437,9 @@ def load_mask(path: str | os.PathLike, name: str, *, lesion_value: int = 1) -> V
     ----------
     path : str or os.PathLike
         The file (see :func:`prostseg.io.load_volume`).
-    name : {"lesion", "zones"}
-        ``"zones"``: labels 0..4 (:data:`ZONE_NAMES`). ``"lesion"``: 0 and
-        ``lesion_value``.
+    name : {"lesion", "zones", "gland"}
+        ``"zones"``: labels 0..4 (:data:`ZONE_NAMES`). ``"gland"``: 0 and 1.
+        ``"lesion"``: 0 and ``lesion_value``.
     lesion_value : {1, 255}, optional
         The value of lesion voxels (:data:`LESION_VALUES`); 255 must be asked for, so
         that an 8-bit image saved by mistake as a mask is not taken for one.
@@ -464,8 +471,8 @@ def load_mask(path: str | os.PathLike, name: str, *, lesion_value: int = 1) -> V
     """
     if name not in MASKS:
         raise ValueError(f"name must be one of {MASKS}, got {name!r}")
-    if name == "zones":
-        return load_volume(path, num_classes=NUM_ZONE_CLASSES)
+    if name in MASK_CLASSES:
+        return load_volume(path, num_classes=MASK_CLASSES[name])
     if lesion_value not in LESION_VALUES:
         raise ValueError(f"lesion_value must be one of {LESION_VALUES}, got {lesion_value!r}")
     mask = load_volume(path, label=True)

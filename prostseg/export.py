@@ -116,7 +116,7 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
     size = _fixed_size(model)
     classes = int(model.output_shape[-1])
     if classes == 1:
-        names = ["gland" if label == "zones" else (label or "foreground")]
+        names = ["gland" if label in ("zones", "gland") else (label or "foreground")]
         output = {"activation": "sigmoid", "classes": names, "threshold": 0.5}
     else:
         names = (list(ZONE_NAMES) if classes == len(ZONE_NAMES)

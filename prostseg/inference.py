@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
+from prostseg.dataset import MASK_CLASSES, MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
 from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
@@ -582,8 +582,9 @@ def _scores(pred: np.ndarray, truth: np.ndarray, per_zone: bool) -> dict[str, fl
 
 
 def _truth_and_prediction(case, pred_path: Path, label: str) -> tuple[Volume, Volume]:
-    """The truth mask and the prediction; zone maps (either) must hold labels 0..4."""
-    num_classes = NUM_ZONE_CLASSES if label == "zones" else None
+    """The truth mask and the prediction; zone maps (either) must hold labels 0..4, gland
+    masks 0 and 1."""
+    num_classes = MASK_CLASSES.get(label)
     truth = load_volume(case.path(label), label=True, num_classes=num_classes)
     return truth, load_volume(pred_path, label=True, num_classes=num_classes)
 
@@ -610,7 +611,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
         A data folder in the :mod:`prostseg.dataset` layout holding every predicted case.
     out_csv : str or os.PathLike
         CSV to write: one row per case, then a row ``mean``.
-    label : {"lesion", "zones"}, optional
+    label : {"lesion", "zones", "gland"}, optional
         The truth mask of each case.
     per_zone : bool, optional
         ``False``: compare foreground (non-zero) against foreground, e.g. lesions, or

@@ -386,6 +386,62 @@ def check_same_grid(image: Volume, mask: Volume, *, tolerance: float = GRID_TOLE
     )
 
 
+def crop_to_grid(volume: Volume, grid: Volume, *, tolerance: float = GRID_TOLERANCE) -> np.ndarray:
+    """The voxels of ``volume`` that lie on the grid of ``grid``, a crop of its grid.
+
+    ``grid`` must be a box of whole voxels of ``volume``'s grid: the same voxel axes and
+    sizes, an origin on one of its voxel centres and an extent inside it (as when a
+    scan is cropped with nibabel's ``img.slicer``). Nothing is interpolated.
+
+    Parameters
+    ----------
+    volume : Volume
+        The larger volume (an image or a mask).
+    grid : Volume
+        A volume on the smaller grid; only its shape and affine are used.
+    tolerance : float, optional
+        Largest tolerated displacement of a voxel centre, as a fraction of a voxel
+        (NIfTI stores affines in float32).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``volume.data`` cut to ``grid.shape`` (trailing channel axes kept), in canonical
+        order, ready for :func:`save_like` with ``grid`` as the reference.
+
+    Raises
+    ------
+    InputError
+        Naming ``volume.path`` when ``grid`` is not a whole-voxel box inside its grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> big = Volume(np.arange(6 * 5 * 2).reshape(6, 5, 2), np.diag([0.5, 0.5, 3.0, 1.0]))
+    >>> affine = big.affine.copy()
+    >>> affine[:3, 3] = big.affine[:3, :3] @ [2, 1, 0]
+    >>> small = Volume(np.zeros((3, 3, 2)), affine)
+    >>> bool(np.array_equal(crop_to_grid(big, small), big.data[2:5, 1:4]))
+    True
+    >>> crop_to_grid(small, big)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: the grid ... is not a box of whole voxels inside it: ...
+    """
+    offset = np.linalg.solve(volume.affine, grid.affine)  # grid voxel -> volume voxel
+    start = np.round(offset[:3, 3])
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in grid.shape])), dtype=np.float64)
+    mapped = corners @ offset[:3, :3].T + offset[:3, 3]
+    displacement = (mapped - (corners + start)) * np.asarray(volume.spacing)
+    inside = np.all(start >= 0) and np.all(start + grid.shape <= volume.shape)
+    if not inside or np.linalg.norm(displacement, axis=1).max() > tolerance * min(volume.spacing):
+        raise InputError(
+            volume.path, f"the grid {_format_affine(grid.affine)} of shape {grid.shape} is not a box of whole voxels "
+            f"inside it: shape {volume.shape}, affine {_format_affine(volume.affine)}")
+    box = tuple(slice(int(s), int(s) + n) for s, n in zip(start, grid.shape))
+    return volume.data[box]
+
+
 def save_like(
     array: np.ndarray,
     reference: Volume,

@@ -171,6 +171,32 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             },
         },
         "notes": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "derived": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["role", "cases", "model", "settings", "note"],
+                "properties": {
+                    "role": {"enum": list(CASE_ROLES)},
+                    "cases": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                    "model": {
+                        "type": "object",
+                        "required": ["name", "version", "licence", "file", "sha256"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "version": {"type": "string", "minLength": 1},
+                            "licence": {"type": "string", "minLength": 1},
+                            "file": {"type": "string", "minLength": 1},
+                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                    },
+                    "settings": {"type": "object"},
+                    "cases_made": {"type": "array", "items": {"type": "object"}},
+                    "note": {"type": "string", "minLength": 1},
+                },
+            },
+        },
     },
 }
 

@@ -96,8 +96,8 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
     data_dir : str or os.PathLike
         The data folder holding the cases.
     case_ids : iterable of str
-    label : {"lesion", "zones"}, optional
-        What a single-channel U-Net segments (``"zones"``: the whole gland).
+    label : {"lesion", "zones", "gland"}, optional
+        What a single-channel U-Net segments (``"zones"``, ``"gland"``: the whole gland).
     target_spacing : float, optional
         See :func:`prostseg.inference.resolve_model`.
 

@@ -138,8 +138,8 @@ __all__ = [
 ]
 
 #: Version of the generator, stored in every case's ``phantom.json``. It changes
-#: whenever the same seed would give different images.
-GENERATOR_VERSION = "3"
+#: whenever the same seed would give different images or another set of files.
+GENERATOR_VERSION = "4"
 
 #: b-value (s/mm^2) of the phantom's diffusion-weighted volume.
 B_VALUE = 1400.0
@@ -360,7 +360,7 @@ class PhantomCase:
         --------
         >>> case = make_phantom_case(1, shape=(48, 48, 8), spacing=(2.5, 2.5, 5.0))
         >>> sorted(case.volumes())
-        ['adc', 'dwi', 'lesion', 't2w', 'zones']
+        ['adc', 'dwi', 'gland', 'lesion', 't2w', 'zones']
         """
         return {
             "t2w": (self.t2w, self.t2w_affine),
@@ -368,6 +368,7 @@ class PhantomCase:
             "dwi": (self.dwi, self.dwi_affine),
             "lesion": (self.lesion, self.t2w_affine),
             "zones": (self.zones, self.t2w_affine),
+            "gland": ((self.zones > 0).astype(np.uint8), self.t2w_affine),
         }
 
 
@@ -1454,8 +1455,8 @@ def write_phantom_dataset(
     """Write phantom cases in the case layout of :mod:`prostseg.dataset`.
 
     Case ``i`` goes to ``out_dir/phantom-{i:03d}/`` and holds ``t2w.nii.gz`` (int16),
-    ``adc.nii.gz`` and ``dwi.nii.gz`` (float32, on their own grid), ``lesion.nii.gz`` and
-    ``zones.nii.gz`` (uint8, on the T2W grid), all stored in LAS voxel order, and
+    ``adc.nii.gz`` and ``dwi.nii.gz`` (float32, on their own grid), ``lesion.nii.gz``,
+    ``zones.nii.gz`` and ``gland.nii.gz`` (the non-zero zones; uint8, on the T2W grid), all stored in LAS voxel order, and
     ``phantom.json``: the generator version, the dataset seed, the case's own seed (so
     ``make_phantom_case(case_seed, **case_kwargs)`` rebuilds it, ``dwi_zones``
     included), the keyword arguments, the lesion count and the misalignment of the
@@ -1499,7 +1500,7 @@ def write_phantom_dataset(
     >>> [path.name for path in write_phantom_dataset(out_dir, n_cases=2, **small)]
     ['phantom-000', 'phantom-001']
     >>> sorted(path.name for path in (out_dir / "phantom-000").iterdir())
-    ['adc.nii.gz', 'dwi.nii.gz', 'lesion.nii.gz', 'phantom.json', 't2w.nii.gz', 'zones.nii.gz']
+    ['adc.nii.gz', 'dwi.nii.gz', 'gland.nii.gz', 'lesion.nii.gz', 'phantom.json', 't2w.nii.gz', 'zones.nii.gz']
     >>> write_phantom_dataset(out_dir, n_cases=1, **small)
     Traceback (most recent call last):
     ...

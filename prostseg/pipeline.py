@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from prostseg.dataset import ALIGNED_FOLDER, MASKS, NUM_ZONE_CLASSES, STACK, Case, volume_file
+from prostseg.dataset import ALIGNED_FOLDER, MASK_CLASSES, MASKS, NUM_ZONE_CLASSES, STACK, Case, volume_file
 from prostseg.errors import InputError
 from prostseg.io import Volume, check_same_grid, load_volume, volume_grid
 from prostseg.slices import (
@@ -273,9 +273,9 @@ def _checked_label(label: str) -> str:
 
 
 def _load_unet_mask(case: Case, label: str) -> Volume:
-    """A case's mask; zone maps must hold 0..4 (lesion values: see prostseg.datacheck)."""
-    num_classes = NUM_ZONE_CLASSES if label == "zones" else None
-    return load_volume(case.path(label), label=True, num_classes=num_classes)
+    """A case's mask; zone maps must hold 0..4, gland masks 0 and 1 (lesion values: see
+    prostseg.datacheck)."""
+    return load_volume(case.path(label), label=True, num_classes=MASK_CLASSES.get(label))
 
 
 def _load_unet_case(
@@ -420,7 +420,7 @@ def count_slices(
     ----------
     cases : sequence of Case
         Cases with a ``t2w`` and a ``label`` file.
-    label : {"lesion", "zones"}, optional
+    label : {"lesion", "zones", "gland"}, optional
         The mask file of each case.
     drop_empty : bool, optional
         Count only slices with foreground.

@@ -222,7 +222,8 @@ UNET = Recipe(
     dataset=_unet_stream,
     decode=_threshold_or_argmax,
     task=lambda config: {"lesion": "lesion segmentation (U-Net on T2W)",
-                         "zones": "whole-gland segmentation (U-Net on T2W)"}[config.label],
+                         "zones": "whole-gland segmentation (U-Net on T2W)",
+                         "gland": "whole-gland segmentation (U-Net on T2W)"}[config.label],
     config=UNetTrainingConfig,
     model_file=MODEL_FILES["unet"],
 )

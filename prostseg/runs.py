@@ -226,8 +226,9 @@ class UNetTrainingConfig(_TrainingConfig):
         U-Net size (:func:`prostseg.models.build_unet`).
     loss : {"bce", "dice", "bce_dice"}
         Binary cross-entropy (the original project's choice), soft Dice, or their sum.
-    label : {"lesion", "zones"}
-        The mask to learn: lesions, or the whole gland (every non-zero zone).
+    label : {"lesion", "zones", "gland"}
+        The mask to learn: lesions, the whole gland as every non-zero zone of a zone
+        map, or the whole gland from a gland mask (``gland.nii.gz``).
     lesion_value : {1, 255}
         Value of lesion voxels in the lesion masks (background is 0); 255 must be
         stated, see :func:`prostseg.dataset.load_mask`.

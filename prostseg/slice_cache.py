@@ -110,8 +110,8 @@ class SliceSpec:
         Side of the square slices (default: the model's, 384 or 256).
     target_spacing : float, optional
         Common in-plane pixel size in mm (see :mod:`prostseg.pipeline`).
-    label : {"lesion", "zones"}
-        U-Net only: the mask (``"zones"``: the whole gland). Pix2Pix always uses zones.
+    label : {"lesion", "zones", "gland"}
+        U-Net only: the mask (``"zones"``, ``"gland"``: the whole gland). Pix2Pix always uses zones.
 
     Examples
     --------

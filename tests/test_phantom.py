@@ -28,7 +28,7 @@ SMALL = PHANTOM_CASE_KWARGS
 PZ, TZ, CZ, AFS = (ZONE_NAMES.index(name) for name in (
     "peripheral zone", "transition zone", "central zone", "anterior fibromuscular stroma"))
 TISSUE = {name: index for index, name in enumerate(TISSUE_NAMES)}
-LAYOUT_FILES = ("t2w", "adc", "dwi", "lesion", "zones")
+LAYOUT_FILES = ("t2w", "adc", "dwi", "lesion", "zones", "gland")
 ALIGNED = RigidTransform((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
 
 
@@ -473,14 +473,17 @@ def test_written_dataset_matches_the_cases(phantom_dir):
         assert metadata["misalignment"]["translation_mm"] == list(case.misalignment.translation_mm)
         stored = {
             "t2w": np.int16, "adc": np.float32, "dwi": np.float32, "lesion": np.uint8, "zones": np.uint8,
+            "gland": np.uint8,
         }
         for name, (array, affine) in case.volumes().items():
             image = nib.load(case_dir / f"{name}.nii.gz")
             assert image.get_data_dtype() == stored[name], name
             assert nib.aff2axcodes(image.affine) == ("L", "A", "S"), name
-            volume = load_volume(case_dir / f"{name}.nii.gz", label=name in ("lesion", "zones"))
+            volume = load_volume(case_dir / f"{name}.nii.gz", label=name in ("lesion", "zones", "gland"))
             np.testing.assert_array_equal(volume.data, array, err_msg=name)
             np.testing.assert_allclose(volume.affine, affine, atol=1e-4, err_msg=name)
+        gland = load_volume(case_dir / "gland.nii.gz", label=True).data
+        np.testing.assert_array_equal(gland, case.zones > 0)
     assert len(seeds) == 4
 
 

@@ -28,7 +28,7 @@ Examples
 >>> tutorial_data(cases=2, root=root) == data_dir  # reused, not written again
 True
 >>> describe_source(data_dir)  # doctest: +ELLIPSIS
-'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 3) in .../phantom-data'
+'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 4) in .../phantom-data'
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from prostseg.atomic import atomic_path
 from prostseg.dataset import (
@@ -51,6 +54,7 @@ from prostseg.dataset import (
     volume_file,
 )
 from prostseg.errors import InputError
+from prostseg.io import SUPPORTED_EXTENSIONS, crop_to_grid, load_volume, save_like, volume_grid
 from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
 
 __all__ = [
@@ -317,31 +321,80 @@ def _case_files(case_dir: Path) -> dict[str, Path]:
     return files
 
 
-def _real_sources(extra: Path | None) -> dict[str, tuple[Path, str]]:
-    """Files the real-data folder should hold: ``{relative path: (source, origin)}``.
+@dataclass(frozen=True)
+class _Copy:
+    """One file of the real-data folder: where it comes from, and how it is made."""
+
+    source: Path
+    origin: str
+    onto: Path | None = None  # a shipped T2W: the source is cut to its grid (crop_to_grid)
+
+
+def _is_volume(path: Path) -> bool:
+    return any(path.name.endswith(ending) for ending in SUPPORTED_EXTENSIONS)
+
+
+def _shipped_t2w(case_dir: Path) -> Path | None:
+    try:
+        case = find_case(case_dir, check_grids=False)
+    except InputError:
+        return None
+    return case.path("t2w") if case.has("t2w") else None
+
+
+def _same_grid(first: Path, second: Path) -> bool:
+    (shape, affine), (other_shape, other_affine) = volume_grid(first), volume_grid(second)
+    return shape == other_shape and np.allclose(affine, other_affine, atol=1e-3)
+
+
+def _is_crop_of(shipped: Path, source: Path) -> bool:
+    """Whether ``shipped`` holds the voxels of ``source`` on a box of its grid."""
+    small, large = load_volume(shipped), load_volume(source)
+    try:
+        return bool(np.array_equal(crop_to_grid(large, small), small.data))
+    except InputError:
+        return False
+
+
+def _real_sources(extra: Path | None) -> dict[str, _Copy]:
+    """Files the real-data folder should hold, by path relative to it.
 
     The shipped sample first; then every case folder of ``extra`` (the folder itself
     may hold case folders, or datasets that hold case folders). A case of ``extra``
     that shares its id with one already listed adds its other files (zone masks of
-    the shipped study, say); a file that would replace a different file is an error.
+    the shipped studies, say). When the shipped case holds a crop of the scan that
+    ``extra`` holds in full (the shipped T2W is a box of its voxels), the volumes it adds
+    are cut to the shipped grid; any other file that would replace a different file is
+    an error.
     """
-    wanted: dict[str, tuple[Path, str]] = {}
+    wanted: dict[str, _Copy] = {}
+    shipped_t2w: dict[str, Path] = {}
 
     def add(case_dir: Path, origin: str) -> None:
         for relative, source in _case_files(case_dir).items():
             key = f"{case_dir.name}/{relative}"
-            if key in wanted and wanted[key][0].stat().st_size == source.stat().st_size \
-                    and _sha256(wanted[key][0]) == _sha256(source):
+            if key in wanted and wanted[key].source.stat().st_size == source.stat().st_size \
+                    and _sha256(wanted[key].source) == _sha256(source):
                 continue  # the same file again (a second copy of the shipped study)
+            cropped = case_dir.name in shipped_t2w and _is_volume(source)
+            if key in wanted and cropped and wanted[key].source == shipped_t2w[case_dir.name] \
+                    and _is_crop_of(wanted[key].source, source):
+                continue  # the full scan of which the shipped T2W is a crop
             if key in wanted:
                 raise InputError(
-                    source, f"differs from {wanted[key][0]}, which real_data() also puts at {REAL_FOLDER}/{key}; "
+                    source, f"differs from {wanted[key].source}, which real_data() also puts at {REAL_FOLDER}/{key}; "
                     "remove one of them or rename its case folder")
-            wanted[key] = (source, origin)
+            grid = shipped_t2w.get(case_dir.name) if cropped else None
+            if grid is not None and _same_grid(grid, source):
+                grid = None  # already on the shipped grid: a plain copy
+            wanted[key] = _Copy(source, origin, grid)
 
     for case_dir in sorted(SAMPLE_DIR.iterdir()):
         if case_dir.is_dir():
             add(case_dir, SAMPLE_ORIGIN)
+            t2w = _shipped_t2w(case_dir)
+            if t2w is not None:
+                shipped_t2w[case_dir.name] = t2w
     if extra is None:
         return wanted
     for entry in sorted(extra.iterdir()):
@@ -363,17 +416,30 @@ def _is_case(folder: Path) -> bool:
     return True
 
 
+def _write_copy(copy: _Copy, target: Path) -> None:
+    """Copy a file, or write a label map cut to the grid of a shipped T2W."""
+    if copy.onto is None:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(copy.source, tmp)
+        return
+    grid = load_volume(copy.onto)
+    volume = load_volume(copy.source, label=True)
+    save_like(crop_to_grid(volume, grid), grid, target, overwrite=True)
+
+
 def real_data(root: str | os.PathLike | None = None) -> Path:
-    """Return a writable folder of real cases: the shipped study, and more when available.
+    """Return a writable folder of real cases: the shipped studies, and more when available.
 
     The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.dataset`,
-    the real study that ships with prostseg (ProstateX-0000: T2W, ADC, high-b DWI and a
-    lesion mask; :data:`SAMPLE_DIR`) and, when the environment variable
+    the real studies that ship with prostseg (:data:`SAMPLE_DIR`: ProstateX-0000 with
+    T2W, ADC, high-b DWI, a lesion mask and a gland mask; ProstateX-0101, -0152 and -0199
+    with a T2W crop and a gland mask) and, when the environment variable
     :data:`REAL_DATA_ENV` names a folder, every case folder found in it or in its
     sub-folders. A case found there under the id of one already present adds its other
-    files: the project's test data adds zone masks to ProstateX-0000 this way. The
-    files are copies, so registration can write ``aligned/`` next to them without
-    touching the sources.
+    files: the project's test data adds zone masks to the shipped studies this way.
+    Where the shipped T2W is a crop of the scan found there, the masks it adds are cut
+    to the shipped grid (:func:`prostseg.io.crop_to_grid`). The files are copies, so
+    registration can write ``aligned/`` next to them without touching the sources.
 
     Parameters
     ----------
@@ -393,21 +459,23 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
 
     Notes
     -----
-    Copies are checked against their sources (SHA-256) and renewed when they differ;
-    copies whose source is gone (the variable was unset) are deleted. Everything else
-    in the folder, such as ``aligned/`` written by registration, is left alone. Which
-    file came from where is recorded in ``real-data/.sources.json`` and reported by
-    :func:`describe_source`.
+    Copies are checked against their sources (SHA-256 of the source, recorded) and
+    renewed when they differ; copies whose source is gone (the variable was unset) are
+    deleted. Everything else in the folder, such as ``aligned/`` written by
+    registration, is left alone. Which file came from where is recorded in
+    ``real-data/.sources.json`` and reported by :func:`describe_source`.
 
     Examples
     --------
     >>> import os, tempfile
     >>> os.environ.pop(REAL_DATA_ENV, None) and None
     >>> folder = real_data(tempfile.mkdtemp())
+    >>> sorted(path.name for path in folder.iterdir() if path.is_dir())
+    ['ProstateX-0000', 'ProstateX-0101', 'ProstateX-0152', 'ProstateX-0199']
     >>> sorted(path.name for path in (folder / "ProstateX-0000").iterdir())
-    ['adc.mha', 'hbv.mha', 'lesion.nii.gz', 't2w.mha']
+    ['adc.mha', 'gland.nii.gz', 'hbv.mha', 'lesion.nii.gz', 't2w.mha']
     >>> describe_source(folder)  # doctest: +ELLIPSIS
-    'Real data: 1 case in .../real-data: ProstateX-0000 (shipped with prostseg)'
+    'Real data: 4 cases in .../real-data: ProstateX-0000, ProstateX-0101, ProstateX-0152, ProstateX-0199 (shipped with prostseg)'
     """
     out_dir = Path(outputs_root() if root is None else root) / REAL_FOLDER
     wanted = _real_sources(real_data_dir())
@@ -419,24 +487,28 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
         written = {}
     for key in sorted(set(written) - set(wanted)):  # copies whose source is gone
         (out_dir / key).unlink(missing_ok=True)
-    for key, (source, _) in wanted.items():
+    digests = {}
+    for key, copy in wanted.items():
         target = out_dir / key
-        digest = _sha256(source)
-        if target.is_file() and _sha256(target) == digest:
+        digests[key] = _sha256(copy.source)
+        recorded = written.get(key, {})
+        if target.is_file() and recorded.get("sha256") == digests[key] and recorded.get("onto") == (
+                None if copy.onto is None else str(copy.onto)) and (copy.onto is not None or _sha256(target) == digests[key]):
             continue
         if target.exists() and key not in written:
-            raise InputError(target, f"was not written by prostseg.book.data.real_data (its source would be {source}); "
-                             "move it elsewhere")
+            raise InputError(target, f"was not written by prostseg.book.data.real_data (its source would be "
+                             f"{copy.source}); move it elsewhere")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
+        _write_copy(copy, target)
     emptied = {parent for key in written for parent in (out_dir / key).parents if out_dir in parent.parents}
     for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    index = {"files": {key: {"source": str(source), "origin": origin} for key, (source, origin) in wanted.items()}}
+    index = {"files": {key: {"source": str(copy.source), "origin": copy.origin, "sha256": digests[key],
+                             "onto": None if copy.onto is None else str(copy.onto)}
+                       for key, copy in wanted.items()}}
     with atomic_path(index_path) as tmp:
-        tmp.write_text(json.dumps(index, indent=2) + "\n")
+        tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return out_dir
 
 
