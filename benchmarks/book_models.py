@@ -41,8 +41,8 @@ import common
 NAME = "book_models"
 
 #: The parameter cell of book/07_train-unet.ipynb (the values that decide the model).
-CHAPTER_7 = dict(epochs=30, batch_size=4, image_size=96, target_spacing=1.0, base_filters=16, depth=3,
-                 loss="bce_dice", learning_rate=1e-3, foreground_fraction=None, cache=True)
+CHAPTER_7 = dict(epochs=30, steps_per_epoch=20, batch_size=4, image_size=96, target_spacing=1.0, base_filters=16,
+                 depth=3, loss="bce_dice", learning_rate=1e-3, foreground_fraction=None, cache=True)
 #: The parameter cell of book/10_train-pix2pix.ipynb.
 CHAPTER_10 = dict(epochs=80, image_size=64, target_spacing=1.5, base_filters=16, batch_size=8,
                   learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=40,

@@ -13,7 +13,8 @@ takes in the central zone and the anterior fibromuscular stroma. :func:`to_two_z
 merges a four-zone map the same way, :func:`two_zone_dice` scores a prediction against
 such a map, and :func:`reference_agreement` measures how well the delineations of one
 case agree with each other: the ceiling for any model scored against them.
-:func:`score_real_case` applies a gland U-Net and a zone Pix2Pix to one real case,
+:func:`gland_agreement` scores a gland mask against every gland delineation of a
+case. :func:`score_real_case` applies a gland U-Net and a zone Pix2Pix to one real case,
 registration included, and scores both against its two-zone map.
 
 Examples
@@ -44,6 +45,7 @@ __all__ = [
     "to_two_zones",
     "two_zone_dice",
     "reference_agreement",
+    "gland_agreement",
     "RealCaseResult",
     "score_real_case",
 ]
@@ -193,6 +195,60 @@ def reference_agreement(case_dir: str | os.PathLike) -> list[dict[str, object]]:
         rows.append({"reference": path.name, "whole gland": scores["whole gland"],
                      **{name: scores.get(name, float("nan")) for name in TWO_ZONE_NAMES[1:]}})
     return rows
+
+
+def gland_agreement(mask, case_dir: str | os.PathLike) -> dict[str, float]:
+    """Dice of a whole-gland mask against every gland delineation of a case.
+
+    Parameters
+    ----------
+    mask : array_like
+        A gland mask (non-zero: gland) on the case's T2W grid, e.g. a prediction.
+    case_dir : str or os.PathLike
+        A case folder (:mod:`prostseg.dataset`); its ``gland`` mask, its ``zones`` map
+        (gland: every non-zero zone) and the volumes of its ``reference/`` folder
+        (gland masks or zone maps) are the delineations, those it has.
+
+    Returns
+    -------
+    dict
+        ``{file name: Dice}``, e.g. ``{"gland.nii.gz": 0.87, "zones.nii.gz": 0.84,
+        "reference/gland_a.nii.gz": 0.86}``; empty when the case has no delineation.
+
+    Raises
+    ------
+    InputError
+        When a delineation is not on the grid of the case's T2W volume, or ``mask`` has
+        another shape.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nibabel as nib
+    >>> case = Path(tempfile.mkdtemp()) / "case"
+    >>> (case / "reference").mkdir(parents=True)
+    >>> gland = np.zeros((4, 4, 2), np.uint8)
+    >>> gland[1:3, 1:3] = 1
+    >>> for name, data in (("t2w", gland * 100), ("gland", gland), ("reference/other", np.roll(gland, 1, 0))):
+    ...     nib.save(nib.Nifti1Image(data, np.eye(4)), case / f"{name}.nii.gz")
+    >>> {name: round(value, 2) for name, value in gland_agreement(gland, case).items()}
+    {'gland.nii.gz': 1.0, 'reference/other.nii.gz': 0.5}
+    """
+    case = find_case(case_dir, require=("t2w",))
+    t2w = load_volume(case.path("t2w"))
+    mask = np.asarray(mask) > 0
+    if mask.shape != t2w.shape:
+        raise InputError(case.path("t2w"), f"has shape {t2w.shape}, the mask {mask.shape}")
+    folder = case.folder / REFERENCE_FOLDER
+    paths = [case.path(name) for name in ("gland", "zones") if case.has(name)]
+    paths += sorted(path for path in folder.iterdir() if not path.name.startswith(".")) if folder.is_dir() else []
+    scores = {}
+    for path in paths:
+        other = load_volume(path, label=True)
+        check_same_grid(t2w, other)
+        scores[path.relative_to(case.folder).as_posix()] = dice(mask, other.data > 0)
+    return scores
 
 
 @dataclass(frozen=True)

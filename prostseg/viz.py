@@ -819,3 +819,76 @@ def plot_slice_grid(images, labels=None, *, titles: Sequence[str] | None = None,
         if labels is not None:
             _outline(ax, labels[index], _TRUTH_COLOUR, "solid")
     return figure
+
+
+def plot_mask_slices(image, mask, other=None, *, spacing: Sequence[float] | None = None,
+                     margin: float = 15.0, columns: int = 7,
+                     names: tuple[str, str] = ("mask", "other")) -> Figure:
+    """Show every axial slice of a volume that holds a mask, cut to the mask's box.
+
+    Each panel is one slice ``k`` with ``mask`` outlined in green (solid) and ``other``,
+    when given, in red (dashed), so that a reader can judge a delineation on every
+    slice it touches, not only on a chosen one.
+
+    Parameters
+    ----------
+    image : array_like, shape (X, Y, Z)
+        The volume (canonical order, as :func:`prostseg.io.load_volume` returns it).
+    mask : array_like, shape (X, Y, Z)
+        The delineation to show; its non-zero voxels are outlined.
+    other : array_like, shape (X, Y, Z), optional
+        A second delineation of the same volume (e.g. another rater's or model's).
+    spacing : (float, float, float), optional
+        Voxel size in mm; ``margin`` is in mm when given, in voxels otherwise.
+    margin : float, optional
+        Space kept around the box of the masks in each panel.
+    columns : int, optional
+        Panels per row.
+    names : (str, str), optional
+        Legend entries of ``mask`` and ``other``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ or both masks are empty.
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).random((40, 30, 6))
+    >>> mask = np.zeros((40, 30, 6), np.uint8)
+    >>> mask[10:20, 5:15, 1:4] = 1
+    >>> figure = plot_mask_slices(image, mask, np.roll(mask, 2, axis=0), columns=2)
+    >>> [ax.get_title() for ax in figure.axes if ax.get_title()]
+    ['slice 1', 'slice 2', 'slice 3']
+    """
+    image, mask = np.asarray(image), np.asarray(mask) > 0
+    either = mask if other is None else mask | (np.asarray(other) > 0)
+    if image.shape != mask.shape or either.shape != mask.shape:
+        raise ValueError(f"image {image.shape}, mask {mask.shape} and other {np.shape(other)} must have one shape")
+    if not either.any():
+        raise ValueError("the masks are empty: no slice to show")
+    found = np.argwhere(either)
+    pad = np.ceil(margin / np.asarray(spacing[:2] if spacing is not None else (1.0, 1.0))).astype(int)
+    low = np.maximum(found.min(axis=0)[:2] - pad, 0)
+    high = np.minimum(found.max(axis=0)[:2] + 1 + pad, image.shape[:2])
+    box = (slice(low[0], high[0]), slice(low[1], high[1]))
+    shown = np.flatnonzero(either.any(axis=(0, 1)))
+    rows = int(np.ceil(len(shown) / columns))
+    figure = Figure(figsize=(2.2 * columns, 2.3 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(shown):]:
+        ax.set_axis_off()
+    for ax, k in zip(axes, shown):
+        show_slice(image[box + (k,)], ax=ax, title=f"slice {k}", spacing=None if spacing is None else spacing[:2])
+        _outline(ax, mask[box + (k,)], _TRUTH_COLOUR, "solid")
+        if other is not None:
+            _outline(ax, np.asarray(other)[box + (k,)] > 0, _PREDICTION_COLOUR, "dashed")
+    handles = [Line2D([], [], color=_TRUTH_COLOUR, label=names[0])]
+    if other is not None:
+        handles.append(Line2D([], [], color=_PREDICTION_COLOUR, linestyle="dashed", label=names[1]))
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=text_size(figure))
+    return figure

@@ -8,7 +8,8 @@ Each chapter calls :func:`setup` once, right after its ``parameters`` cell::
 and ends with ``chapter.finish()``. The conventions it carries:
 
 * **data**: ``data_dir=None`` means the book's phantom dataset (or, for chapters that
-  look at real MRI first, the real study that ships with prostseg), kept in
+  look at real MRI first, the real studies that ship with prostseg, and for the gland
+  U-Net those studies with phantoms beside them), kept in
   ``<outputs>/phantom-data`` with the fixed seed :data:`prostseg.book.data.PHANTOM_SEED`;
   a chapter's parameters never rewrite it;
 * **outputs**: ``output_dir=None`` means ``<outputs>/<notebook stem>``, e.g.
@@ -51,7 +52,7 @@ from prostseg.book import data as _data
 
 __all__ = ["Chapter", "setup"]
 
-_DATA_DEFAULTS = ("phantom", "real", "none")
+_DATA_DEFAULTS = ("phantom", "real", "gland", "none")
 
 
 @dataclass
@@ -186,9 +187,10 @@ def setup(
         :data:`prostseg.book.data.PHANTOM_SEED`.
     cleanup : bool, optional
         Whether :meth:`Chapter.finish` deletes what the chapter wrote.
-    data : {"phantom", "real", "none"}, optional
+    data : {"phantom", "real", "gland", "none"}, optional
         The data when ``data_dir`` is None: the book's phantom dataset, the real data of
-        :func:`prostseg.book.data.real_data`, or none.
+        :func:`prostseg.book.data.real_data`, the real cases with gland masks and the
+        phantoms of :func:`prostseg.book.data.gland_training_data`, or none.
 
     Returns
     -------
@@ -215,6 +217,8 @@ def setup(
         chapter.data_dir = chapter.phantom_data()
     elif data == "real":
         chapter.data_dir = chapter.real_data()
+    elif data == "gland":
+        chapter.data_dir = _data.gland_training_data(root=chapter.root)
     if chapter.data_dir is not None:
         print(_data.describe_source(chapter.data_dir))
     if seed is not None:

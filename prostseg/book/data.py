@@ -41,6 +41,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -56,17 +57,24 @@ from prostseg.dataset import (
 from prostseg.errors import InputError
 from prostseg.io import SUPPORTED_EXTENSIONS, crop_to_grid, load_volume, save_like, volume_grid
 from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
+from prostseg.splits import PatientSplit
 
 __all__ = [
     "PHANTOM_CASES",
     "PHANTOM_SEED",
     "REAL_DATA_ENV",
     "PHANTOM_FOLDER",
+    "GLAND_FOLDER",
+    "GLAND_PHANTOMS",
+    "GLAND_PHANTOM_KWARGS",
+    "GLAND_TEST_PATIENTS",
     "REAL_FOLDER",
     "SAMPLE_DIR",
     "outputs_root",
     "tutorial_data",
     "real_data",
+    "gland_training_data",
+    "gland_training_split",
     "real_data_dir",
     "describe_source",
 ]
@@ -83,6 +91,14 @@ OUTPUTS_FOLDER = "outputs"
 PHANTOM_FOLDER = "phantom-data"
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
+#: Folder of :func:`gland_training_data`: real cases and phantoms for the gland U-Net.
+GLAND_FOLDER = "gland-training-data"
+#: Phantom patients :func:`gland_training_data` adds to the real cases by default.
+GLAND_PHANTOMS = 32
+#: How those phantoms are made (:func:`prostseg.phantom.make_phantom_case` keywords).
+GLAND_PHANTOM_KWARGS = MappingProxyType({"contrast": "mixed"})
+#: The real patient chapter 7 keeps out of training (chapters 8 and 11 test on it).
+GLAND_TEST_PATIENTS = ("ProstateX-0000",)
 #: The real study that ships with prostseg, in the case layout (read-only package data).
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 #: Where :func:`describe_source` says a shipped case comes from.
@@ -114,15 +130,16 @@ def _phantom_metadata(folder: Path) -> dict | None:
     return metadata
 
 
-def _is_complete(folder: Path, seed: int, index: int) -> bool:
-    """Whether ``folder`` holds case ``index`` of the default phantom dataset ``seed``."""
+def _is_complete(folder: Path, seed: int, index: int, case_kwargs: dict) -> bool:
+    """Whether ``folder`` holds case ``index`` of the phantom dataset ``seed`` made with
+    ``case_kwargs``."""
     metadata = _phantom_metadata(folder)
     return (
         metadata is not None
         and metadata.get("generator_version") == GENERATOR_VERSION
         and metadata.get("dataset_seed") == seed
         and metadata.get("case_index") == index
-        and metadata.get("case_kwargs") == {}
+        and metadata.get("case_kwargs") == case_kwargs
         and all((folder / name).is_file() for name in _VOLUME_FILES)
     )
 
@@ -132,11 +149,13 @@ def _foreign_entries(folder: Path) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.name not in _PROSTSEG_ENTRIES)
 
 
-def _plan(out_dir: Path, cases: int, seed: int) -> tuple[list[Path], list[int]]:
-    """Case folders to delete and case indices to write; raises before anything changes."""
+def _plan(out_dir: Path, cases: int, seed: int, case_kwargs: dict,
+          others: frozenset[str] = frozenset()) -> tuple[list[Path], list[int]]:
+    """Case folders to delete and case indices to write; raises before anything changes.
+    Folders named in ``others`` (real cases kept beside the phantoms) are left alone."""
     stale, keep = [], set()
     for entry in sorted(out_dir.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
+        if entry.name.startswith(".") or not entry.is_dir() or entry.name in others:
             continue  # notes, splits files and hidden folders are not cases
         match = _CASE_NAME.fullmatch(entry.name)
         if match is None:
@@ -146,7 +165,7 @@ def _plan(out_dir: Path, cases: int, seed: int) -> tuple[list[Path], list[int]]:
                 "move it elsewhere (or pass its parent folder as data_dir)",
             )
         index = int(match.group(1))
-        if index < cases and _is_complete(entry, seed, index):
+        if index < cases and _is_complete(entry, seed, index, case_kwargs):
             keep.add(index)
             continue
         foreign = _foreign_entries(entry)
@@ -253,26 +272,33 @@ def tutorial_data(
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     out_dir = Path(outputs_root() if root is None else root) / PHANTOM_FOLDER
+    _phantom_cases(out_dir, cases, seed, {})
+    return out_dir
+
+
+def _phantom_cases(out_dir: Path, cases: int, seed: int, case_kwargs: dict,
+                   others: frozenset[str] = frozenset()) -> None:
+    """Make ``out_dir`` hold phantom cases ``0 .. cases - 1`` of ``seed`` (see
+    :func:`tutorial_data`, Notes), besides the folders named in ``others``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "exists and is not a folder; remove it or choose another root")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stale, missing = _plan(out_dir, cases, seed)
+    stale, missing = _plan(out_dir, cases, seed, case_kwargs, others)
     for folder in stale:
         shutil.rmtree(folder)
     if missing:
         staging = Path(tempfile.mkdtemp(prefix=".phantom-", dir=out_dir))
         try:
-            written = write_phantom_dataset(staging, n_cases=max(missing) + 1, seed=seed)
+            written = write_phantom_dataset(staging, n_cases=max(missing) + 1, seed=seed, **case_kwargs)
             for index in missing:
                 target = out_dir / _case_name(index)
                 try:
                     written[index].rename(target)
                 except OSError:  # another process wrote it meanwhile
-                    if not _is_complete(target, seed, index):
+                    if not _is_complete(target, seed, index, case_kwargs):
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
 
 
 def real_data_dir() -> Path | None:
@@ -510,6 +536,121 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
     with atomic_path(index_path) as tmp:
         tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return out_dir
+
+
+def gland_training_data(
+    *,
+    phantoms: int = GLAND_PHANTOMS,
+    seed: int = PHANTOM_SEED,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """Return the data folder chapter 7 trains its gland U-Net on: real cases and phantoms.
+
+    The folder ``root/gland-training-data`` holds, in the case layout of
+    :mod:`prostseg.dataset`,
+
+    * every real case of :func:`real_data` that has a gland mask (the four ProstateX
+      studies that ship with prostseg), as ``t2w`` and ``gland`` only, and
+    * ``phantoms`` phantom patients of ``seed`` with ``contrast="mixed"``
+      (:func:`prostseg.phantom.make_phantom_case`: about half of them with a random T2W
+      level per tissue), whose ``gland`` masks are their non-zero zones.
+
+    Parameters
+    ----------
+    phantoms : int, optional
+        Number of phantom patients (>= 0).
+    seed : int, optional
+        Seed of the phantom patients.
+    root : str or os.PathLike, optional
+        Folder that holds ``real-data`` and ``gland-training-data``; default
+        :func:`outputs_root`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root/gland-training-data``.
+
+    Raises
+    ------
+    InputError
+        When the folder holds folders or files that prostseg did not write.
+
+    Notes
+    -----
+    The phantoms follow the rules of :func:`tutorial_data` (written once, reused while
+    their ``phantom.json`` matches); the real files are copies, renewed when they differ
+    from :func:`real_data`'s. Whatever ``PROSTSEG_REAL_DATA`` adds to :func:`real_data`
+    has no gland mask and does not come here, so the folder is the same with and without
+    it: the independent masks of the real cases are for scoring, never for training.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ.pop(REAL_DATA_ENV, None) and None
+    >>> folder = gland_training_data(phantoms=2, root=tempfile.mkdtemp())
+    >>> sorted(path.name for path in folder.iterdir() if path.is_dir())  # doctest: +NORMALIZE_WHITESPACE
+    ['ProstateX-0000', 'ProstateX-0101', 'ProstateX-0152', 'ProstateX-0199',
+     'phantom-000', 'phantom-001']
+    >>> sorted(path.name for path in (folder / "ProstateX-0000").iterdir())
+    ['gland.nii.gz', 't2w.mha']
+    """
+    if phantoms < 0:
+        raise ValueError(f"phantoms must be >= 0, got {phantoms}")
+    root = Path(outputs_root() if root is None else root)
+    real_cases = [case for case in discover_cases(real_data(root), require=("t2w",)) if case.has("gland")]
+    out_dir = root / GLAND_FOLDER
+    names = frozenset(case.case_id for case in real_cases)
+    _phantom_cases(out_dir, phantoms, seed, dict(GLAND_PHANTOM_KWARGS), others=names)
+    for case in real_cases:
+        for role in ("t2w", "gland"):
+            source = case.path(role)
+            target = out_dir / case.case_id / source.name
+            if target.is_file() and _sha256(target) == _sha256(source):
+                continue
+            target.parent.mkdir(exist_ok=True)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+    return out_dir
+
+
+def gland_training_split(data_dir: str | os.PathLike, *, test: tuple[str, ...] = GLAND_TEST_PATIENTS,
+                         val_phantoms: int = 2, real: bool = True, phantoms: int | None = None) -> PatientSplit:
+    """The split chapter 7 trains with on :func:`gland_training_data`.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        A folder written by :func:`gland_training_data`.
+    test : tuple of str, optional
+        The real patients kept out of training and model selection.
+    val_phantoms : int, optional
+        The last this many phantoms are the validation patients (they choose
+        ``best.keras``; none when there are not more phantoms than this); the real
+        patients are too few to spare one.
+    real : bool, optional
+        Train on the other real patients (False: on the phantoms alone).
+    phantoms : int, optional
+        Use only the first this many phantoms (validation included); default all.
+
+    Returns
+    -------
+    prostseg.splits.PatientSplit
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ.pop(REAL_DATA_ENV, None) and None
+    >>> folder = gland_training_data(phantoms=3, root=tempfile.mkdtemp())
+    >>> split = gland_training_split(folder, val_phantoms=1)
+    >>> split.train, split.val, split.test  # doctest: +NORMALIZE_WHITESPACE
+    (('ProstateX-0101', 'ProstateX-0152', 'ProstateX-0199', 'phantom-000', 'phantom-001'),
+     ('phantom-002',), ('ProstateX-0000',))
+    """
+    cases = [case.case_id for case in discover_cases(data_dir, require=("t2w", "gland"))]
+    made = [case_id for case_id in cases if _CASE_NAME.fullmatch(case_id)][:phantoms]
+    val = made[len(made) - val_phantoms:] if 0 < val_phantoms < len(made) else []
+    train = [case_id for case_id in cases if case_id not in made and case_id not in test] if real else []
+    return PatientSplit(train=train + made[:len(made) - len(val)], val=val, test=list(test), seed=None)
 
 
 def _origins(data_dir: Path) -> dict[str, list[str]]:
