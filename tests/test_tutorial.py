@@ -42,7 +42,7 @@ def test_writes_the_phantom_dataset_on_first_use(pristine_root):
     assert case_ids(data_dir) == ["phantom-000", "phantom-001"]
     for case_dir in data_dir.iterdir():
         assert {path.name for path in case_dir.iterdir()} == {
-            "t2w.nii.gz", "adc.nii.gz", "dwi.nii.gz", "lesion.nii.gz", "zones.nii.gz", "phantom.json"
+            "t2w.nii.gz", "adc.nii.gz", "dwi.nii.gz", "lesion.nii.gz", "zones.nii.gz", "gland.nii.gz", "phantom.json"
         }
     assert not [path for path in data_dir.iterdir() if path.name.startswith(".")]  # staging removed
 
