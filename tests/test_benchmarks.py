@@ -305,3 +305,22 @@ def test_phantom_to_real_quick(real_data_dir, tmp_path):
     assert "contrast" not in results["runs"][1]["phantom"]
     assert "ProstateX-0000" in (tmp_path / "phantom_to_real.md").read_text(encoding="utf-8")
     assert not list(real_data_dir.rglob("aligned"))  # the data folder is read only
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_real_gland_quick(real_data_dir, tmp_path):
+    _run("real_gland.py", tmp_path, "--recipes", "mixed", "phantoms", "--folds", "ProstateX-0152",
+         real_data=real_data_dir)
+    results = _results(tmp_path, "real_gland")
+    assert [(run["recipe"], run["held_out"]) for run in results["runs"]] == [
+        ("mixed", "ProstateX-0152"), ("phantoms", "ProstateX-0152")]
+    mixed, phantoms = results["runs"]
+    assert mixed["train_cases"] == phantoms["train_cases"] + 3  # the three other real patients
+    for run in results["runs"]:
+        assert 0 <= run["dice"]["TAPS"] <= 1 and 0 <= run["dice"]["independent mean"] <= 1
+        assert set(run["dice"]) == {"TAPS", "zones.nii.gz", "reference/gland_guerbet23.nii.gz",
+                                    "reference/zones_heviai23.nii.gz", "independent mean"}
+        assert run["taps_agreement"]["independent mean"] > 0.8  # the shipped labels' own quality
+        _positive(run["train_s"])
+    assert not list(real_data_dir.rglob("aligned"))
