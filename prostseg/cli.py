@@ -22,7 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from prostseg.dataset import ALIGNED_FOLDER, FILE_ALIASES, REGISTRATION_FILE, STACK, volume_file
+from prostseg.data.dataset import ALIGNED_FOLDER, FILE_ALIASES, REGISTRATION_FILE, STACK, volume_file
 from prostseg.errors import InputError, ProstsegError
 
 
@@ -44,7 +44,7 @@ def _add_phantom_command(subparsers) -> None:
 
 
 def _run_phantom(args) -> int:
-    from prostseg.phantom import write_phantom_dataset
+    from prostseg.data.phantom import write_phantom_dataset
 
     options = {} if args.contrast is None else {"contrast": args.contrast}
     cases = write_phantom_dataset(
@@ -89,7 +89,7 @@ def _add_data_commands(subparsers) -> None:
 
 
 def _run_data_list(args) -> int:
-    from prostseg.manifests import describe_list, list_manifests
+    from prostseg.data.manifests import describe_list, list_manifests
 
     # as wide as the terminal, like argparse's help ($COLUMNS, else the terminal, else 80)
     print(describe_list(list_manifests(), width=shutil.get_terminal_size().columns))
@@ -97,14 +97,14 @@ def _run_data_list(args) -> int:
 
 
 def _run_data_show(args) -> int:
-    from prostseg.manifests import describe, load_manifest
+    from prostseg.data.manifests import describe, load_manifest
 
     print(describe(load_manifest(args.name)))
     return 0
 
 
 def _run_data_fetch(args) -> int:
-    from prostseg.manifests import fetch
+    from prostseg.data.manifests import fetch
 
     cases = fetch(args.name, args.dest, overwrite=args.overwrite, cache_dir=args.cache)
     print(f"{len(cases)} case(s) written to {args.dest}")
@@ -112,7 +112,7 @@ def _run_data_fetch(args) -> int:
 
 
 def _run_data_import(args) -> int:
-    from prostseg.manifests import import_local
+    from prostseg.data.manifests import import_local
 
     cases = import_local(args.name, args.source, args.dest, overwrite=args.overwrite)
     print(f"{len(cases)} case(s) written to {args.dest}")
@@ -120,7 +120,7 @@ def _run_data_import(args) -> int:
 
 
 def _run_data_verify(args) -> int:
-    from prostseg.manifests import verify
+    from prostseg.data.manifests import verify
 
     report = verify(args.name, args.dest, cache_dir=args.cache)
     for line in report.checked:
@@ -195,8 +195,8 @@ def _add_register_commands(subparsers) -> None:
 
 
 def _run_register(args) -> int:
-    from prostseg.io import load_volume, save_like
-    from prostseg import registration
+    from prostseg.data.io import load_volume, save_like
+    from prostseg.preparation import registration
 
     fixed = load_volume(args.fixed)
     if args.label:
@@ -221,7 +221,7 @@ def _run_register(args) -> int:
 def _run_register_case(args) -> int:
     import json
 
-    from prostseg.registration import register_case
+    from prostseg.preparation.registration import register_case
 
     out_dir = register_case(args.case_dir, overwrite=args.overwrite)
     print(out_dir)
@@ -233,7 +233,7 @@ def _run_register_case(args) -> int:
 
 
 def _run_register_dataset(args) -> int:
-    from prostseg import registration
+    from prostseg.preparation import registration
 
     summary = args.summary or args.data_dir / "registration_summary.csv"
     result = registration.register_dataset(
@@ -280,7 +280,7 @@ def _add_prepare_command(subparsers) -> None:
 
 
 def _run_prepare(args) -> int:
-    from prostseg.slice_cache import SliceSpec, prepare_dataset
+    from prostseg.preparation.slice_cache import SliceSpec, prepare_dataset
 
     try:
         spec = SliceSpec(args.model, args.image_size, args.target_spacing, args.label)
@@ -311,7 +311,7 @@ def _field_docs(config_class) -> dict[str, str]:
     The model's own class comes first; the U-Net configuration documents the fields both
     models share.
     """
-    from prostseg.runs import UNetTrainingConfig
+    from prostseg.networks.runs import UNetTrainingConfig
 
     docs = {}
     for cls in (UNetTrainingConfig, config_class):
@@ -333,7 +333,7 @@ def _add_config_flags(parser, config_class) -> None:
     import dataclasses
     import typing
 
-    from prostseg.runs import FIELD_CHOICES
+    from prostseg.networks.runs import FIELD_CHOICES
 
     docs = _field_docs(config_class)
     hints = typing.get_type_hints(config_class)
@@ -353,13 +353,13 @@ def _add_train_commands(subparsers) -> None:
     """``prostseg train unet|pix2pix``: options override a --config file's settings.
 
     One subcommand per model kind that has a configuration class
-    (:mod:`prostseg.recipes`); its options are the fields of that class, documented there.
+    (:mod:`prostseg.networks.recipes`); its options are the fields of that class, documented there.
     """
-    from prostseg.recipes import recipes
+    from prostseg.networks.recipes import recipes
 
     train = subparsers.add_parser(
         "train",
-        help="train a U-Net or Pix2Pix model (resumable; see prostseg.training)",
+        help="train a U-Net or Pix2Pix model (resumable; see prostseg.training.loop)",
         description="Train a model into an output folder; rerun the same command to resume.",
     )
     models = train.add_subparsers(dest="model", required=True)
@@ -377,8 +377,8 @@ def _training_config(args):
     """The configuration of a ``prostseg train`` command: its --config file, then its flags."""
     import dataclasses
 
-    from prostseg import runs
-    from prostseg.recipes import recipe
+    from prostseg.networks import runs
+    from prostseg.networks.recipes import recipe
 
     config_class = recipe(args.model).config
     settings = {}
@@ -401,7 +401,7 @@ def _training_config(args):
 
 
 def _run_train(args) -> int:
-    from prostseg import training
+    from prostseg.training import loop as training
 
     config = _training_config(args)
     result = training.TRAINERS[args.model](config, overwrite=args.overwrite)
@@ -445,8 +445,8 @@ def _add_predict_command(subparsers) -> None:
 
 
 def _run_predict(args) -> int:
-    from prostseg.batch import predict_batch
-    from prostseg.inference import predict_case
+    from prostseg.use.batch import predict_batch
+    from prostseg.use.inference import predict_case
 
     options = dict(threshold=args.threshold, target_spacing=args.target_spacing,
                    largest_component=args.largest_component, min_lesion_size=args.min_lesion_size,
@@ -491,7 +491,7 @@ def _add_export_command(subparsers) -> None:
 def _run_export(args) -> int:
     import json
 
-    from prostseg.export import export_model, load_exported
+    from prostseg.use.export import export_model, load_exported
 
     paths = export_model(args.model, args.out, formats=tuple(args.formats or ("savedmodel", "onnx")),
                          target_spacing=args.target_spacing, label=args.label, overwrite=args.overwrite)
@@ -518,7 +518,7 @@ def _add_evaluate_command(subparsers) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from prostseg.inference import evaluate_folder
+    from prostseg.use.inference import evaluate_folder
 
     if args.per_zone and args.label != "zones":
         raise ProstsegError("--per-zone needs --label zones")

@@ -7,7 +7,7 @@ value (or ``display(figure)``), save it with ``figure.savefig``.
 
 Display convention
 ------------------
-Data arrays are never flipped (see :mod:`prostseg.io`): an axial slice
+Data arrays are never flipped (see :mod:`prostseg.data.io`): an axial slice
 ``volume.data[:, :, k]`` is indexed ``(x, y)`` with ``+x`` towards the patient's Right
 and ``+y`` towards Anterior. Figures show it the way radiologists read axial images
 (the radiological convention): anterior at the top and the patient's right on the
@@ -256,7 +256,7 @@ def plot_history(history: str | os.PathLike | Sequence[dict], *, columns: int = 
     Parameters
     ----------
     history : path or sequence of dict
-        A run's ``history.csv`` or the rows of :func:`prostseg.training.read_history`.
+        A run's ``history.csv`` or the rows of :func:`prostseg.training.loop.read_history`.
     columns : int, optional
         Panels per row.
 
@@ -275,7 +275,7 @@ def plot_history(history: str | os.PathLike | Sequence[dict], *, columns: int = 
     ['training', 'validation']
     """
     if isinstance(history, (str, os.PathLike)):
-        from prostseg.runs import read_history
+        from prostseg.networks.runs import read_history
 
         history = read_history(history)
     if not history:
@@ -318,7 +318,7 @@ def plot_threshold_sweep(thresholds: Sequence[float], scores: Sequence[float], *
     Parameters
     ----------
     thresholds, scores : sequence of float
-        E.g. the thresholds given to :func:`prostseg.metrics.threshold_sweep` and its result
+        E.g. the thresholds given to :func:`prostseg.networks.metrics.threshold_sweep` and its result
         (on validation data: never choose the threshold on the test set).
     ax : matplotlib.axes.Axes, optional
     metric : str, optional
@@ -557,7 +557,7 @@ def plot_joint_histograms(fixed, movings: Mapping[str, np.ndarray], *, mask=None
 
     Each panel counts voxel pairs (fixed intensity along x, moving intensity along y;
     logarithmic colour scale) and gives their mutual information
-    (:func:`prostseg.registration.mutual_information`, same bins). Aligned images
+    (:func:`prostseg.preparation.registration.mutual_information`, same bins). Aligned images
     give a few sharp clusters, one per tissue; misaligned ones a blurred cloud.
 
     Parameters
@@ -582,7 +582,7 @@ def plot_joint_histograms(fixed, movings: Mapping[str, np.ndarray], *, mask=None
     >>> [ax.get_title().split(":")[0] for ax in figure.axes]
     ['same', 'squared']
     """
-    from prostseg.registration import mutual_information
+    from prostseg.preparation.registration import mutual_information
 
     fixed = np.asarray(fixed, dtype=float)
     mask = np.ones(fixed.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
@@ -617,7 +617,7 @@ def plot_channels(stack_slice, *, names: Sequence[str] = ("T2W", "DWI", "ADC"), 
     ----------
     stack_slice : array_like, shape (X, Y, C)
         ``stack.data[:, :, k]`` of a stack written by
-        :func:`prostseg.registration.register_case`.
+        :func:`prostseg.preparation.registration.register_case`.
     names : sequence of str, optional
         Title of each channel.
     labels : array_like, shape (X, Y), optional
@@ -663,7 +663,7 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
     Parameters
     ----------
     volumes : mapping of str to Volume
-        Title of each panel to a :class:`prostseg.io.Volume`.
+        Title of each panel to a :class:`prostseg.data.io.Volume`.
     z_mm : float, optional
         World height (S, mm) of the slices; by default the centre of the first volume.
 
@@ -673,7 +673,7 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
 
     Examples
     --------
-    >>> from prostseg.io import Volume
+    >>> from prostseg.data.io import Volume
     >>> fine = Volume(np.zeros((40, 40, 5), np.float32), np.diag([0.5, 0.5, 3.0, 1.0]))
     >>> coarse = Volume(np.ones((10, 10, 5), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
     >>> figure = plot_modalities({"T2W": fine, "ADC": coarse})
@@ -718,7 +718,7 @@ def plot_intensity_histograms(volumes: Mapping[str, object], *, slices: Mapping[
     Parameters
     ----------
     volumes : mapping of str to Volume or array_like
-        Name of each volume (panel title and legend entry) to a :class:`prostseg.io.Volume`
+        Name of each volume (panel title and legend entry) to a :class:`prostseg.data.io.Volume`
         or an array ``(X, Y, Z)``.
     slices : mapping of str to int, optional
         Axial slice to show per name; by default the middle slice.
@@ -772,11 +772,11 @@ def plot_slice_grid(images, labels=None, *, titles: Sequence[str] | None = None,
     Parameters
     ----------
     images : array_like, shape (N, X, Y) or (N, X, Y, 1)
-        Slices, e.g. one batch of :func:`prostseg.pipeline.unet_dataset` (its height
+        Slices, e.g. one batch of :func:`prostseg.preparation.pipeline.unet_dataset` (its height
         axis is ``x``) or augmented copies of one slice.
     labels : array_like, shape (N, X, Y) or (N, X, Y, 1), optional
         Integer label maps or binary masks outlined in green; convert one-hot labels
-        with :func:`prostseg.preprocessing.labels_from_one_hot` first.
+        with :func:`prostseg.preparation.preprocessing.labels_from_one_hot` first.
     titles : sequence of str, optional
         One per slice.
     columns : int, optional

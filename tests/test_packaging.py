@@ -146,6 +146,6 @@ def test_module_level_imports_have_no_cycles():
 def test_the_import_scan_sees_imports():
     graph = _graph()
     assert "prostseg.book.data" in graph["prostseg.book.chapter"]
-    assert "prostseg.io" in graph["prostseg.book.checks"]
-    assert "prostseg.export" in graph["prostseg.inference"]  # a lazy import
-    assert "prostseg.export" not in _graph(lazy=False)["prostseg.inference"]
+    assert "prostseg.data.io" in graph["prostseg.book.checks"]
+    assert "prostseg.use.export" in graph["prostseg.use.inference"]  # a lazy import
+    assert "prostseg.use.export" not in _graph(lazy=False)["prostseg.use.inference"]

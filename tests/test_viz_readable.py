@@ -18,7 +18,7 @@ from PIL import Image
 
 from prostseg import viz
 from prostseg.figure_png import BACKEND, read_text_record
-from prostseg.io import Volume
+from prostseg.data.io import Volume
 from prostseg.book.widgets import slice_montage
 
 SHOWN_MIN_PX = 9.0

@@ -2,11 +2,11 @@
 
 Every chapter gets its data through :func:`prostseg.book.setup`, which calls
 :func:`tutorial_data`. Without a folder it gets the synthetic phantom dataset
-(:mod:`prostseg.phantom`) stored at ``<root>/phantom-data``: the first chapter that asks
+(:mod:`prostseg.data.phantom`) stored at ``<root>/phantom-data``: the first chapter that asks
 writes it, later chapters reuse it. Its seed, :data:`PHANTOM_SEED`, is fixed for the
 whole book: no chapter parameter changes it, so no chapter rewrites the data that the
 others read. With a folder it checks that the folder follows the case layout of
-:mod:`prostseg.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
+:mod:`prostseg.data.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
 ``outputs`` folder of the repository when a chapter runs in its ``book/`` folder,
 else ``outputs`` next to the notebook.
 
@@ -28,7 +28,7 @@ Examples
 >>> tutorial_data(cases=2, root=root) == data_dir  # reused, not written again
 True
 >>> describe_source(data_dir)  # doctest: +ELLIPSIS
-'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 3) in .../phantom-data'
+'Synthetic phantom data: 2 cases made by prostseg.data.phantom (seed 0, generator version 3) in .../phantom-data'
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import (
+from prostseg.data.dataset import (
     ALIGNED_FOLDER,
     CASE_ROLES,
     PHANTOM_FILE,
@@ -51,7 +51,7 @@ from prostseg.dataset import (
     volume_file,
 )
 from prostseg.errors import InputError
-from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
+from prostseg.data.phantom import GENERATOR_VERSION, write_phantom_dataset
 
 __all__ = [
     "PHANTOM_CASES",
@@ -88,7 +88,7 @@ SAMPLE_ORIGIN = "shipped with prostseg"
 _SOURCES = ".sources.json"
 
 _METADATA = PHANTOM_FILE
-_GENERATOR = "prostseg.phantom"
+_GENERATOR = "prostseg.data.phantom"
 # What write_phantom_dataset writes into a case folder, plus the registration outputs.
 _VOLUME_FILES = tuple(volume_file(role) for role in CASE_ROLES)
 _PROSTSEG_ENTRIES = frozenset((*_VOLUME_FILES, _METADATA, ALIGNED_FOLDER))
@@ -100,7 +100,7 @@ def _case_name(index: int) -> str:
 
 
 def _phantom_metadata(folder: Path) -> dict | None:
-    """The ``phantom.json`` of a case folder written by prostseg.phantom, else None."""
+    """The ``phantom.json`` of a case folder written by prostseg.data.phantom, else None."""
     try:
         metadata = json.loads((folder / _METADATA).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -124,7 +124,7 @@ def _is_complete(folder: Path, seed: int, index: int) -> bool:
 
 
 def _foreign_entries(folder: Path) -> list[str]:
-    """Entries of a case folder that neither prostseg.phantom nor registration write."""
+    """Entries of a case folder that neither prostseg.data.phantom nor registration write."""
     return sorted(entry.name for entry in folder.iterdir() if entry.name not in _PROSTSEG_ENTRIES)
 
 
@@ -196,8 +196,8 @@ def tutorial_data(
     Parameters
     ----------
     data_dir : str or os.PathLike, optional
-        A folder in the case layout of :mod:`prostseg.dataset` (your own data). It is
-        checked with :func:`prostseg.dataset.discover_cases` and returned unchanged;
+        A folder in the case layout of :mod:`prostseg.data.dataset` (your own data). It is
+        checked with :func:`prostseg.data.dataset.discover_cases` and returned unchanged;
         nothing is written to it.
     cases : int, optional
         Number of phantom cases (used when ``data_dir`` is None).
@@ -213,7 +213,7 @@ def tutorial_data(
     pathlib.Path
         ``data_dir``, or ``root/phantom-data`` holding exactly the cases
         ``phantom-000`` .. ``phantom-{cases - 1:03d}`` of ``seed`` on the grids that
-        :func:`prostseg.phantom.make_phantom_case` draws (one per patient).
+        :func:`prostseg.data.phantom.make_phantom_case` draws (one per patient).
 
     Raises
     ------
@@ -366,7 +366,7 @@ def _is_case(folder: Path) -> bool:
 def real_data(root: str | os.PathLike | None = None) -> Path:
     """Return a writable folder of real cases: the shipped study, and more when available.
 
-    The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.dataset`,
+    The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.data.dataset`,
     the real study that ships with prostseg (ProstateX-0000: T2W, ADC, high-b DWI and a
     lesion mask; :data:`SAMPLE_DIR`) and, when the environment variable
     :data:`REAL_DATA_ENV` names a folder, every case folder found in it or in its
@@ -470,7 +470,7 @@ def describe_source(path: str | os.PathLike) -> str:
     -------
     str
         ``"Synthetic phantom data: ..."`` when every case was written by
-        :mod:`prostseg.phantom` (recognised by its ``phantom.json``), ``"Real data: ..."``
+        :mod:`prostseg.data.phantom` (recognised by its ``phantom.json``), ``"Real data: ..."``
         when none was (naming where each case came from in a folder written by
         :func:`real_data`), and a line giving both counts for a mixture.
 
@@ -483,7 +483,7 @@ def describe_source(path: str | os.PathLike) -> str:
     --------
     >>> import tempfile
     >>> describe_source(tempfile.mkdtemp())  # doctest: +ELLIPSIS
-    'Real data: 0 cases in ... (not generated by prostseg.phantom)'
+    'Real data: 0 cases in ... (not generated by prostseg.data.phantom)'
     """
     path = Path(path)
     if not path.is_dir():
@@ -502,7 +502,7 @@ def describe_source(path: str | os.PathLike) -> str:
         seeds = ", ".join(sorted({str(entry.get("dataset_seed")) for entry in phantoms}))
         versions = ", ".join(sorted({str(entry.get("generator_version")) for entry in phantoms}))
         return (
-            f"Synthetic phantom data: {subject} made by prostseg.phantom "
+            f"Synthetic phantom data: {subject} made by prostseg.data.phantom "
             f"(seed {seeds}, generator version {versions}) in {location}"
         )
     if phantoms:
@@ -512,7 +512,7 @@ def describe_source(path: str | os.PathLike) -> str:
         )
     origins = _origins(location)
     if not origins or any(folder.name not in origins for folder in folders):
-        return f"Real data: {subject} in {location} (not generated by prostseg.phantom)"
+        return f"Real data: {subject} in {location} (not generated by prostseg.data.phantom)"
     groups: dict[str, list[str]] = {}
     for folder in folders:
         groups.setdefault(" + ".join(origins[folder.name]), []).append(folder.name)

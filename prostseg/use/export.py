@@ -5,11 +5,11 @@ as in training. Every exported file therefore carries its *preprocessing contrac
 (:func:`preprocessing_contract`), a JSON document that says what the network takes and
 gives:
 
-* ``model_kind`` -- the model's recipe (:mod:`prostseg.recipes`): ``"unet"`` (T2W,
+* ``model_kind`` -- the model's recipe (:mod:`prostseg.networks.recipes`): ``"unet"`` (T2W,
   1 channel) or ``"pix2pix"`` (T2W/DWI/ADC stack);
 * ``input_size`` and ``channels`` (channel order), in NHWC layout: one axial slice per
   batch item, height along ``x`` (towards the patient's Right) and width along ``y``
-  (Anterior) of the RAS+ canonical volume (:mod:`prostseg.io`);
+  (Anterior) of the RAS+ canonical volume (:mod:`prostseg.data.io`);
 * ``normalisation`` -- per-volume percentile clip and min-max scaling (U-Net), or a
   per-volume, per-channel z-score (Pix2Pix), as the recipe's ``prepare`` does;
 * ``geometry`` and ``target_spacing_mm`` -- how slices reach ``input_size``;
@@ -24,14 +24,14 @@ Where it lives:
   ``prostseg_contract`` (input ``image``, output ``probabilities``).
 
 :func:`load_exported` reads either back as an :class:`ExportedModel` that
-:func:`prostseg.inference.predict_volume` accepts like a Keras model, so an exported
+:func:`prostseg.use.inference.predict_volume` accepts like a Keras model, so an exported
 file is applied with the very preprocessing it was trained with.
 
 ``tf2onnx`` and ``onnxruntime`` are optional: ``pip install "prostseg[deploy]"``.
 
 Examples
 --------
->>> from prostseg.models import build_unet
+>>> from prostseg.networks.models import build_unet
 >>> contract = preprocessing_contract(build_unet((32, 32, 1), base_filters=2, depth=2))
 >>> contract["model_kind"], contract["input_size"], contract["channels"]
 ('unet', 32, ['t2w'])
@@ -52,9 +52,9 @@ import numpy as np
 
 from prostseg import __version__
 from prostseg.atomic import atomic_path
-from prostseg.dataset import ZONE_NAMES
+from prostseg.data.dataset import ZONE_NAMES
 from prostseg.errors import InputError
-from prostseg.recipes import input_size, recipe_for_model
+from prostseg.networks.recipes import input_size, recipe_for_model
 
 __all__ = [
     "CONTRACT_KEY",
@@ -92,7 +92,7 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
     Parameters
     ----------
     model : keras.Model
-        A network built by a recipe of :mod:`prostseg.recipes` for a fixed square
+        A network built by a recipe of :mod:`prostseg.networks.recipes` for a fixed square
         slice size.
     target_spacing : float, optional
         The ``target_spacing`` (mm) the model was trained with (None: native spacing).
@@ -101,7 +101,7 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
         whole gland), as in its training configuration.
     kind : str, optional
         The model's kind, when the model does not record it
-        (:func:`prostseg.recipes.recipe_for_model`).
+        (:func:`prostseg.networks.recipes.recipe_for_model`).
 
     Returns
     -------
@@ -141,7 +141,7 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
 
 def _run_settings(model_path: Path) -> tuple[float | None, str | None, str | None]:
     """(target_spacing, label, kind) of the run a ``.keras`` file belongs to, if any."""
-    from prostseg.runs import CONFIG_FILE, load_config
+    from prostseg.networks.runs import CONFIG_FILE, load_config
 
     config_path = model_path.parent / CONFIG_FILE
     if not config_path.is_file():
@@ -228,7 +228,7 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
         When an output exists (without ``overwrite``), the model file cannot be read,
         or a stated setting contradicts the model's run.
     """
-    from prostseg.inference import load_model
+    from prostseg.use.inference import load_model
 
     unknown = sorted(set(formats) - {"savedmodel", "onnx"})
     if unknown or not formats:
@@ -266,7 +266,7 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
 class ExportedModel:
     """An exported model read back, usable where prostseg takes a Keras model.
 
-    It has what :func:`prostseg.inference.predict_volume` uses of a model:
+    It has what :func:`prostseg.use.inference.predict_volume` uses of a model:
     :attr:`name`, :attr:`input_shape`, :attr:`output_shape` and :meth:`predict`.
 
     Attributes

@@ -2,7 +2,7 @@
 
 Slices of one patient are strongly correlated, so a split must never put slices of the
 same patient into two parts. A split is made of *case ids* (case folders, see
-:mod:`prostseg.dataset`), and a :class:`PatientSplit` cannot be built with a case in
+:mod:`prostseg.data.dataset`), and a :class:`PatientSplit` cannot be built with a case in
 two parts. Usually a case is a patient; in collections with several examinations per
 patient (PI-CAI names its cases ``<patient_id>_<study_id>``) the cases of one patient
 are grouped: :func:`split_patients` takes a ``patient_ids`` mapping (case id to patient
@@ -491,7 +491,7 @@ _LEAKAGE_COLUMNS = {
 
 def _slice_features(volumes: Mapping[str, np.ndarray], slices: list[SliceId], size: int) -> np.ndarray:
     """Each slice resized to ``size`` x ``size`` and z-scored, one row per slice."""
-    from prostseg.preprocessing import resize_image
+    from prostseg.preparation.preprocessing import resize_image
 
     rows = []
     for case_id, k in slices:
@@ -523,7 +523,7 @@ def slice_leakage(
     volumes : mapping of case id to array (X, Y, Z), optional
         Image volumes (e.g. ``load_volume(case.path("t2w")).data``) for the
         nearest-neighbour search: every slice is resized to ``size`` x ``size``
-        (:func:`prostseg.preprocessing.resize_image`) and compared by Pearson
+        (:func:`prostseg.preparation.preprocessing.resize_image`) and compared by Pearson
         correlation of its pixels.
     size : int, optional
         Side of the resized slices.

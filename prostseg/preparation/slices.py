@@ -1,12 +1,12 @@
 """Slices for the networks, and back: the NumPy half of the input pipelines.
 
-Training (:mod:`prostseg.pipeline`), inference (:mod:`prostseg.inference`) and the
+Training (:mod:`prostseg.preparation.pipeline`), inference (:mod:`prostseg.use.inference`) and the
 figures of the book all prepare volumes with the functions of this module. It needs
 NumPy only: preparing and drawing a slice does not import TensorFlow.
 
 Volume preparation (one place for training and inference)
 ---------------------------------------------------------
-The ``prepare_*`` functions turn a canonical volume (see :mod:`prostseg.io`) into a
+The ``prepare_*`` functions turn a canonical volume (see :mod:`prostseg.data.io`) into a
 stack of network inputs; training, validation and inference all call them, so a model
 always sees the same preprocessing. Axial slice ``k`` is ``data[:, :, k]``, so the
 network's first in-plane axis (height) is ``x`` (towards the patient's Right) and the
@@ -16,7 +16,7 @@ second (width) is ``y`` (towards Anterior). Figures rotate slices for display
 * U-Net (:func:`prepare_unet_volume`, :func:`prepare_unet_mask`): per-volume
   percentile clip (0.5 and 99.5 %) and min-max scaling to ``[0, 1]`` (a constant
   volume becomes zeros, never NaN), then every slice centre padded or cropped to
-  ``image_size`` (:func:`prostseg.preprocessing.center_pad_crop`). Output
+  ``image_size`` (:func:`prostseg.preparation.preprocessing.center_pad_crop`). Output
   ``(Z, H, W, 1)`` float32.
 * Pix2Pix (:func:`prepare_pix2pix_volume`, :func:`prepare_zone_labels`): per-volume,
   per-channel z-score of the registered ``(X, Y, Z, 3)`` stack, in-plane bilinear
@@ -26,7 +26,7 @@ second (width) is ``y`` (towards Anterior). Figures rotate slices for display
 Inference undoes exactly these geometric steps with :func:`restore_unet_slices` (the
 inverse centre pad/crop) and :func:`restore_pix2pix_slices` (bilinear resize back to
 the T2W matrix); the result lies on the input volume's grid, ready for
-:func:`prostseg.io.save_like`.
+:func:`prostseg.data.io.save_like`.
 
 A common physical scale (``target_spacing``)
 --------------------------------------------
@@ -52,9 +52,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from prostseg.dataset import NUM_ZONE_CLASSES
-from prostseg.io import Volume
-from prostseg.preprocessing import (
+from prostseg.data.dataset import NUM_ZONE_CLASSES
+from prostseg.data.io import Volume
+from prostseg.preparation.preprocessing import (
     center_pad_crop,
     clip_percentiles,
     minmax_normalize,
@@ -100,7 +100,7 @@ def resampled_size(shape: Sequence[int], spacing: Sequence[float], target_spacin
 
     The field of view is kept: each in-plane axis of ``n`` pixels of ``s`` mm becomes
     ``round(n * s / target_spacing)`` pixels (at least 1), which
-    :func:`prostseg.preprocessing.resize_image` fills with the same pixel-centre
+    :func:`prostseg.preparation.preprocessing.resize_image` fills with the same pixel-centre
     geometry it always uses (the new pixels differ from ``target_spacing`` by the
     rounding only, less than half a pixel over the whole field of view).
 
@@ -183,7 +183,7 @@ def prepare_unet_volume(
     Parameters
     ----------
     volume : Volume or array_like, shape (X, Y, Z)
-        The T2W volume in canonical order (as :func:`prostseg.io.load_volume` gives it).
+        The T2W volume in canonical order (as :func:`prostseg.data.io.load_volume` gives it).
     image_size : int, optional
         Side of the square output slices.
     target_spacing : float, optional
@@ -192,7 +192,7 @@ def prepare_unet_volume(
     spacing : sequence of float, optional
         The volume's voxel size in mm (the first two values are used); only with
         ``target_spacing``, and only needed when ``volume`` is an array rather than a
-        :class:`~prostseg.io.Volume`.
+        :class:`~prostseg.data.io.Volume`.
 
     Returns
     -------
@@ -255,7 +255,7 @@ def prepare_unet_mask(
     spacing : sequence of float, optional
         The volume's voxel size in mm (the first two values are used); only with
         ``target_spacing``, and only needed when ``mask_volume`` is an array rather than a
-        :class:`~prostseg.io.Volume`.
+        :class:`~prostseg.data.io.Volume`.
 
     Returns
     -------
@@ -293,7 +293,7 @@ def prepare_pix2pix_volume(
     ----------
     stack : Volume or array_like, shape (X, Y, Z, C)
         The registered stack (channels T2W, DWI, ADC) in canonical order, as written
-        by :func:`prostseg.registration.register_case`.
+        by :func:`prostseg.preparation.registration.register_case`.
     image_size : int, optional
         Side of the square output slices.
     target_spacing : float, optional
@@ -302,7 +302,7 @@ def prepare_pix2pix_volume(
     spacing : sequence of float, optional
         The volume's voxel size in mm (the first two values are used); only with
         ``target_spacing``, and only needed when ``stack`` is an array rather than a
-        :class:`~prostseg.io.Volume`.
+        :class:`~prostseg.data.io.Volume`.
 
     Returns
     -------
@@ -339,12 +339,12 @@ def prepare_zone_labels(
 
     Slices are resized (or resampled and padded/cropped) by nearest neighbour with the
     geometry of :func:`prepare_pix2pix_volume` (labels are never interpolated), then
-    one-hot encoded over the :data:`~prostseg.dataset.NUM_ZONE_CLASSES` zone classes.
+    one-hot encoded over the :data:`~prostseg.data.dataset.NUM_ZONE_CLASSES` zone classes.
 
     Parameters
     ----------
     zones : Volume or array_like, shape (X, Y, Z)
-        Zone labels ``0 .. 4`` (:data:`~prostseg.dataset.ZONE_NAMES`) in canonical order.
+        Zone labels ``0 .. 4`` (:data:`~prostseg.data.dataset.ZONE_NAMES`) in canonical order.
     image_size : int, optional
         Side of the square output slices.
     target_spacing : float, optional
@@ -353,7 +353,7 @@ def prepare_zone_labels(
     spacing : sequence of float, optional
         The volume's voxel size in mm (the first two values are used); only with
         ``target_spacing``, and only needed when ``zones`` is an array rather than a
-        :class:`~prostseg.io.Volume`.
+        :class:`~prostseg.data.io.Volume`.
 
     Returns
     -------
@@ -440,7 +440,7 @@ def restore_pix2pix_slices(
 
     The inverse of the geometry of :func:`prepare_pix2pix_volume`. Resize class
     probabilities (bilinear) and then take
-    :func:`~prostseg.preprocessing.labels_from_one_hot`, rather than resizing labels.
+    :func:`~prostseg.preparation.preprocessing.labels_from_one_hot`, rather than resizing labels.
     With ``target_spacing`` the slices are first cropped or padded back to the
     resampled size; padding adds zero probabilities for every class, which the argmax
     reads as background.

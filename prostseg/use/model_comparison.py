@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
+from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
-from prostseg.io import Volume, check_same_grid, load_volume
-from prostseg.metrics import dice, per_class_dice
+from prostseg.data.io import Volume, check_same_grid, load_volume
+from prostseg.networks.metrics import dice, per_class_dice
 
 __all__ = [
     "gland_and_zone_dice",
@@ -64,7 +64,7 @@ def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str,
         A predicted label map: zone ids (Pix2Pix) or a binary gland mask (U-Net).
         Every non-zero voxel counts as gland.
     zones : array_like of int
-        The true zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`), same shape.
+        The true zone map (ids of :data:`prostseg.data.dataset.ZONE_NAMES`), same shape.
     per_zone : bool, optional
         Also score each zone (needs zone ids in ``predicted``; a binary mask would be
         read as "all peripheral zone").
@@ -73,7 +73,7 @@ def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str,
     -------
     dict
         ``"whole gland"``: Dice of the non-zero voxels (1.0 when both are empty, see
-        :func:`prostseg.metrics.dice`); with ``per_zone``, one entry per zone name
+        :func:`prostseg.networks.metrics.dice`); with ``per_zone``, one entry per zone name
         (NaN for a zone absent from both maps).
 
     Examples
@@ -97,7 +97,7 @@ def to_two_zones(zones) -> np.ndarray:
     Parameters
     ----------
     zones : array_like of int
-        Zone ids of :data:`prostseg.dataset.ZONE_NAMES` (0..4).
+        Zone ids of :data:`prostseg.data.dataset.ZONE_NAMES` (0..4).
 
     Returns
     -------
@@ -132,7 +132,7 @@ def two_zone_dice(predicted, reference, *, per_zone: bool = True) -> dict[str, f
     -------
     dict
         ``"whole gland"`` and, with ``per_zone``, ``"peripheral zone"`` and
-        ``"transition zone"`` (see :func:`prostseg.metrics.dice` for empty masks).
+        ``"transition zone"`` (see :func:`prostseg.networks.metrics.dice` for empty masks).
 
     Examples
     --------
@@ -160,7 +160,7 @@ def reference_agreement(case_dir: str | os.PathLike) -> list[dict[str, object]]:
     Parameters
     ----------
     case_dir : str or os.PathLike
-        A case folder (:mod:`prostseg.dataset`) with a ``zones`` file holding a
+        A case folder (:mod:`prostseg.data.dataset`) with a ``zones`` file holding a
         two-zone map (0, 1 PZ, 2 TZ) and a ``reference/`` folder of volumes on the T2W
         grid: gland masks (0/1) or two-zone maps (0, 1, 2).
 
@@ -207,7 +207,7 @@ class RealCaseResult:
         Its two-zone map (0, 1 PZ, 2 TZ) on the T2W grid; None when the case has none.
     predictions : dict
         ``"U-Net"``: the predicted gland mask (0/1); ``"Pix2Pix"``: the predicted
-        four-zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`); both on the T2W grid.
+        four-zone map (ids of :data:`prostseg.data.dataset.ZONE_NAMES`); both on the T2W grid.
     scores : list of dict
         One row per model: ``"model"``, ``"whole gland"``, ``"peripheral zone"`` and
         ``"transition zone"`` (NaN where the model does not predict zones); empty when
@@ -226,10 +226,10 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     """Segment one real case with a gland U-Net and a zone Pix2Pix, and score both.
 
     The Pix2Pix input is the case's registered stack: when ``aligned/`` holds none,
-    :func:`prostseg.registration.register_case` registers DWI and ADC onto the T2W
+    :func:`prostseg.preparation.registration.register_case` registers DWI and ADC onto the T2W
     grid first (and writes ``aligned/`` into the case folder). Each model is applied
     with the ``target_spacing`` and the recipe of its training run
-    (:func:`prostseg.inference.resolve_model`). When the case holds a two-zone
+    (:func:`prostseg.use.inference.resolve_model`). When the case holds a two-zone
     map (``zones``: 0, 1 PZ, 2 TZ, as :func:`reference_agreement` reads it), both
     predictions are scored against it with :func:`two_zone_dice`: the U-Net on the
     whole gland, Pix2Pix on the gland and on the two zones (its central zone and AFS
@@ -238,14 +238,14 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     Parameters
     ----------
     case_dir : str or os.PathLike
-        A case folder (:mod:`prostseg.dataset`) with ``t2w`` and, for Pix2Pix, ``dwi``
+        A case folder (:mod:`prostseg.data.dataset`) with ``t2w`` and, for Pix2Pix, ``dwi``
         (or ``hbv``) and ``adc``.
     unet_model, pix2pix_model : str or os.PathLike, optional
         Model files of training runs (``best.keras``, ``generator.keras``); a model
         left out is not applied.
     largest_component : bool, optional
         Keep only the largest connected gland component of each prediction
-        (:func:`prostseg.postprocessing.largest_gland_component`).
+        (:func:`prostseg.use.postprocessing.largest_gland_component`).
 
     Returns
     -------
@@ -257,8 +257,8 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
         When a model file holds another kind of model, the case lacks a volume a model
         needs, or its zone map holds labels other than 0, 1 and 2.
     """
-    from prostseg.inference import _input_volume, predict_volume, resolve_model
-    from prostseg.registration import register_case
+    from prostseg.use.inference import _input_volume, predict_volume, resolve_model
+    from prostseg.preparation.registration import register_case
 
     models = []
     for path, expected in ((unet_model, "unet"), (pix2pix_model, "pix2pix")):

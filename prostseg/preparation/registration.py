@@ -13,11 +13,11 @@ several at a time (``prostseg register-dataset``; :mod:`prostseg.parallel`).
 
 Conventions
 -----------
-* Volumes are :class:`prostseg.io.Volume` objects (arrays indexed ``(x, y, z)`` in
-  RAS+ voxel order, affine voxel -> RAS mm) or paths that :func:`prostseg.io.load_volume`
+* Volumes are :class:`prostseg.data.io.Volume` objects (arrays indexed ``(x, y, z)`` in
+  RAS+ voxel order, affine voxel -> RAS mm) or paths that :func:`prostseg.data.io.load_volume`
   reads. ITK and elastix work in LPS with arrays indexed ``(z, y, x)``;
-  :func:`prostseg.io.volume_to_itk` converts exactly (origin, spacing and direction), and
-  :func:`prostseg.io.itk_to_volume` converts back.
+  :func:`prostseg.data.io.volume_to_itk` converts exactly (origin, spacing and direction), and
+  :func:`prostseg.data.io.itk_to_volume` converts back.
 * A *transform* is the list of elastix transform parameter maps that
   :func:`register` returns (``RegistrationResult.transform``), in the order elastix
   composes them. Like every elastix transform it maps points of the fixed (T2W) world
@@ -28,7 +28,7 @@ Conventions
 
 Examples
 --------
->>> from prostseg.registration import register, resample_to
+>>> from prostseg.preparation.registration import register, resample_to
 >>> result = register("case/t2w.nii.gz", "case/adc.nii.gz")  # doctest: +SKIP
 >>> result.quality["mi_before"] < result.quality["mi_after"]  # doctest: +SKIP
 True
@@ -53,7 +53,7 @@ import warnings
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import (
+from prostseg.data.dataset import (
     ALIGNED_FOLDER,
     REGISTRATION_FILE,
     STACK,
@@ -62,7 +62,7 @@ from prostseg.dataset import (
     volume_file,
 )
 from prostseg.errors import DataWarning, InputError, ProstsegError
-from prostseg.io import Volume, load_volume, save_like, volume_to_itk
+from prostseg.data.io import Volume, load_volume, save_like, volume_to_itk
 from prostseg.parallel import CaseRows
 
 __all__ = [
@@ -908,7 +908,7 @@ def registration_state(
     Raises
     ------
     InputError
-        If the case folder lacks a modality (see :func:`prostseg.dataset.find_case`).
+        If the case folder lacks a modality (see :func:`prostseg.data.dataset.find_case`).
 
     Examples
     --------
@@ -985,7 +985,7 @@ def register_case(
     Parameters
     ----------
     case_dir : path
-        Case folder (see :mod:`prostseg.dataset`) with ``t2w``, ``dwi`` (or ``hbv``)
+        Case folder (see :mod:`prostseg.data.dataset`) with ``t2w``, ``dwi`` (or ``hbv``)
         and ``adc`` volumes.
     out_dir : path, optional
         Output folder (default ``case_dir/aligned``).
@@ -1117,7 +1117,7 @@ def register_dataset(
 ) -> DatasetRegistration:
     """Register every case of a data folder that lacks up-to-date results, in parallel.
 
-    Each case folder of ``data_dir`` (:func:`prostseg.dataset.case_folders`) is checked
+    Each case folder of ``data_dir`` (:func:`prostseg.data.dataset.case_folders`) is checked
     with :func:`registration_state`: cases whose ``aligned/`` folder matches their
     inputs and parameters are skipped, so that a run that was stopped continues where
     it stopped; the others are registered with :func:`register_case`, several at a
@@ -1130,7 +1130,7 @@ def register_dataset(
     Parameters
     ----------
     data_dir : path
-        Folder of case folders (see :mod:`prostseg.dataset`).
+        Folder of case folders (see :mod:`prostseg.data.dataset`).
     workers : int, optional
         Cases registered at a time on this machine (default: its usable cores); 1
         registers them in this process.
@@ -1167,7 +1167,7 @@ def register_dataset(
     >>> result.counts()  # doctest: +SKIP
     {'registered': 7, 'failed': 1}
     """
-    from prostseg.dataset import case_folders
+    from prostseg.data.dataset import case_folders
     from prostseg.parallel import one_line, run_cases_with_summary
 
     transforms = tuple(transforms)

@@ -2,11 +2,11 @@
 
 Everything here is read off a built :class:`keras.Model` (its layers, their output
 shapes and weights), never typed in by hand, so the numbers and figures of the book
-follow the code of :mod:`prostseg.models` when it changes.
+follow the code of :mod:`prostseg.networks.models` when it changes.
 
 * :func:`block_table` -- a short ``model.summary()``: layers grouped into named blocks.
 * :func:`unet_levels`, :func:`plot_unet` -- feature map size and channels per level of a
-  :func:`~prostseg.models.build_unet` model, and a drawing of them.
+  :func:`~prostseg.networks.models.build_unet` model, and a drawing of them.
 * :func:`activation_bytes` -- memory taken by the layer outputs of one example.
 * :func:`extrapolate_over_filters` -- the parameter count (or any other size) of a wide
   network computed from narrow copies of it, without building the wide one.
@@ -17,7 +17,7 @@ follow the code of :mod:`prostseg.models` when it changes.
 
 Examples
 --------
->>> from prostseg.models import build_pix2pix_discriminator
+>>> from prostseg.networks.models import build_pix2pix_discriminator
 >>> chain_receptive_field(build_pix2pix_discriminator((64, 64, 3), base_filters=2))
 (70, 8)
 """
@@ -81,7 +81,7 @@ def block_table(model: keras.Model) -> list[Block]:
     """Group the layers of ``model`` into blocks by the prefix of their names.
 
     The prefix is the part of a layer name before the first underscore; the model
-    builders of :mod:`prostseg.models` name layers ``<block>_<role>`` (``enc0_conv1``,
+    builders of :mod:`prostseg.networks.models` name layers ``<block>_<role>`` (``enc0_conv1``,
     ``down3_lrelu``, ``up2_concat``), so a block is one level of the network. Input
     layers are left out.
 
@@ -97,7 +97,7 @@ def block_table(model: keras.Model) -> list[Block]:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> blocks = block_table(build_unet((32, 32, 1), base_filters=2, depth=1))
     >>> [(block.name, block.output_shape) for block in blocks]
     [('enc0', (16, 16, 2)), ('bridge', (16, 16, 4)), ('dec0', (32, 32, 2)), ('probabilities', (32, 32, 1))]
@@ -217,7 +217,7 @@ def unet_levels(model: keras.Model) -> list[UNetLevel]:
     Parameters
     ----------
     model : keras.Model
-        A model made by :func:`prostseg.models.build_unet` (layers named ``enc<l>_*``,
+        A model made by :func:`prostseg.networks.models.build_unet` (layers named ``enc<l>_*``,
         ``bridge_*``, ``dec<l>_*``).
 
     Returns
@@ -232,7 +232,7 @@ def unet_levels(model: keras.Model) -> list[UNetLevel]:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> for level in unet_levels(build_unet((64, 64, 1), base_filters=4, depth=2)):
     ...     print(level.level, level.size, level.encoder_channels, level.decoder_channels)
     0 (64, 64) 4 4
@@ -336,7 +336,7 @@ def extrapolate_over_filters(
     ----------
     build : callable
         ``build(base_filters=b)`` returns the model (e.g. a ``functools.partial`` of
-        :func:`prostseg.models.build_unet`).
+        :func:`prostseg.networks.models.build_unet`).
     base_filters : int
         The width to extrapolate to.
     measure : callable
@@ -353,7 +353,7 @@ def extrapolate_over_filters(
     Examples
     --------
     >>> from functools import partial
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> build = partial(build_unet, (None, None, 1), depth=2)
     >>> extrapolate_over_filters(build, 8) == build(base_filters=8).count_params()
     True
@@ -390,7 +390,7 @@ def chain_receptive_field(model: keras.Model) -> tuple[int, int]:
     ----------
     model : keras.Model
         A model whose layers form one chain (e.g. the PatchGAN of
-        :func:`prostseg.models.build_pix2pix_discriminator`), square kernels.
+        :func:`prostseg.networks.models.build_pix2pix_discriminator`), square kernels.
 
     Returns
     -------
@@ -538,7 +538,7 @@ def receptive_field_widths(maps: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet, unet_receptive_field
+    >>> from prostseg.networks.models import build_unet, unet_receptive_field
     >>> model = build_unet((64, 64, 1), base_filters=1, depth=1)
     >>> widths = receptive_field_widths(receptive_field_maps(model, [(32, 32), (33, 33)]))
     >>> int(widths.max()) == unet_receptive_field(1)
@@ -565,7 +565,7 @@ def plot_unet(model: keras.Model, ax=None):
     Parameters
     ----------
     model : keras.Model
-        A model made by :func:`prostseg.models.build_unet`.
+        A model made by :func:`prostseg.networks.models.build_unet`.
     ax : matplotlib.axes.Axes, optional
         Where to draw; a new figure by default.
 
@@ -575,7 +575,7 @@ def plot_unet(model: keras.Model, ax=None):
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> figure = plot_unet(build_unet((64, 64, 1), base_filters=4, depth=2))
     >>> len(figure.axes)
     1

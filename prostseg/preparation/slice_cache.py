@@ -1,12 +1,12 @@
 """Prepared training slices on disk: written once, streamed every epoch (``prostseg prepare``).
 
 Preparing a case (reading its files, normalising, resampling, cutting it into slices;
-:mod:`prostseg.pipeline`) costs far more than reading the result back, and a training
+:mod:`prostseg.preparation.pipeline`) costs far more than reading the result back, and a training
 run repeats it every epoch. The in-memory cache (``cache=True``) avoids that only while
 the prepared slices fit in memory: PI-CAI's 1,500 studies at 384 x 384 are about 44 GB
 as float32. :func:`prepare_dataset` writes the prepared slices of every case once; the
-pipelines (``slice_cache=`` of :func:`prostseg.pipeline.unet_dataset` and
-:func:`prostseg.pipeline.pix2pix_epochs`) then stream them with a parallel interleave
+pipelines (``slice_cache=`` of :func:`prostseg.preparation.pipeline.unet_dataset` and
+:func:`prostseg.preparation.pipeline.pix2pix_epochs`) then stream them with a parallel interleave
 over the case files, shuffled and augmented exactly like the uncached stream, with
 memory that does not grow with the data set.
 
@@ -44,7 +44,7 @@ Never stale
 ``CASE.json`` is written last (both files atomically, :mod:`prostseg.atomic`) and
 records the spec's :meth:`SliceSpec.parameters` (model, image size, spacing, label,
 normalisation, format) and the checksums of the input files (as
-:mod:`prostseg.registration` records them: size and modification time, else SHA-256).
+:mod:`prostseg.preparation.registration` records them: size and modification time, else SHA-256).
 :func:`cache_state` compares both with the case folder now; the pipelines refuse a case
 whose entry is missing or out of date, and :func:`prepare_dataset` prepares exactly
 those cases again and skips the rest, so a stopped run continues where it stopped.
@@ -63,11 +63,11 @@ from typing import ClassVar
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, Case, find_case
+from prostseg.data.dataset import MASKS, NUM_ZONE_CLASSES, Case, find_case
 from prostseg.errors import InputError
 from prostseg.parallel import CaseRows, one_line, run_cases_with_summary
-from prostseg.recipes import recipe as model_recipe
-from prostseg.slices import CLIP_PERCENTILES
+from prostseg.networks.recipes import recipe as model_recipe
+from prostseg.preparation.slices import CLIP_PERCENTILES
 
 __all__ = [
     "CACHE_FOLDER",
@@ -102,14 +102,14 @@ class SliceSpec:
     Parameters
     ----------
     model : {"unet", "pix2pix"}
-        The model's recipe (:mod:`prostseg.recipes`). U-Net: T2W slices
-        (:func:`~prostseg.slices.prepare_unet_volume`) and binary masks of ``label``;
+        The model's recipe (:mod:`prostseg.networks.recipes`). U-Net: T2W slices
+        (:func:`~prostseg.preparation.slices.prepare_unet_volume`) and binary masks of ``label``;
         Pix2Pix: registered 3-channel stacks
-        (:func:`~prostseg.slices.prepare_pix2pix_volume`) and zone labels.
+        (:func:`~prostseg.preparation.slices.prepare_pix2pix_volume`) and zone labels.
     image_size : int, optional
         Side of the square slices (default: the model's, 384 or 256).
     target_spacing : float, optional
-        Common in-plane pixel size in mm (see :mod:`prostseg.pipeline`).
+        Common in-plane pixel size in mm (see :mod:`prostseg.preparation.pipeline`).
     label : {"lesion", "zones"}
         U-Net only: the mask (``"zones"``: the whole gland). Pix2Pix always uses zones.
 
@@ -209,7 +209,7 @@ def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> Ca
     Parameters
     ----------
     case : Case
-        The case (:func:`prostseg.dataset.find_case`).
+        The case (:func:`prostseg.data.dataset.find_case`).
     spec : SliceSpec
     cache_dir : path
         The cache folder (e.g. :func:`default_cache_dir`).
@@ -223,7 +223,7 @@ def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> Ca
     InputError
         If the case lacks a file the spec reads.
     """
-    from prostseg.registration import _same_input
+    from prostseg.preparation.registration import _same_input
 
     records, description_path = _entry(cache_dir, spec, case.case_id)
     try:
@@ -263,7 +263,7 @@ def _up_to_date(cases: Sequence[Case], spec: SliceSpec, cache_dir) -> list[dict]
 
 def _prepared_volumes(case: Case, spec: SliceSpec) -> tuple[np.ndarray, np.ndarray]:
     """(images float16 (Z, H, W, C), labels uint8 (Z, H, W)) of one case."""
-    from prostseg.pipeline import _load_pix2pix_case, _load_unet_case
+    from prostseg.preparation.pipeline import _load_pix2pix_case, _load_unet_case
 
     if spec.model == "unet":
         images, masks = _load_unet_case(case, spec.label, spec.image_size,
@@ -293,7 +293,7 @@ def _write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 def _prepare_case(case: Case, spec: SliceSpec, cache_dir: Path) -> dict:
     """Prepare one case and write its entry; return its slice counts."""
-    from prostseg.registration import _fingerprint
+    from prostseg.preparation.registration import _fingerprint
 
     records, description_path = _entry(cache_dir, spec, case.case_id)
     inputs = {name: _fingerprint(case.path(name), case.folder) for name in spec.inputs}
@@ -396,7 +396,7 @@ def prepare_dataset(
 ) -> DatasetPreparation:
     """Write the prepared training slices of every case of a data folder, in parallel.
 
-    Each case folder (:func:`prostseg.dataset.case_folders`) whose cache entry is
+    Each case folder (:func:`prostseg.data.dataset.case_folders`) whose cache entry is
     missing or out of date (:func:`cache_state`) is prepared with the pipeline's own
     ``prepare_*`` functions and written as ``SPEC/CASE.tfrecord`` (see the module
     documentation); up-to-date cases are skipped, so that a stopped run continues. The
@@ -408,7 +408,7 @@ def prepare_dataset(
     Parameters
     ----------
     data_dir : path
-        Folder of case folders (:mod:`prostseg.dataset`). Pix2Pix needs the registered
+        Folder of case folders (:mod:`prostseg.data.dataset`). Pix2Pix needs the registered
         stacks (``prostseg register-dataset`` first).
     spec : SliceSpec
         Model, image size, spacing and label: the same values as the training run.
@@ -440,7 +440,7 @@ def prepare_dataset(
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.phantom import write_phantom_dataset
+    >>> from prostseg.data.phantom import write_phantom_dataset
     >>> folder = tempfile.mkdtemp()
     >>> _ = write_phantom_dataset(folder, n_cases=2, shape=(48, 48, 6), spacing=(2.5, 2.5, 4.0))
     >>> result = prepare_dataset(folder, SliceSpec("unet", 64), workers=1, progress=False)
@@ -449,7 +449,7 @@ def prepare_dataset(
     >>> prepare_dataset(folder, SliceSpec("unet", 64), workers=1, progress=False).counts()
     {'up to date': 2}
     """
-    from prostseg.dataset import case_folders
+    from prostseg.data.dataset import case_folders
 
     cache_dir = default_cache_dir(data_dir) if cache_dir is None else Path(cache_dir)
     folders = case_folders(data_dir)

@@ -18,7 +18,7 @@ Conventions for empty masks
   segmentation most slices, and some patients, have no lesion; a prediction of "no
   lesion" there is exactly right and scoring it 0 (or dropping it) would reward models
   that hallucinate lesions less harshly than ones that stay silent. This is also the
-  limit of the smoothed Dice loss in :mod:`prostseg.losses`.
+  limit of the smoothed Dice loss in :mod:`prostseg.networks.losses`.
 * Binary masks, exactly one empty: 0.0 (no overlap; follows from the formulas).
 * Per-class scores, class absent from both label maps: **NaN** (``empty_score``).
   A per-class vector is averaged over classes and cases; a class that is not annotated

@@ -2,7 +2,7 @@
 does, and where it must not be trusted.
 
 :func:`write_model_card` writes ``MODEL_CARD.md`` into a run folder of
-:mod:`prostseg.training`, beside the model files. It records:
+:mod:`prostseg.training.loop`, beside the model files. It records:
 
 * the data: the data folder, its licence, and the patient ids of the split;
 * the configuration (``config.json``), the software versions and the hardware;
@@ -15,7 +15,7 @@ does, and where it must not be trusted.
   patients...), stated from the facts of the run, plus any the caller adds.
 
 The training code calls nothing here; call :func:`write_model_card` when a run ends
-(``prostseg.training`` may call it as its last step).
+(``prostseg.training.loop`` may call it as its last step).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from prostseg import __version__
 from prostseg.atomic import atomic_path
-from prostseg.dataset import PHANTOM_FILE
+from prostseg.data.dataset import PHANTOM_FILE
 from prostseg.errors import InputError
 
 __all__ = ["MODEL_CARD_FILE", "bootstrap_ci", "evaluate_patients", "write_model_card"]
@@ -92,14 +92,14 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
     ----------
     model : keras.Model or str or os.PathLike
         A U-Net or Pix2Pix generator, or its file (see
-        :func:`prostseg.inference.resolve_model`).
+        :func:`prostseg.use.inference.resolve_model`).
     data_dir : str or os.PathLike
         The data folder holding the cases.
     case_ids : iterable of str
     label : {"lesion", "zones"}, optional
         What a single-channel U-Net segments (``"zones"``: the whole gland).
     target_spacing : float, optional
-        See :func:`prostseg.inference.resolve_model`.
+        See :func:`prostseg.use.inference.resolve_model`.
 
     Returns
     -------
@@ -107,10 +107,10 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
         ``{case_id: {"dice": ..., "iou": ...}}`` of the foreground (U-Net), or
         ``{case_id: {"dice": mean zone Dice}}`` (Pix2Pix, zones present in either map).
     """
-    from prostseg.dataset import NUM_ZONE_CLASSES, find_case
-    from prostseg.inference import _input_volume, predict_volume, resolve_model
-    from prostseg.io import load_volume
-    from prostseg.metrics import dice, iou, per_class_dice
+    from prostseg.data.dataset import NUM_ZONE_CLASSES, find_case
+    from prostseg.use.inference import _input_volume, predict_volume, resolve_model
+    from prostseg.data.io import load_volume
+    from prostseg.networks.metrics import dice, iou, per_class_dice
 
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
     zone_classes = model.output_shape[-1] > 1
@@ -179,7 +179,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     Parameters
     ----------
     run_dir : str or os.PathLike
-        A run folder of :mod:`prostseg.training` (``config.json``, ``split.json``,
+        A run folder of :mod:`prostseg.training.loop` (``config.json``, ``split.json``,
         ``history.csv`` and the model files).
     model_file : str, optional
         The model the card describes; by default ``best.keras`` or ``model.keras``
@@ -208,9 +208,9 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     InputError
         When the folder is not a run folder or holds no model file.
     """
-    from prostseg.recipes import recipe
-    from prostseg.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
-    from prostseg.splits import PatientSplit
+    from prostseg.networks.recipes import recipe
+    from prostseg.networks.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
+    from prostseg.preparation.splits import PatientSplit
 
     run_dir = Path(run_dir)
     card = run_dir / MODEL_CARD_FILE
@@ -248,7 +248,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     limits.extend(known_limits)
 
     lines = [f"# Model card: {run_dir.name}", "",
-             f"Written {datetime.date.today().isoformat()} by `prostseg.model_card` for "
+             f"Written {datetime.date.today().isoformat()} by `prostseg.use.model_card` for "
              f"`{model_path.name}`: {task}.", "",
              "## Intended use", "", intended_use, "",
              "## Known limits", ""] + [f"- {limit}" for limit in limits] + [""]
