@@ -5,9 +5,11 @@ Everything that differs between the U-Net and Pix2Pix lives in a :class:`Recipe`
 * ``input`` -- the case file (a role of :mod:`prostseg.data.dataset`) the network reads,
   and ``channels``, the case files its channels come from;
 * ``image_size`` -- the default side of the square slices;
-* ``prepare``, ``prepare_target`` and ``restore`` -- the NumPy functions of
-  :mod:`prostseg.preparation.slices` that turn a volume into input slices, a label map into
-  target slices, and network outputs back into a volume on the input's grid;
+* ``prepare``, ``prepare_target`` and ``restore`` -- the NumPy functions that turn a
+  volume into input slices, a label map into target slices, and network outputs back
+  into a volume on the input's grid: the methods of the model's
+  :class:`~prostseg.preparation.slices.Slicing`, which also gives ``input``,
+  ``channels`` and ``image_size``;
 * ``normalisation`` and ``geometry`` -- the same steps in words, for the preprocessing
   contract of exported models (:mod:`prostseg.use.export`);
 * ``build_model`` -- the network of a training configuration, and ``dataset`` -- the
@@ -50,19 +52,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from prostseg.data.dataset import NUM_ZONE_CLASSES, STACK
+from prostseg.data.dataset import NUM_ZONE_CLASSES
 from prostseg.networks.runs import MODEL_FILES, Pix2PixTrainingConfig, UNetTrainingConfig
-from prostseg.preparation.slices import (
-    CLIP_PERCENTILES,
-    PIX2PIX_IMAGE_SIZE,
-    UNET_IMAGE_SIZE,
-    prepare_pix2pix_volume,
-    prepare_unet_mask,
-    prepare_unet_volume,
-    prepare_zone_labels,
-    restore_pix2pix_slices,
-    restore_unet_slices,
-)
+from prostseg.preparation.slices import CLIP_PERCENTILES, PIX2PIX_SLICING, UNET_SLICING, Slicing
 
 __all__ = ["Recipe", "UNET", "PIX2PIX", "labels_from_probabilities", "recipe", "recipe_for_model",
            "recipes", "register", "unregister", "input_size"]
@@ -178,11 +170,17 @@ def _threshold_or_argmax(probabilities: np.ndarray, threshold: float = 0.5) -> n
     return labels_from_probabilities(probabilities, threshold=threshold)
 
 
+def _slicing_fields(slicing: Slicing) -> dict:
+    """The fields of a recipe that the model's slicing gives: its input and slices."""
+    return dict(input=slicing.input, channels=slicing.channels, image_size=slicing.image_size,
+                prepare=slicing.prepare, prepare_target=slicing.prepare_target, restore=slicing.restore)
+
+
 # --- U-Net ---------------------------------------------------------------------------
 
 
 def _build_unet(config):
-    from prostseg.networks.models import build_unet
+    from prostseg.networks.models import build_unet  # Keras/TensorFlow only when called
 
     return build_unet((config.image_size, config.image_size, 1), base_filters=config.base_filters,
                       depth=config.depth, name=UNET.model_name)
@@ -190,7 +188,7 @@ def _build_unet(config):
 
 def _unet_stream(cases, *, image_size, batch_size, target_spacing=None, label="lesion",
                  cache=False, slice_cache=None):
-    from prostseg.preparation.pipeline import unet_dataset
+    from prostseg.preparation.pipeline import unet_dataset  # Keras/TensorFlow only when called
 
     return unet_dataset(cases, image_size=image_size, batch_size=batch_size, label=label,
                         target_spacing=target_spacing, shuffle=False, cache=cache,
@@ -208,13 +206,8 @@ UNET = Recipe(
     kind="unet",
     title="U-Net",
     takes="a U-Net taking a single-channel (X, Y, Z) volume such as a T2W image",
-    input="t2w",
-    channels=("t2w",),
     model_name="unet",
-    image_size=UNET_IMAGE_SIZE,
-    prepare=prepare_unet_volume,
-    prepare_target=prepare_unet_mask,
-    restore=restore_unet_slices,
+    **_slicing_fields(UNET_SLICING),
     normalisation={"method": "percentile_clip_minmax", "scope": "volume",
                    "percentiles": list(CLIP_PERCENTILES), "range": [0.0, 1.0]},
     geometry=_unet_geometry,
@@ -232,7 +225,7 @@ UNET = Recipe(
 
 
 def _build_pix2pix(config):
-    from prostseg.networks.models import build_pix2pix_generator
+    from prostseg.networks.models import build_pix2pix_generator  # Keras/TensorFlow only when called
 
     return build_pix2pix_generator(
         (config.image_size, config.image_size, len(PIX2PIX.channels)), num_classes=NUM_ZONE_CLASSES,
@@ -243,7 +236,7 @@ def _build_pix2pix(config):
 
 def _pix2pix_stream(cases, *, image_size, batch_size, target_spacing=None, label="zones",
                     cache=False, slice_cache=None):
-    from prostseg.preparation.pipeline import pix2pix_dataset
+    from prostseg.preparation.pipeline import pix2pix_dataset  # Keras/TensorFlow only when called
 
     if label != "zones":
         raise ValueError(f"Pix2Pix predicts zones, not {label!r}")
@@ -264,13 +257,8 @@ PIX2PIX = Recipe(
     kind="pix2pix",
     title="Pix2Pix",
     takes="a Pix2Pix generator taking a registered (X, Y, Z, 3) T2W/DWI/ADC stack",
-    input=STACK,
-    channels=("t2w", "dwi", "adc"),
     model_name="pix2pix_generator",
-    image_size=PIX2PIX_IMAGE_SIZE,
-    prepare=prepare_pix2pix_volume,
-    prepare_target=prepare_zone_labels,
-    restore=restore_pix2pix_slices,
+    **_slicing_fields(PIX2PIX_SLICING),
     normalisation={"method": "zscore", "scope": "volume, per channel"},
     geometry=_pix2pix_geometry,
     build_model=_build_pix2pix,

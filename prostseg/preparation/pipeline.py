@@ -45,21 +45,20 @@ import itertools
 import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from prostseg.data.dataset import ALIGNED_FOLDER, MASKS, NUM_ZONE_CLASSES, STACK, Case, volume_file
-from prostseg.errors import InputError
-from prostseg.data.io import Volume, check_same_grid, load_volume, volume_grid
+from prostseg.data.dataset import MASKS, NUM_ZONE_CLASSES, Case
+from prostseg.data.io import volume_grid
+from prostseg.preparation.slice_cache import SliceSpec, cached_slice_counts, cached_slices
 from prostseg.preparation.slices import (
     PIX2PIX_IMAGE_SIZE,
+    PIX2PIX_SLICING,
     UNET_IMAGE_SIZE,
-    prepare_pix2pix_volume,
+    UNET_SLICING,
+    case_labels,
     prepare_unet_mask,
-    prepare_unet_volume,
-    prepare_zone_labels,
 )
 
 __all__ = [
@@ -272,40 +271,6 @@ def _checked_label(label: str) -> str:
     return label
 
 
-def _load_unet_mask(case: Case, label: str) -> Volume:
-    """A case's mask; zone maps must hold 0..4 (lesion values: see prostseg.training.datacheck)."""
-    num_classes = NUM_ZONE_CLASSES if label == "zones" else None
-    return load_volume(case.path(label), label=True, num_classes=num_classes)
-
-
-def _load_unet_case(
-    case: Case, label: str, image_size: int, target_spacing: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    t2w = load_volume(case.path("t2w"))
-    mask = _load_unet_mask(case, label)
-    check_same_grid(t2w, mask)
-    return (prepare_unet_volume(t2w, image_size, target_spacing=target_spacing),
-            prepare_unet_mask(mask, image_size, target_spacing=target_spacing))
-
-
-def _stack_path(case: Case) -> Path:
-    if not case.has(STACK):
-        raise InputError(
-            case.folder,
-            f"case {case.case_id} has no registered stack ({ALIGNED_FOLDER}/{volume_file(STACK)}); "
-            f"run `prostseg register-case {case.folder}` first",
-        )
-    return case.path(STACK)
-
-
-def _load_pix2pix_case(case: Case, image_size: int, target_spacing: float | None) -> tuple[np.ndarray, np.ndarray]:
-    stack = load_volume(_stack_path(case), channels=3)
-    zones = load_volume(case.path("zones"), num_classes=NUM_ZONE_CLASSES)
-    check_same_grid(stack, zones)
-    return (prepare_pix2pix_volume(stack, image_size, target_spacing=target_spacing),
-            prepare_zone_labels(zones, image_size, target_spacing=target_spacing))
-
-
 def _volumes(
     cases: list[Case],
     load_case: Callable[[Case], tuple[np.ndarray, np.ndarray]],
@@ -451,15 +416,13 @@ def count_slices(
     """
     cases = _checked_cases(cases, ("t2w", _checked_label(label)))
     if slice_cache is not None:
-        from prostseg.preparation.slice_cache import SliceSpec, cached_slice_counts
-
         spec = SliceSpec("unet", image_size, target_spacing, label)
         return cached_slice_counts(cases, spec, slice_cache, foreground=drop_empty)
     if not drop_empty:
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
     for case in cases:
-        mask = prepare_unet_mask(_load_unet_mask(case, label), image_size,
+        mask = prepare_unet_mask(case_labels(case, label), image_size,
                                  target_spacing=target_spacing)
         total += int(np.count_nonzero(mask.any(axis=(1, 2, 3))))
     return total
@@ -580,14 +543,12 @@ def unet_dataset(
 
     def stream() -> tf.data.Dataset:
         if slice_cache is not None:
-            from prostseg.preparation.slice_cache import SliceSpec, cached_slices
-
             spec = SliceSpec("unet", image_size, target_spacing, label)
             return cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                  shuffle_buffer=shuffle_buffer, seed=seed)
         return _slice_stream(
             cases,
-            lambda case: _load_unet_case(case, label, image_size, target_spacing),
+            lambda case: UNET_SLICING.prepare_case(case, label, image_size, target_spacing=target_spacing),
             (1, 1),
             image_size,
             shuffle=shuffle,
@@ -752,19 +713,18 @@ def pix2pix_epochs(
     """
     cases = _checked_cases(cases, ("zones",))
     for case in cases:
-        _stack_path(case)
+        PIX2PIX_SLICING.input_path(case)
     image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
     shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
     _one_cache(cache, slice_cache)
     if slice_cache is not None:
-        from prostseg.preparation.slice_cache import SliceSpec, cached_slices
-
         spec = SliceSpec("pix2pix", image_size, target_spacing)
         for epoch in itertools.count(operator.index(first_epoch)):
             slices = cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                    shuffle_buffer=shuffle_buffer, seed=seed + epoch)
             yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
-    stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),
+    stream = dict(load_case=lambda case: PIX2PIX_SLICING.prepare_case(case, "zones", image_size,
+                                                                   target_spacing=target_spacing),
                   channels=(3, NUM_ZONE_CLASSES), image_size=image_size)
     cached_volumes = _volumes(cases, **stream).cache() if cache else None
     epoch = operator.index(first_epoch)
