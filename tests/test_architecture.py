@@ -30,7 +30,7 @@ from prostseg.networks.models import (
     build_unet,
     unet_receptive_field,
 )
-from prostseg.viz import PAGE_COLUMN_PX
+from prostseg.figure_png import PAGE_COLUMN_PX
 
 matplotlib.use("Agg")
 

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from prostseg.data.io import Volume, volume_grid
+from prostseg.preparation.registration import central_region, resample_to
 
 __all__ = [
     "TransformComparison",
@@ -110,8 +111,6 @@ def _mapped_points(transform, fixed: Volume, margin_mm: float) -> np.ndarray:
     fixed voxel receives the coordinates of the point the transform maps it to
     (wherever that point lies within ``margin_mm`` of the fixed field of view).
     """
-    from prostseg.preparation.registration import resample_to
-
     affine = np.asarray(fixed.affine, dtype=float)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     pad = np.ceil(margin_mm / spacing).astype(int)
@@ -263,8 +262,6 @@ def compare_with_truth(
     >>> comparison.error_after_mm < comparison.error_before_mm  # doctest: +SKIP
     True
     """
-    from prostseg.preparation.registration import central_region
-
     truth = np.asarray(truth, dtype=float)
     if truth.shape != (4, 4):
         raise ValueError(f"truth must be a 4x4 matrix, got shape {truth.shape}")
@@ -317,7 +314,7 @@ def label_agreement(
     >>> [(row["class"], round(row["shifted"], 2)) for row in rows]
     [('a', 0.5), ('b', 0.5), ('whole gland', 0.75)]
     """
-    from prostseg.networks.metrics import dice, per_class_dice
+    from prostseg.networks.metrics import dice, per_class_dice  # Keras only when called
 
     reference = np.asarray(reference)
     scores = {}
@@ -368,7 +365,7 @@ def augmentation_variants(
     """
     import tensorflow as tf
 
-    from prostseg.preparation.pipeline import augment_pair
+    from prostseg.preparation.pipeline import augment_pair  # TensorFlow only when called
 
     image, label = np.asarray(image), np.asarray(label)
     if image.shape[:2] != label.shape[:2] or image.shape[0] != image.shape[1]:

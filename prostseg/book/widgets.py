@@ -48,7 +48,8 @@ from prostseg.book.palette import LESION_COLOUR, ZONE_COLOURS
 from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
 from prostseg.errors import InputError
 from prostseg.data.io import Volume
-from prostseg.viz import text_size, to_display
+from prostseg.figure_png import text_size
+from prostseg.viz import to_display
 
 __all__ = ["SliceBrowser", "slice_browser", "slice_montage"]
 

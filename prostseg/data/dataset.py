@@ -71,6 +71,7 @@ from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, head
 __all__ = [
     "ALIGNED_FOLDER",
     "CASE_ROLES",
+    "PATIENTS_FILE",
     "PHANTOM_FILE",
     "REGISTRATION_FILE",
     "WRITE_EXTENSION",
@@ -125,6 +126,8 @@ ALIGNED_FOLDER = "aligned"
 REGISTRATION_FILE = "registration.json"
 #: What :mod:`prostseg.data.phantom` writes into each generated case folder (its settings).
 PHANTOM_FILE = "phantom.json"
+#: The data folder's map of case ids to patient ids (:mod:`prostseg.preparation.splits`).
+PATIENTS_FILE = "patients.json"
 #: The file name ending of the volumes prostseg writes.
 WRITE_EXTENSION = ".nii.gz"
 _TRANSFORM_SUFFIX = "_transform.txt"

@@ -44,7 +44,8 @@ from typing import Any, Callable
 import jsonschema
 
 from prostseg.atomic import atomic_path
-from prostseg.data.dataset import CASE_ROLES, MASKS, volume_file
+from prostseg.data.dataset import CASE_ROLES, MASKS, PATIENTS_FILE, volume_file
+from prostseg.data.io import check_same_grid, header_volume
 from prostseg.errors import InputError, ProstsegError
 
 # A manifest fills the roles of prostseg.data.dataset.CASE_ROLES, in that order; the label maps
@@ -482,8 +483,6 @@ def _write_patient_ids(manifest: Manifest, dest: Path, case_ids: list[str]) -> N
     pattern = manifest.layout.get("patient_id")
     if pattern is None:
         return
-    from prostseg.preparation.splits import PATIENTS_FILE
-
     path = dest / PATIENTS_FILE
     patients = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     for case_id in case_ids:
@@ -763,8 +762,6 @@ def _write_case(
             if role == "t2w":
                 t2w_grid = _staged_grid(out, found["paths"][0])
             elif role in LABEL_ROLES and t2w_grid is not None:
-                from prostseg.data.io import check_same_grid
-
                 check_same_grid(t2w_grid, _staged_grid(out, found["paths"][0]))
         if final.exists():
             if not overwrite:
@@ -789,8 +786,6 @@ def _staged_grid(staged: Path, source: Path):
     space would otherwise be imported as if it marked the right voxels.
     """
     import dataclasses
-
-    from prostseg.data.io import header_volume
 
     try:
         return dataclasses.replace(header_volume(staged), path=source)

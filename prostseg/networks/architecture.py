@@ -34,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from prostseg.figure_png import text_size
+
 __all__ = [
     "LAYER_ABBREVIATIONS",
     "Block",
@@ -560,7 +562,7 @@ def plot_unet(model: keras.Model, ax=None):
     Each box is a convolution block (two 3x3 convolution, batch normalisation, ReLU
     units), labelled with its feature map size and channels as read from the model by
     :func:`unet_levels`; its width grows with the logarithm of the channels. All text is
-    sized by :func:`prostseg.viz.text_size`, so it stays readable on the book's page.
+    sized by :func:`prostseg.figure_png.text_size`, so it stays readable on the book's page.
 
     Parameters
     ----------
@@ -583,8 +585,6 @@ def plot_unet(model: keras.Model, ax=None):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch, Rectangle
-
-    from prostseg.viz import text_size
 
     levels = unet_levels(model)
     depth = len(levels) - 1

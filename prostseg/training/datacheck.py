@@ -57,6 +57,7 @@ from prostseg.data.dataset import MASKS, STACK, Case, load_mask
 from prostseg.errors import DataWarning, InputError
 from prostseg.data.io import Volume, load_volume
 from prostseg.networks.recipes import recipe
+from prostseg.preparation.slices import prepare_unet_mask
 
 __all__ = ["DataCheck", "check_case_files", "check_training_data"]
 
@@ -225,8 +226,6 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
     train_ids = {case.case_id for case in train_cases}
     measure = None
     if is_unet:
-        from prostseg.preparation.slices import prepare_unet_mask
-
         def measure(case: Case, mask: Volume) -> int:
             """Training slices with foreground once prepared (validation masks: voxels)."""
             if case.case_id not in train_ids:

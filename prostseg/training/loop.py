@@ -71,6 +71,7 @@ from prostseg.networks.models import build_pix2pix_discriminator
 from prostseg.preparation.pipeline import count_slices, pix2pix_epochs, unet_dataset
 from prostseg.networks.recipes import PIX2PIX, UNET
 from prostseg.preparation.slice_cache import SliceSpec, prepare_cases
+from prostseg.use.model_card import write_model_card
 from prostseg.networks.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -228,8 +229,6 @@ def _prepared(config, spec: SliceSpec, cases: list) -> str | None:
 def _write_model_card(config, folder: Path) -> None:
     """``MODEL_CARD.md`` of a finished run (:mod:`prostseg.use.model_card`); the chief's run
     folder only, other workers keep no models."""
-    from prostseg.use.model_card import write_model_card
-
     if Path(folder).resolve() == Path(config.output_dir).resolve():
         write_model_card(folder)
 
