@@ -65,6 +65,7 @@ __all__ = [
     "UNetTrainingConfig",
     "append_row",
     "load_config",
+    "model_run_config",
     "patient_split",
     "prepare_run_folder",
     "read_history",
@@ -465,6 +466,40 @@ def load_config(path: str | os.PathLike) -> UNetTrainingConfig | Pix2PixTraining
         return _CONFIG_CLASSES[values["kind"]].from_dict(values)
     except (TypeError, ValueError) as err:
         raise InputError(path, f"invalid configuration: {err}") from None
+
+
+def model_run_config(model_path: str | os.PathLike) -> UNetTrainingConfig | Pix2PixTrainingConfig | None:
+    """The configuration of the run folder that holds a model file, if it is in one.
+
+    A run folder holds its model files beside its :data:`CONFIG_FILE`; the settings
+    recorded there (``target_spacing``, ``label``, the kind) are the ones the model
+    must be applied and exported with.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike
+        The model file; its folder is a run folder when it holds :data:`CONFIG_FILE`.
+
+    Returns
+    -------
+    UNetTrainingConfig or Pix2PixTrainingConfig or None
+        None when no :data:`CONFIG_FILE` lies beside the model file.
+
+    Raises
+    ------
+    InputError
+        When the configuration beside the model cannot be read (:func:`load_config`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run, elsewhere = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    >>> _ = Pix2PixTrainingConfig("data", str(run)).to_json(run / CONFIG_FILE)
+    >>> model_run_config(run / "best_generator.keras").KIND, model_run_config(elsewhere / "model.keras")
+    ('pix2pix', None)
+    """
+    config_path = Path(model_path).parent / CONFIG_FILE
+    return load_config(config_path) if config_path.is_file() else None
 
 
 def _differences(previous: _TrainingConfig, config: _TrainingConfig) -> list[str]:

@@ -20,13 +20,13 @@ and the others go on.
 
 Examples
 --------
->>> import tempfile
->>> from prostseg.networks.models import build_unet
+>>> from tempfile import mkdtemp
 >>> from prostseg.data.phantom import write_phantom_dataset
->>> data = Path(tempfile.mkdtemp())
+>>> from prostseg.networks.models import build_unet
+>>> data = Path(mkdtemp())
 >>> _ = write_phantom_dataset(data, n_cases=2, seed=0, shape=(40, 40, 4))
 >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
->>> out = Path(tempfile.mkdtemp())
+>>> out = Path(mkdtemp())
 >>> result = predict_batch(model, [data], out, progress=False)
 >>> [(row["case_id"], row["status"]) for row in result.rows]
 [('phantom-000', 'predicted'), ('phantom-001', 'predicted')]
@@ -51,6 +51,16 @@ from prostseg.atomic import atomic_path
 from prostseg.data.dataset import find_case
 from prostseg.errors import InputError
 from prostseg.data.io import SUPPORTED_EXTENSIONS, load_volume
+from prostseg.networks.runs import model_run_config
+from prostseg.use.dicom_seg import SEGMENT_CODES, write_dicom_seg
+from prostseg.use.export import preprocessing_contract
+from prostseg.use.inference import (
+    input_volume,
+    postprocess,
+    predict_probabilities,
+    resolve_model,
+    write_nifti_like,
+)
 
 __all__ = ["BatchResult", "SUMMARY_FILE", "PROBABILITIES_DIR", "collect_inputs", "predict_batch"]
 
@@ -172,15 +182,8 @@ def _foreground_ml(labels: np.ndarray, spacing) -> float:
 def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, overwrite: bool) -> float:
     """Predict one case, write the outputs that are missing (all with ``overwrite``);
     return the predicted foreground volume in ml."""
-    from prostseg.use.inference import (
-        _input_volume,
-        postprocess,
-        predict_probabilities,
-        write_nifti_like,
-    )
-
     model_recipe = options["recipe"]
-    volume, reference = _input_volume(source, model_recipe)
+    volume, reference = input_volume(source, model_recipe)
     probabilities = predict_probabilities(model, volume, target_spacing=options["target_spacing"],
                                           tta=options["tta"], kind=model_recipe.kind)
     labels = postprocess(model_recipe.decode(probabilities, options["threshold"]),
@@ -188,8 +191,6 @@ def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, o
                          min_lesion_size=options["min_lesion_size"], spacing=volume.spacing)
     todo = {name: path for name, path in outputs.items() if overwrite or not path.exists()}
     if "dicom_seg" in todo:
-        from prostseg.use.dicom_seg import write_dicom_seg
-
         write_dicom_seg(labels, reference, source, todo["dicom_seg"], label_names=options["classes"],
                         overwrite=True)
     if "probabilities" in todo:
@@ -201,12 +202,11 @@ def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, o
 
 def _label_names(model, model_path: Path | None, kind: str) -> dict[int, str]:
     """``{label value: name}`` of the foreground labels the model predicts."""
-    from prostseg.use.export import _run_settings, preprocessing_contract
-
     contract = getattr(model, "contract", None)
     if contract is None:
         in_run = model_path is not None and model_path.suffix == ".keras"
-        label = _run_settings(model_path)[1] if in_run else None
+        config = model_run_config(model_path) if in_run else None
+        label = getattr(config, "label", None)
         contract = preprocessing_contract(model, label=label, kind=kind)
     classes = contract["output"]["classes"]
     return {1: classes[0]} if len(classes) == 1 else {i: name for i, name in enumerate(classes) if i}
@@ -253,8 +253,6 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
     """
     from tqdm.auto import tqdm
 
-    from prostseg.use.inference import resolve_model
-
     cases = collect_inputs(inputs)
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
@@ -262,8 +260,6 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
                    min_lesion_size=min_lesion_size, tta=tta, recipe=model_recipe,
                    classes=_label_names(model, model_path, model_recipe.kind))
     if dicom_seg:
-        from prostseg.use.dicom_seg import SEGMENT_CODES
-
         if not set(options["classes"].values()) <= set(SEGMENT_CODES):
             raise InputError(model_path, "the model does not record what it segments (lesion or gland), "
                              "which a DICOM SEG must say: keep the .keras file in its run folder, or "

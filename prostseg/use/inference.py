@@ -1,7 +1,7 @@
 """Apply trained models to volumes, write label maps, and score them against the truth.
 
-* :func:`load_model` -- read a ``.keras`` model file safely (``safe_mode=True``), or a
-  model written by :mod:`prostseg.use.export` (ONNX file or SavedModel folder).
+* :func:`load_model` (from :mod:`prostseg.use.export`) -- read a ``.keras`` model file
+  safely (``safe_mode=True``), or an exported model (ONNX file or SavedModel folder).
 * :func:`predict_probabilities` -- class probabilities of one volume on its own grid,
   optionally averaged over the 8 flips and rotations of training (test-time
   augmentation).
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import csv
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +50,19 @@ import numpy as np
 from prostseg.atomic import atomic_path
 from prostseg.data.dataset import MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
 from prostseg.errors import InputError
+from prostseg.figure_png import save_png
 from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.networks.metrics import dice, iou, per_class_dice, per_class_iou
-from prostseg.use.postprocessing import largest_gland_component, remove_small_components
 from prostseg.networks.recipes import Recipe, input_size, labels_from_probabilities, recipe_for_model
+from prostseg.networks.runs import model_run_config
+from prostseg.use.export import load_model
+from prostseg.use.postprocessing import largest_gland_component, remove_small_components
+from prostseg.viz import overlay
 
 __all__ = [
     "EvaluationResult",
     "evaluate_folder",
+    "input_volume",
     "load_model",
     "labels_from_probabilities",
     "postprocess",
@@ -69,51 +73,6 @@ __all__ = [
     "run_target_spacing",
     "write_nifti_like",
 ]
-
-
-def load_model(path: str | os.PathLike):
-    """Load a model saved by :mod:`prostseg.training.loop` (or any ``.keras`` file).
-
-    The file is read with ``safe_mode=True`` (no arbitrary code from the file runs)
-    and without its training configuration (``compile=False``). A ``.onnx`` file or a
-    SavedModel folder written by :func:`prostseg.use.export.export_model` is read with
-    :func:`prostseg.use.export.load_exported` instead.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A ``.keras`` file, or an exported ``.onnx`` file or SavedModel folder.
-
-    Returns
-    -------
-    keras.Model or prostseg.use.export.ExportedModel
-
-    Raises
-    ------
-    InputError
-        ``"<path>: no such file"`` when it is missing, and
-        ``"<path>: corrupt or not a Keras model (...)"`` when it cannot be read as one
-        (Keras itself says "File not found" for any file that is not a zip archive).
-    """
-    import keras
-
-    path = Path(path)
-    if path.suffix.lower() == ".onnx" or path.is_dir():
-        from prostseg.use.export import load_exported
-
-        return load_exported(path)
-    if not path.is_file():
-        problem = "is a folder, not a .keras model file" if path.exists() else "no such model file"
-        raise InputError(path, problem)
-    if not zipfile.is_zipfile(path):
-        raise InputError(path, "corrupt or not a Keras model (a .keras file is a zip archive; "
-                         "this is not)")
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, OSError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:200]
-        raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") \
-            from None
 
 
 def _predict_slices(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
@@ -308,11 +267,29 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
                        spacing=spacing)
 
 
-def _input_volume(image: Path, model_recipe: Recipe) -> tuple[Volume, Volume]:
-    """(model input, reference image for the output grid) for a case folder or file.
+def input_volume(image: Path, model_recipe: Recipe) -> tuple[Volume, Volume]:
+    """The volume a model reads from a case folder or an image, and the grid of its output.
 
     In a case folder the input is the recipe's ``input`` file, on the grid of the
-    case's T2W, which is the reference."""
+    case's T2W, which is the reference; an image file (or DICOM series folder) is both.
+
+    Parameters
+    ----------
+    image : pathlib.Path
+        A case folder, a volume file or a DICOM series folder.
+    model_recipe : Recipe
+        The model's recipe (:func:`resolve_model`).
+
+    Returns
+    -------
+    (Volume, Volume)
+        The model's input and the reference image the prediction is written like.
+
+    Raises
+    ------
+    InputError
+        When a file is missing or cannot be read as what the model takes.
+    """
     channels = len(model_recipe.channels)
     channels = channels if channels > 1 else None
     if image.is_dir():
@@ -365,16 +342,8 @@ def run_target_spacing(model_path: str | os.PathLike) -> float | None:
     >>> run_target_spacing(Path(tempfile.mkdtemp()) / "model.keras") is None
     True
     """
-    config = _run_config(model_path)
+    config = model_run_config(model_path)
     return config.target_spacing if config is not None else None
-
-
-def _run_config(model_path: str | os.PathLike):
-    """The configuration of the run folder holding ``model_path``, or None."""
-    from prostseg.networks.runs import CONFIG_FILE, load_config
-
-    config_path = Path(model_path).parent / CONFIG_FILE
-    return load_config(config_path) if config_path.is_file() else None
 
 
 def resolve_model(model, target_spacing: float | None = None
@@ -409,7 +378,7 @@ def resolve_model(model, target_spacing: float | None = None
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None:
         model = load_model(model_path)
-    config = _run_config(model_path) if model_path is not None else None
+    config = model_run_config(model_path) if model_path is not None else None
     recorded = getattr(model, "target_spacing", None)  # exported models carry it
     if config is not None and recorded is None:
         recorded = config.target_spacing
@@ -516,7 +485,7 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
     for path in outputs:
         _check_nifti_target(path, overwrite)
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
-    volume, reference = _input_volume(Path(image), model_recipe)
+    volume, reference = input_volume(Path(image), model_recipe)
     probabilities = predict_probabilities(model, volume, target_spacing=target_spacing, tta=tta,
                                           kind=model_recipe.kind)
     labels = postprocess(model_recipe.decode(probabilities, threshold),
@@ -671,9 +640,6 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
     """Save an overlay of the best and the worst case by Dice (foreground outlines
     unless ``per_zone``, as the scores were computed)."""
     from matplotlib.figure import Figure
-
-    from prostseg.figure_png import save_png
-    from prostseg.viz import overlay
 
     ranked = sorted(rows, key=lambda row: (np.nan_to_num(row["dice"], nan=-1.0), row["case_id"]))
     shown = [("best", ranked[-1]), ("worst", ranked[0])] if len(ranked) > 1 else [("only", ranked[0])]

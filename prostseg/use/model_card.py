@@ -29,8 +29,14 @@ import numpy as np
 
 from prostseg import __version__
 from prostseg.atomic import atomic_path
-from prostseg.data.dataset import PHANTOM_FILE
+from prostseg.data.dataset import NUM_ZONE_CLASSES, PHANTOM_FILE, find_case
+from prostseg.data.io import load_volume
 from prostseg.errors import InputError
+from prostseg.networks.metrics import dice, iou, per_class_dice
+from prostseg.networks.recipes import recipe
+from prostseg.networks.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
+from prostseg.preparation.splits import PatientSplit
+from prostseg.use.inference import input_volume, predict_volume, resolve_model
 
 __all__ = ["MODEL_CARD_FILE", "bootstrap_ci", "evaluate_patients", "write_model_card"]
 
@@ -107,11 +113,6 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
         ``{case_id: {"dice": ..., "iou": ...}}`` of the foreground (U-Net), or
         ``{case_id: {"dice": mean zone Dice}}`` (Pix2Pix, zones present in either map).
     """
-    from prostseg.data.dataset import NUM_ZONE_CLASSES, find_case
-    from prostseg.use.inference import _input_volume, predict_volume, resolve_model
-    from prostseg.data.io import load_volume
-    from prostseg.networks.metrics import dice, iou, per_class_dice
-
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
     zone_classes = model.output_shape[-1] > 1
     scores = {}
@@ -119,7 +120,7 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
         case_dir = Path(data_dir) / case_id
         truth_name = "zones" if zone_classes else label
         truth = load_volume(find_case(case_dir, require=(truth_name,)).path(truth_name), label=True).data
-        volume, _ = _input_volume(case_dir, model_recipe)
+        volume, _ = input_volume(case_dir, model_recipe)
         pred = predict_volume(model, volume, target_spacing=target_spacing, kind=model_recipe.kind)
         if zone_classes:
             scores[case_id] = {"dice": float(np.nanmean(per_class_dice(pred, truth, NUM_ZONE_CLASSES)[1:]))}
@@ -202,16 +203,13 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     Returns
     -------
     pathlib.Path
+        The card, ``run_dir/MODEL_CARD.md``.
 
     Raises
     ------
     InputError
         When the folder is not a run folder or holds no model file.
     """
-    from prostseg.networks.recipes import recipe
-    from prostseg.networks.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
-    from prostseg.preparation.splits import PatientSplit
-
     run_dir = Path(run_dir)
     card = run_dir / MODEL_CARD_FILE
     if card.exists() and not overwrite:

@@ -36,6 +36,8 @@ from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
 from prostseg.data.io import Volume, check_same_grid, load_volume
 from prostseg.networks.metrics import dice, per_class_dice
+from prostseg.preparation.registration import register_case
+from prostseg.use.inference import input_volume, predict_volume, resolve_model
 
 __all__ = [
     "gland_and_zone_dice",
@@ -257,9 +259,6 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
         When a model file holds another kind of model, the case lacks a volume a model
         needs, or its zone map holds labels other than 0, 1 and 2.
     """
-    from prostseg.use.inference import _input_volume, predict_volume, resolve_model
-    from prostseg.preparation.registration import register_case
-
     models = []
     for path, expected in ((unet_model, "unet"), (pix2pix_model, "pix2pix")):
         if path is not None:
@@ -276,7 +275,7 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     predictions, zone_classes = {}, {}
     for model, target_spacing, model_recipe in models:
         zone_classes[model_recipe.title] = model.output_shape[-1] > 1
-        volume, _ = _input_volume(case.folder, model_recipe)
+        volume, _ = input_volume(case.folder, model_recipe)
         predictions[model_recipe.title] = predict_volume(
             model, volume, target_spacing=target_spacing, largest_component=largest_component,
             kind=model_recipe.kind)
