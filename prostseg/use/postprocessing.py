@@ -188,7 +188,8 @@ def remove_small_components(labels: ArrayLike, min_voxels: int, *, connectivity:
 
     Returns
     -------
-    numpy.ndarray, same shape and dtype as ``labels``
+    numpy.ndarray
+        ``labels`` with the components removed set to 0 (same shape and dtype).
 
     Examples
     --------
