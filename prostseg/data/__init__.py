@@ -6,4 +6,7 @@
   what, and how cases are found;
 * :mod:`~prostseg.data.phantom` writes synthetic phantom cases in that layout;
 * :mod:`~prostseg.data.manifests` brings public datasets into it (``prostseg data``).
+
+Imports: the plumbing at the top of the package (:mod:`prostseg.errors`,
+:mod:`prostseg.atomic`) and nothing of the later stages.
 """

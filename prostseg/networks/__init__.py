@@ -9,4 +9,9 @@
 * :mod:`~prostseg.networks.recipes`: one recipe per kind of model, everything that
   differs between the U-Net and Pix2Pix;
 * :mod:`~prostseg.networks.runs`: training configurations and the files of a run folder.
+
+Imports: :mod:`prostseg.data`, :mod:`prostseg.preparation` and the plumbing
+(:mod:`prostseg.errors`, :mod:`prostseg.atomic`, :mod:`prostseg.figure_png`). ``recipes``
+and ``runs`` import no TensorFlow: a recipe imports its model builder and ``tf.data``
+stream only when called.
 """

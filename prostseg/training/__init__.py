@@ -5,4 +5,8 @@
 * :mod:`~prostseg.training.checkpoints`: resumable checkpoints and the best model,
   written whole;
 * :mod:`~prostseg.training.datacheck`: every file a run reads, checked before it starts.
+
+Imports: every stage below it. It is the last stage because a finished run writes its
+model card (:mod:`prostseg.use.model_card`), which scores the test cases with
+:mod:`prostseg.use.inference`.
 """

@@ -10,4 +10,7 @@
 * :mod:`~prostseg.use.detection`: lesion-level detection metrics;
 * :mod:`~prostseg.use.model_comparison`: the U-Net and Pix2Pix side by side;
 * :mod:`~prostseg.use.model_card`: ``MODEL_CARD.md`` of a run folder.
+
+Imports: :mod:`prostseg.data`, :mod:`prostseg.preparation`, :mod:`prostseg.networks`,
+the plumbing and the figures (:mod:`prostseg.viz`); never :mod:`prostseg.training`.
 """
