@@ -15,7 +15,7 @@ they never trained on:
 U-Net (``best.keras``, threshold 0.5): whole-gland Dice, the number of connected
 components of the prediction (3D, face connectivity) and *false islands* (components
 that do not touch the true gland), as predicted and after
-``prostseg.postprocessing.largest_gland_component`` (``predict_volume(...,
+``prostseg.use.postprocessing.largest_gland_component`` (``predict_volume(...,
 largest_component=True)``). Pix2Pix (``generator.keras``, the model of the last epoch,
 which chapters 10 and 11 use): Dice of each zone (PZ, TZ, CZ, AFS) and of the whole
 gland. Training seconds are wall time of ``train_unet`` / ``train_pix2pix`` alone
@@ -86,9 +86,9 @@ def islands(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
 
 def prepare_data(folder: Path, quick: bool) -> tuple[Path, float]:
     """(the tutorial data, registered; seconds the registration took)."""
-    from prostseg import dataset, phantom
+    from prostseg.data import dataset, phantom
     from prostseg.book.data import tutorial_data
-    from prostseg.registration import register_case
+    from prostseg.preparation.registration import register_case
 
     if quick:
         data_dir = folder / "phantom-data"
@@ -103,8 +103,8 @@ def prepare_data(folder: Path, quick: bool) -> tuple[Path, float]:
 
 def new_patients(folder: Path, count: int, quick: bool) -> list:
     """``count`` phantom patients of another seed (1000, as chapter 8), registered."""
-    from prostseg import dataset, phantom
-    from prostseg.registration import register_case
+    from prostseg.data import dataset, phantom
+    from prostseg.preparation.registration import register_case
 
     if count == 0:
         return []
@@ -122,7 +122,9 @@ def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix
     Returns the split, both configurations and results, and the seconds of each
     training (used by ``real_data_report.py`` as well).
     """
-    from prostseg import dataset, splits, training
+    from prostseg.data import dataset
+    from prostseg.preparation import splits
+    from prostseg.training import loop as training
 
     cases = {case.case_id: case for case in dataset.discover_cases(data_dir, require=("t2w", "zones", "stack"))}
     split = splits.split_patients(list(cases), val_fraction=0.15, test_fraction=0.15, seed=seed)
@@ -141,7 +143,9 @@ def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix
 
 
 def run_seed(seed: int, data_dir: Path, extra_cases: list, work: Path, unet: dict, pix2pix: dict) -> dict:
-    from prostseg import dataset, inference, io, metrics
+    from prostseg.data import dataset, io
+    from prostseg.networks import metrics
+    from prostseg.use import inference
 
     trained = train_book_models(seed, data_dir, work, unet, pix2pix)
     cases, split = trained["cases"], trained["split"]

@@ -7,7 +7,7 @@ Both read the same case folders (T2W + lesion NIfTI) and produce 384 x 384 slice
   min-max scaled *per slice* (dividing by zero on blank slices), and everything stacked
   into one array in RAM. Implemented below in :func:`baseline_load`; it is not part of
   the package and exists only to be measured against.
-* **prostseg streaming** -- :func:`prostseg.pipeline.unet_dataset` (float32 images,
+* **prostseg streaming** -- :func:`prostseg.preparation.pipeline.unet_dataset` (float32 images,
   per-volume normalisation, cases loaded in parallel and streamed), one pass, batch 8,
   with the default slice shuffle buffer (256 slices) and without shuffling.
 
@@ -40,8 +40,8 @@ NAME = "data_loading"
 APPROACHES = ("baseline", "streaming", "streaming_noshuffle")
 LABELS = {
     "baseline": "baseline: seed (nibabel float64, per-slice min-max, one big array)",
-    "streaming": "prostseg.pipeline.unet_dataset (shuffle buffer 256)",
-    "streaming_noshuffle": "prostseg.pipeline.unet_dataset (shuffle=False)",
+    "streaming": "prostseg.preparation.pipeline.unet_dataset (shuffle buffer 256)",
+    "streaming_noshuffle": "prostseg.preparation.pipeline.unet_dataset (shuffle=False)",
 }
 
 
@@ -81,8 +81,8 @@ def baseline_load(case_dirs: list[Path], size: int) -> tuple[np.ndarray, np.ndar
 def child(approach: str, data_dir: Path, size: int) -> None:
     import tensorflow as tf  # noqa: F401  (both approaches pay for it, as in a training notebook)
 
-    from prostseg.dataset import discover_cases
-    from prostseg.pipeline import unet_dataset
+    from prostseg.data.dataset import discover_cases
+    from prostseg.preparation.pipeline import unet_dataset
 
     cases = discover_cases(data_dir, require=("t2w", "lesion"))
     rss_after_imports = common.current_rss_mib()
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         n_cases, shape, size, repeats = 16, (320, 320, 19), 384, 2
     datasets = {}
     with tempfile.TemporaryDirectory() as folder:
-        from prostseg.phantom import write_phantom_dataset
+        from prostseg.data.phantom import write_phantom_dataset
 
         phantom_dir = Path(folder) / "phantom"
         write_phantom_dataset(phantom_dir, n_cases=n_cases, seed=0, shape=shape, spacing=(0.6, 0.6, 3.0))

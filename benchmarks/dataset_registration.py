@@ -1,6 +1,6 @@
 """Registration of a whole dataset: speed-up of parallel workers, projection to 1,500 studies.
 
-:func:`prostseg.registration.register_dataset` registers 8 phantom cases of ProstateX
+:func:`prostseg.preparation.registration.register_dataset` registers 8 phantom cases of ProstateX
 size (T2W 384 x 384 x 19 at 0.5 x 0.5 x 3 mm) three ways, each in a fresh process on a
 fresh copy of the cases, so that each pays the loading of ITK/elastix once per worker as
 a real run does:
@@ -40,7 +40,7 @@ PROJECTED_STUDIES, PROJECTED_CORES = 1500, 32
 
 
 def child(data_dir: Path, workers: int, threads: int) -> None:
-    from prostseg.registration import register_dataset
+    from prostseg.preparation.registration import register_dataset
 
     wall, result = common.timed(lambda: register_dataset(data_dir, workers=workers, threads=threads,
                                                          progress=False))
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     parallel = max(2, cores)
     s["configurations"] = [(1, 1), (1, cores), (parallel, 1)]
 
-    from prostseg.phantom import write_phantom_dataset
+    from prostseg.data.phantom import write_phantom_dataset
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

@@ -1,16 +1,16 @@
 """Whole-volume inference time and elastix registration time per case.
 
-* **Inference** -- :func:`prostseg.inference.predict_volume` with the default U-Net
+* **Inference** -- :func:`prostseg.use.inference.predict_volume` with the default U-Net
   (384 x 384, base 32 filters, depth 4; random weights, which cost the same as trained
   ones) on a 384 x 384 x 19 volume: the first call in the process (builds the predict
   function) and warm calls.
-* **Registration** -- :func:`prostseg.registration.register_case` (rigid + affine
+* **Registration** -- :func:`prostseg.preparation.registration.register_case` (rigid + affine
   mutual-information registration of ADC onto T2W, DWI resampled with the same
   transform, stack written) on a *copy* of a phantom case and, with
   ``PROSTSEG_REAL_DATA`` set, on a copy of ``prostatex-mpmri/ProstateX-0000`` in a
   temporary folder (the data folder is never written). Each case runs in a fresh
   process: the first call includes loading ITK/elastix; warm calls repeat it with
-  ``overwrite=True``. ``import_s`` is the time to import :mod:`prostseg.registration`.
+  ``overwrite=True``. ``import_s`` is the time to import :mod:`prostseg.preparation.registration`.
 
 Run::
 
@@ -35,8 +35,8 @@ def inference(size: int, depth_z: int, base_filters: int, depth: int, warm_repea
     import keras
     import numpy as np
 
-    from prostseg.inference import predict_volume
-    from prostseg.models import build_unet
+    from prostseg.use.inference import predict_volume
+    from prostseg.networks.models import build_unet
 
     keras.utils.set_random_seed(0)
     model = build_unet((size, size, 1), base_filters=base_filters, depth=depth)
@@ -51,7 +51,7 @@ def inference(size: int, depth_z: int, base_filters: int, depth: int, warm_repea
 
 def registration_child(case_dir: Path, warm_repeats: int) -> None:
     started = time.perf_counter()
-    from prostseg.registration import register_case
+    from prostseg.preparation.registration import register_case
 
     import_s = time.perf_counter() - started
     out_dir = case_dir / "aligned"
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                  phantom_spacing=(0.5, 0.5, 3.0), reg_repeats=2)
     infer = inference(s["size"], s["slices"], s["base_filters"], s["depth"], s["infer_repeats"])
 
-    from prostseg.phantom import write_phantom_dataset
+    from prostseg.data.phantom import write_phantom_dataset
 
     registrations = []
     with tempfile.TemporaryDirectory() as folder:

@@ -3,10 +3,10 @@
 Three measurements on the same phantom cases (320 x 320 x 19 T2W volumes, slices
 384 x 384, the U-Net defaults):
 
-1. **pipeline alone** -- :func:`prostseg.pipeline.unet_dataset` with augmentation,
+1. **pipeline alone** -- :func:`prostseg.preparation.pipeline.unet_dataset` with augmentation,
    shuffling and ``repeat=True``, batch 8, drained as fast as possible: slices/s after
    a warm-up (steady state, cases re-read every epoch as in training).
-2. **training step alone** -- the default U-Net (:func:`prostseg.models.build_unet`,
+2. **training step alone** -- the default U-Net (:func:`prostseg.networks.models.build_unet`,
    base 32 filters, depth 4, Adam, binary cross-entropy) on one random batch held in
    memory (``train_on_batch``): images/s after warm-up.
 3. **end to end** -- ``model.fit`` for the same number of steps fed by the pipeline and
@@ -39,7 +39,7 @@ NAME = "input_pipeline"
 def pipeline_throughput(cases, size: int, batch: int, warmup: int, batches: int, *, cache: bool = False) -> dict:
     """Slices/s after ``warmup`` batches; with ``cache`` the warm-up covers a whole epoch,
     so that the timed batches come from the cached volumes."""
-    from prostseg.pipeline import count_slices, unet_dataset
+    from prostseg.preparation.pipeline import count_slices, unet_dataset
 
     if cache:
         warmup += -(-count_slices(cases) // batch)
@@ -63,8 +63,8 @@ def pipeline_throughput(cases, size: int, batch: int, warmup: int, batches: int,
 def _compiled_unet(size: int, base_filters: int, depth: int):
     import keras
 
-    from prostseg import losses
-    from prostseg.models import build_unet
+    from prostseg.networks import losses
+    from prostseg.networks.models import build_unet
 
     keras.utils.set_random_seed(0)
     model = build_unet((size, size, 1), base_filters=base_filters, depth=depth)
@@ -113,7 +113,7 @@ def fit_end_to_end(model, cases, size: int, batch: int, steps: int) -> dict:
     """fit on the pipeline vs on memory; the first batch (start-up) is not timed."""
     import tensorflow as tf
 
-    from prostseg.pipeline import unet_dataset
+    from prostseg.preparation.pipeline import unet_dataset
 
     images, masks = _random_batch(batch, size)
     in_memory = tf.data.Dataset.from_tensors((images, masks)).repeat()
@@ -139,8 +139,8 @@ def main(argv=None) -> int:
         settings = dict(n_cases=8, shape=(320, 320, 19), size=384, base_filters=32, depth=4,
                         warmup_batches=4, batches=30, train_batch=2, warmup_steps=1, steps=3)
     s = settings
-    from prostseg.dataset import discover_cases
-    from prostseg.phantom import write_phantom_dataset
+    from prostseg.data.dataset import discover_cases
+    from prostseg.data.phantom import write_phantom_dataset
 
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder) / "phantom"

@@ -1,6 +1,6 @@
 """Phantom realism: how much the generated patients vary, and how their T2W compares with real MRI.
 
-Measurements of :mod:`prostseg.phantom` at its drawn defaults
+Measurements of :mod:`prostseg.data.phantom` at its drawn defaults
 (``make_phantom_case(seed)`` for seeds ``0 .. n-1``):
 
 * **Variation across patients** -- gland and zone volumes (ml, from the zone map and
@@ -42,8 +42,8 @@ Run::
     .venv/bin/python benchmarks/phantom_realism.py [--quick] [--cases 50] [--out benchmarks/results]
     .venv/bin/python benchmarks/phantom_realism.py --generator /tmp/phantom_v1.py --no-figure
 
-``--generator FILE`` measures another version of ``prostseg/phantom.py`` (for example
-``git show <commit>:prostseg/phantom.py > /tmp/phantom_v1.py``) instead of the installed one.
+``--generator FILE`` measures another version of ``prostseg/data/phantom.py`` (for example
+``git show <commit>:prostseg/data/phantom.py > /tmp/phantom_v1.py``) instead of the installed one.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ REFERENCES = {
 
 
 def load_generator(path: Path | None):
-    """The phantom module to measure: ``prostseg.phantom``, or the module in ``path``."""
+    """The phantom module to measure: ``prostseg.data.phantom``, or the module in ``path``."""
     if path is None:
-        from prostseg import phantom
+        from prostseg.data import phantom
 
         return phantom
     spec = importlib.util.spec_from_file_location("phantom_under_test", path)
@@ -114,7 +114,7 @@ def load_generator(path: Path | None):
 
 def normalised(volume: np.ndarray) -> np.ndarray:
     """Clip to the 1st-99th percentile, then scale to [0, 1] (the same for every volume)."""
-    from prostseg.preprocessing import clip_percentiles, minmax_normalize
+    from prostseg.preparation.preprocessing import clip_percentiles, minmax_normalize
 
     return minmax_normalize(clip_percentiles(volume, *PERCENTILES))
 
@@ -227,7 +227,7 @@ def case_measures(case) -> dict:
 
 
 def load_real(real: Path) -> dict:
-    from prostseg.io import load_volume
+    from prostseg.data.io import load_volume
 
     t2w = load_volume(real / REAL_CASE[0])
     zones = load_volume(real / REAL_CASE[1], label=True)
@@ -379,7 +379,7 @@ def main(argv=None) -> int:
     arg_parser = common.parser(__doc__.split("\n")[0])
     arg_parser.add_argument("--cases", type=int, default=50, help="number of generated patients (default 50)")
     arg_parser.add_argument("--generator", type=Path, default=None,
-                            help="measure this copy of prostseg/phantom.py instead of the installed module")
+                            help="measure this copy of prostseg/data/phantom.py instead of the installed module")
     arg_parser.add_argument("--no-figure", action="store_true", help="do not write phantom_realism.png")
     args = arg_parser.parse_args(argv)
     n_cases = 3 if args.quick else args.cases
@@ -393,7 +393,7 @@ def main(argv=None) -> int:
     if not args.no_figure:
         figure(kept, real, args.out / f"{NAME}.png")
     results = {"benchmark": NAME, "quick": args.quick, "machine": info, "generator": generator_name,
-               "generator_file": str(args.generator) if args.generator else "prostseg.phantom",
+               "generator_file": str(args.generator) if args.generator else "prostseg.data.phantom",
                "n_cases": n_cases, "real_case": REAL_CASE[0] if real else None, "summary": summary,
                "seconds_per_case": measured["seconds_per_case"], "references": REFERENCES,
                "cases": measured["cases"]}

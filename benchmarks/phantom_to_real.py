@@ -3,14 +3,14 @@
 Needs ``PROSTSEG_REAL_DATA`` (the folder described in ``../shared/data/README.md``).
 For each recipe (``--recipes``, default ``synthetic``; see :data:`RECIPES`) the script
 
-1. writes the recipe's phantom patients (:func:`prostseg.phantom.write_phantom_dataset`
+1. writes the recipe's phantom patients (:func:`prostseg.data.phantom.write_phantom_dataset`
    with its ``phantom`` settings, e.g. ``contrast="mixed"``: in about half of the scans
    a T2W level drawn at random per tissue, in the spirit of SynthSeg),
-2. trains chapter 7's gland U-Net on them (:class:`prostseg.training.UNetTrainingConfig`
+2. trains chapter 7's gland U-Net on them (:class:`prostseg.training.loop.UNetTrainingConfig`
    with the recipe's ``unet`` settings; the split's validation patients choose
    ``best.keras``),
 3. scores ``best.keras`` on the real T2W of ``prostatex-mpmri-zones/ProstateX-0000``
-   (a temporary copy) with :func:`prostseg.model_comparison.score_real_case`
+   (a temporary copy) with :func:`prostseg.use.model_comparison.score_real_case`
    (largest-component clean-up, Dice against the case's AI-made two-zone map, gland =
    zones > 0), and on ``--new-patients`` realistic phantom patients of another seed
    (1000), which it never trained on.
@@ -58,7 +58,10 @@ QUICK_UNET = {"epochs": 1, "steps_per_epoch": 2, "image_size": 32, "base_filters
 
 def run_recipe(name: str, recipe: dict, real_case: Path, new_cases: list, work: Path, quick: bool) -> dict:
     """Write the recipe's phantoms, train, score on the real case and the new phantoms."""
-    from prostseg import inference, io, metrics, model_comparison, phantom, training
+    from prostseg.data import io, phantom
+    from prostseg.networks import metrics
+    from prostseg.use import inference, model_comparison
+    from prostseg.training import loop as training
 
     phantom_settings = {**recipe["phantom"], **(QUICK_GRID if quick else {})}
     unet = {**recipe["unet"], **(QUICK_UNET if quick else {})}
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     if real is None or not (real / REAL_CASE).is_dir():
         print(f"set {common.REAL_DATA_ENV} to the real-data folder (it must hold {REAL_CASE})", file=sys.stderr)
         return 2
-    from prostseg import dataset, phantom
+    from prostseg.data import dataset, phantom
 
     info = common.machine_info()
     new_count = min(args.new_patients, 1) if args.quick else args.new_patients

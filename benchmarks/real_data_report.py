@@ -6,23 +6,23 @@ temporary folder.
 
 1. **Lesion U-Net, leave-one-case-out** on ``prostatex-t2w-lesion`` (3 patients,
    320 x 320 x 19 T2W, one small lesion each): for each patient, a U-Net is trained with
-   :func:`prostseg.training.train_unet` on the other two (split from
-   :func:`prostseg.splits.leave_one_out`, written as the run's split file), the held-out
-   T2W volume is segmented with :func:`prostseg.inference.predict_volume` and scored in
-   3D with :func:`prostseg.metrics.iou` / :func:`~prostseg.metrics.dice`. A short CPU
+   :func:`prostseg.training.loop.train_unet` on the other two (split from
+   :func:`prostseg.preparation.splits.leave_one_out`, written as the run's split file), the held-out
+   T2W volume is segmented with :func:`prostseg.use.inference.predict_volume` and scored in
+   3D with :func:`prostseg.networks.metrics.iou` / :func:`~prostseg.networks.metrics.dice`. A short CPU
    run (a small U-Net, a few minutes per fold) shows that the pipeline runs on real
    files; it is not a result.
 2. **Registration** of ``prostatex-mpmri/ProstateX-0000`` (a copy):
-   :func:`prostseg.registration.register_case`, mutual information with T2W before
+   :func:`prostseg.preparation.registration.register_case`, mutual information with T2W before
    (header-only resampling) and after, for ADC and DWI, and the time taken.
 3. **The book's models on ProstateX-0000**: chapter 7's gland U-Net and chapter 10's
    zone Pix2Pix, trained as in the chapters (``book_models.CHAPTER_7`` /
    ``CHAPTER_10``) on the tutorial phantom data, and a gland U-Net trained on phantoms
    with randomised tissue contrast (:data:`PHANTOM_TO_REAL`, three seeds), applied to a copy of
    ``prostatex-mpmri-zones/ProstateX-0000`` with
-   :func:`prostseg.model_comparison.score_real_case` (registration included) and scored
+   :func:`prostseg.use.model_comparison.score_real_case` (registration included) and scored
    against its AI zone masks, beside the agreement of the two other AI models
-   (:func:`prostseg.model_comparison.reference_agreement`).
+   (:func:`prostseg.use.model_comparison.reference_agreement`).
 4. **Published reference numbers**, each checked against its source (see
    ``REFERENCES``), and the command that reproduces a full-scale run on a GPU.
 
@@ -114,13 +114,13 @@ FULL_RUN_COMMAND = (
 def lesion_unet_loocv(data_dir: Path, work: Path, settings: dict) -> list[dict]:
     import numpy as np
 
-    from prostseg.dataset import discover_cases
-    from prostseg.inference import load_model, predict_volume
-    from prostseg.io import load_volume
-    from prostseg.metrics import dice, iou, threshold_sweep
-    from prostseg.slices import prepare_unet_volume, restore_unet_slices
-    from prostseg.splits import leave_one_out
-    from prostseg.training import UNetTrainingConfig, train_unet
+    from prostseg.data.dataset import discover_cases
+    from prostseg.use.inference import load_model, predict_volume
+    from prostseg.data.io import load_volume
+    from prostseg.networks.metrics import dice, iou, threshold_sweep
+    from prostseg.preparation.slices import prepare_unet_volume, restore_unet_slices
+    from prostseg.preparation.splits import leave_one_out
+    from prostseg.training.loop import UNetTrainingConfig, train_unet
 
     cases = {case.case_id: case for case in discover_cases(data_dir, require=("t2w", "lesion"))}
     folds = []
@@ -160,7 +160,7 @@ def lesion_unet_loocv(data_dir: Path, work: Path, settings: dict) -> list[dict]:
 
 
 def registration_case(source: Path, work: Path) -> dict:
-    from prostseg.registration import register_case
+    from prostseg.preparation.registration import register_case
 
     case_dir = work / source.name
     shutil.copytree(source, case_dir, ignore=shutil.ignore_patterns("aligned"))
@@ -175,8 +175,9 @@ def registration_case(source: Path, work: Path) -> dict:
 
 def book_models_on_real_case(real: Path, work: Path, quick: bool) -> dict:
     """Train the book's models as in chapters 7 and 10 and score them on ProstateX-0000."""
-    from prostseg import phantom, training
-    from prostseg.model_comparison import reference_agreement, score_real_case
+    from prostseg.data import phantom
+    from prostseg.training import loop as training
+    from prostseg.use.model_comparison import reference_agreement, score_real_case
 
     data_dir, _ = book_models.prepare_data(work / "book", quick)
     unet, pix2pix = (book_models.QUICK_7, book_models.QUICK_10) if quick else (

@@ -53,7 +53,7 @@ QUICK_UNET = {"epochs": 1, "steps_per_epoch": 2, "image_size": 32, "base_filters
 
 def dice_scores(predicted: np.ndarray, case_dir: Path) -> dict:
     """Dice against the shipped mask ("TAPS") and each independent mask, and their mean."""
-    from prostseg.model_comparison import gland_agreement
+    from prostseg.use.model_comparison import gland_agreement
 
     scores = gland_agreement(predicted, case_dir)
     independent = [scores[name] for name in INDEPENDENT if name in scores]
@@ -63,7 +63,9 @@ def dice_scores(predicted: np.ndarray, case_dir: Path) -> dict:
 
 def run_fold(recipe: dict, held_out: str, seed: int, data_dir: Path, real_dir: Path, work: Path,
              quick: bool) -> dict:
-    from prostseg import dataset, inference, io, training
+    from prostseg.data import dataset, io
+    from prostseg.training import loop as training
+    from prostseg.use import inference
     from prostseg.book.data import gland_training_split
 
     split = gland_training_split(data_dir, test=(held_out,), real=recipe["real"], phantoms=recipe["phantoms"])

@@ -5,7 +5,7 @@ from 24 and from 240 phantom cases (320 x 320 x 19 T2W volumes, 0.6 mm), four wa
 
 1. **seed** -- what the first notebooks did: every volume read into one float64 NumPy
    array before training (``data_loading.baseline_load``), batches drawn from it.
-2. **stream** -- :func:`prostseg.pipeline.unet_dataset`: every epoch reads and prepares
+2. **stream** -- :func:`prostseg.preparation.pipeline.unet_dataset`: every epoch reads and prepares
    the files again.
 3. **memory cache** -- the same with ``cache=True``: prepared volumes kept in memory.
 4. **disk cache** -- ``prostseg prepare`` once (timed apart), then ``slice_cache=``:
@@ -53,7 +53,7 @@ A100_UNET = {"source": "NVIDIA DeepLearningExamples TensorFlow2/Segmentation/UNe
 
 
 def _write_part(args) -> None:
-    from prostseg.phantom import write_phantom_dataset
+    from prostseg.data.phantom import write_phantom_dataset
 
     folder, n_cases, seed, shape = args
     write_phantom_dataset(folder, n_cases=n_cases, seed=seed, shape=shape, spacing=(0.6, 0.6, 3.0))
@@ -97,7 +97,7 @@ def _seed_epochs(cases, size: int, batch: int, epochs: int) -> list[dict]:
     import tensorflow as tf
 
     import data_loading
-    from prostseg.pipeline import augment_pair
+    from prostseg.preparation.pipeline import augment_pair
 
     rng = np.random.default_rng(0)
     timings = []
@@ -119,7 +119,7 @@ def _seed_epochs(cases, size: int, batch: int, epochs: int) -> list[dict]:
 
 
 def _pipeline_epochs(cases, size: int, batch: int, epochs: int, approach: str, cache_dir) -> list[dict]:
-    from prostseg.pipeline import unet_dataset
+    from prostseg.preparation.pipeline import unet_dataset
 
     options = {"cache": True} if approach == "memory_cache" else \
         {"slice_cache": cache_dir} if approach == "disk_cache" else {}
@@ -137,7 +137,7 @@ def _pipeline_epochs(cases, size: int, batch: int, epochs: int, approach: str, c
 def child(approach: str, data_dir: Path, cache_dir: Path, size: int, epochs: int) -> None:
     import tensorflow as tf  # noqa: F401  (every approach pays for it, as in training)
 
-    from prostseg.dataset import discover_cases
+    from prostseg.data.dataset import discover_cases
 
     cases = discover_cases(data_dir, require=("t2w", "lesion"), check_grids=False)
     if approach == "seed":
@@ -191,7 +191,7 @@ def original_unet(size: int = 572):
 def gpu_estimate(size: int) -> dict:
     """Slices/s one A100 trains of our default U-Net, scaled from the published figure by FLOPs."""
     import training_throughput
-    from prostseg.models import build_unet
+    from prostseg.networks.models import build_unet
 
     theirs = training_throughput.conv_forward_flops(original_unet(A100_UNET["input"]))
     ours = training_throughput.conv_forward_flops(build_unet((size, size, 1), base_filters=32, depth=4))
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
         s = dict(sizes=(4, 8), shape=(40, 40, 4), size=32, epochs=(3, 2))
     else:  # fewer epochs for the large set: an uncached epoch of 240 cases takes minutes here
         s = dict(sizes=(24, 240), shape=(320, 320, 19), size=384, epochs=(3, 2))
-    from prostseg.slice_cache import SliceSpec, prepare_dataset
+    from prostseg.preparation.slice_cache import SliceSpec, prepare_dataset
 
     args.phantoms.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -2,8 +2,8 @@
 
 Every configuration runs in a process of its own (so that it can choose TensorFlow's
 oneDNN kernels and thread pools, which are fixed when TensorFlow starts) and times the
-project's own training step: :func:`prostseg.training._unet_model` /
-``_pix2pix_models``, the replica step of :func:`prostseg.training.train_unet` /
+project's own training step: :func:`prostseg.training.loop._unet_model` /
+``_pix2pix_models``, the replica step of :func:`prostseg.training.loop.train_unet` /
 ``train_pix2pix`` and the ``tf.function`` of the training loop
 (``_distributed_step``, XLA when ``jit_compile``), on one random batch held in memory.
 
@@ -27,7 +27,7 @@ discriminator's filter gradients on the generator's tape).
 profiler (``tf.profiler.experimental``) and sums the time of its ops by kind:
 convolution forward, input and filter gradients, batch normalisation (forward and
 backward), concatenation, ReLU, pooling, optimiser (Adam updates), other; the input
-pipeline (:func:`prostseg.pipeline.unet_dataset`, augmentation on, two phantom cases)
+pipeline (:func:`prostseg.preparation.pipeline.unet_dataset`, augmentation on, two phantom cases)
 is timed on its own, per batch, because in training it runs on ``tf.data`` threads
 beside the step. Inference (``model(x, training=False)``, a batch of slices) is timed
 and compared with the peak the same way.
@@ -221,11 +221,11 @@ def profile_step(step, args) -> dict:
 
 
 def input_pipeline_seconds_per_batch(size: int, batch: int, batches: int) -> float:
-    """Seconds per batch of :func:`prostseg.pipeline.unet_dataset` (augmentation on) on
+    """Seconds per batch of :func:`prostseg.preparation.pipeline.unet_dataset` (augmentation on) on
     two phantom cases: ``batches`` drained as fast as possible after one warm-up batch."""
-    from prostseg.dataset import discover_cases
-    from prostseg.phantom import write_phantom_dataset
-    from prostseg.pipeline import unet_dataset
+    from prostseg.data.dataset import discover_cases
+    from prostseg.data.phantom import write_phantom_dataset
+    from prostseg.preparation.pipeline import unet_dataset
 
     with tempfile.TemporaryDirectory() as folder:
         write_phantom_dataset(folder, n_cases=2, seed=0, shape=(size, size, 8), spacing=(0.6, 0.6, 3.0))
@@ -250,8 +250,8 @@ def child(spec: dict) -> dict:
     import keras
     from tensorflow.python.util import _pywrap_util_port
 
-    from prostseg import training
-    from prostseg.runs import Pix2PixTrainingConfig, UNetTrainingConfig
+    from prostseg.training import loop as training
+    from prostseg.networks.runs import Pix2PixTrainingConfig, UNetTrainingConfig
 
     keras.utils.set_random_seed(0)
     s = spec["settings"]

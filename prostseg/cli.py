@@ -15,15 +15,25 @@ Write four phantom cases, then list the public dataset manifests::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
+import json
 import re
 import shutil
 import sys
+import typing
 import warnings
 from pathlib import Path
 
-from prostseg.dataset import ALIGNED_FOLDER, FILE_ALIASES, MASKS, REGISTRATION_FILE, STACK, volume_file
+from prostseg.data import manifests, phantom
+from prostseg.data.dataset import ALIGNED_FOLDER, FILE_ALIASES, MASKS, REGISTRATION_FILE, STACK, volume_file
+from prostseg.data.io import load_volume, save_like
 from prostseg.errors import InputError, ProstsegError
+from prostseg.networks import runs
+from prostseg.networks.recipes import recipe, recipes
+from prostseg.preparation import registration
+from prostseg.preparation.slice_cache import SliceSpec, prepare_dataset
+from prostseg.use.export import export_model, load_exported
 
 
 def _add_phantom_command(subparsers) -> None:
@@ -44,10 +54,8 @@ def _add_phantom_command(subparsers) -> None:
 
 
 def _run_phantom(args) -> int:
-    from prostseg.phantom import write_phantom_dataset
-
     options = {} if args.contrast is None else {"contrast": args.contrast}
-    cases = write_phantom_dataset(
+    cases = phantom.write_phantom_dataset(
         args.out_dir, n_cases=args.cases, seed=args.seed, overwrite=args.overwrite, **options
     )
     for case_dir in cases:
@@ -66,69 +74,87 @@ def _add_data_commands(subparsers) -> None:
     actions.add_parser("list", help="list the known datasets").set_defaults(
         handler=_run_data_list
     )
-    show = actions.add_parser("show", help="print a dataset's manifest")
-    show.add_argument("name", help="manifest name (see 'prostseg data list') or JSON path")
-    show.set_defaults(handler=_run_data_show)
-    fetch = actions.add_parser("fetch", help="download (needs network) and import a dataset")
-    fetch.add_argument("name", help="manifest name or JSON path")
+    _data_action(actions, "show", "print a dataset's manifest", _run_data_show,
+                 name_help="manifest name (see 'prostseg data list') or JSON path")
+    fetch = _data_action(actions, "fetch", "download (needs network) and import a dataset", _run_data_fetch)
     fetch.add_argument("dest", type=Path, help="folder to write the cases into")
     fetch.add_argument("--cache", type=Path, help="folder for the downloaded archives")
     fetch.add_argument("--overwrite", action="store_true", help="replace existing cases")
-    fetch.set_defaults(handler=_run_data_fetch)
-    imp = actions.add_parser("import", help="import a dataset you already have (offline)")
-    imp.add_argument("name", help="manifest name or JSON path")
+    imp = _data_action(actions, "import", "import a dataset you already have (offline)", _run_data_import)
     imp.add_argument("source", type=Path, help="folder with the archives or their contents")
     imp.add_argument("dest", type=Path, help="folder to write the cases into")
     imp.add_argument("--overwrite", action="store_true", help="replace existing cases")
-    imp.set_defaults(handler=_run_data_import)
-    verify = actions.add_parser("verify", help="re-check archives and imported cases")
-    verify.add_argument("name", help="manifest name or JSON path")
+    verify = _data_action(actions, "verify", "re-check archives and imported cases", _run_data_verify)
     verify.add_argument("dest", type=Path, help="folder the cases were imported into")
     verify.add_argument("--cache", type=Path, help="folder holding the downloaded archives")
-    verify.set_defaults(handler=_run_data_verify)
+
+
+def _data_action(actions, action: str, help_text: str, handler, *,
+                 name_help: str = "manifest name or JSON path") -> argparse.ArgumentParser:
+    """The parser of ``prostseg data ACTION NAME ...``: a dataset manifest named first."""
+    parser = actions.add_parser(action, help=help_text)
+    parser.add_argument("name", help=name_help)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def _run_data_list(args) -> int:
-    from prostseg.manifests import describe_list, list_manifests
-
     # as wide as the terminal, like argparse's help ($COLUMNS, else the terminal, else 80)
-    print(describe_list(list_manifests(), width=shutil.get_terminal_size().columns))
+    print(manifests.describe_list(manifests.list_manifests(), width=shutil.get_terminal_size().columns))
     return 0
 
 
 def _run_data_show(args) -> int:
-    from prostseg.manifests import describe, load_manifest
-
-    print(describe(load_manifest(args.name)))
+    print(manifests.describe(manifests.load_manifest(args.name)))
     return 0
 
 
 def _run_data_fetch(args) -> int:
-    from prostseg.manifests import fetch
-
-    cases = fetch(args.name, args.dest, overwrite=args.overwrite, cache_dir=args.cache)
-    print(f"{len(cases)} case(s) written to {args.dest}")
-    return 0
+    return _written(manifests.fetch(args.name, args.dest, overwrite=args.overwrite, cache_dir=args.cache),
+                    args.dest)
 
 
 def _run_data_import(args) -> int:
-    from prostseg.manifests import import_local
+    return _written(manifests.import_local(args.name, args.source, args.dest, overwrite=args.overwrite),
+                    args.dest)
 
-    cases = import_local(args.name, args.source, args.dest, overwrite=args.overwrite)
-    print(f"{len(cases)} case(s) written to {args.dest}")
+
+def _written(cases, dest: Path) -> int:
+    print(f"{len(cases)} case(s) written to {dest}")
     return 0
 
 
 def _run_data_verify(args) -> int:
-    from prostseg.manifests import verify
-
-    report = verify(args.name, args.dest, cache_dir=args.cache)
+    report = manifests.verify(args.name, args.dest, cache_dir=args.cache)
     for line in report.checked:
         print(line)
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     print("ok" if report.ok else f"{len(report.problems)} problem(s)")
     return 0 if report.ok else 1
+
+
+def _add_transforms_flag(parser) -> None:
+    parser.add_argument(
+        "--transforms", nargs="+", choices=("rigid", "affine", "bspline"), default=None,
+        help="transforms to estimate, in order (default: rigid)",
+    )
+
+
+def _add_where_flags(parser) -> None:
+    """Where the cases of a data folder run: --workers here, or --scheduler on Dask."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="cases at a time on this machine "
+                       "(default: its cores; 1: one after the other in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
+
+
+def _print_case_counts(result) -> None:
+    """The count of each status of a run over cases, and each failed case on stderr."""
+    print(", ".join(f"{count} {status}" for status, count in result.counts().items()))
+    for row in result.failed:
+        print(f"FAILED {row['case']}: {row['error']}", file=sys.stderr)
 
 
 def _add_register_commands(subparsers) -> None:
@@ -142,10 +168,7 @@ def _add_register_commands(subparsers) -> None:
     parser.add_argument("--fixed", type=Path, required=True, help="fixed volume (T2W)")
     parser.add_argument("--moving", type=Path, required=True, help="moving volume or label map")
     parser.add_argument("--out", type=Path, required=True, help="output NIfTI on the fixed grid")
-    parser.add_argument(
-        "--transforms", nargs="+", choices=("rigid", "affine", "bspline"), default=None,
-        help="transforms to estimate, in order (default: rigid)",
-    )
+    _add_transforms_flag(parser)
     parser.add_argument(
         "--label", action="store_true",
         help="MOVING is a label map: resample it (nearest neighbour) with --transform",
@@ -174,17 +197,10 @@ def _add_register_commands(subparsers) -> None:
         "time, here or on a Dask cluster. Writes a summary CSV; exits 1 if any case failed.",
     )
     dataset_parser.add_argument("data_dir", type=Path, help="folder of case folders")
-    where = dataset_parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="cases at a time on this machine "
-                       "(default: its cores; 1: one after the other in this process)")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
+    _add_where_flags(dataset_parser)
     dataset_parser.add_argument("--threads", type=int, help="elastix/ITK threads per case "
                                 "(default: cores / workers; 1 on Dask)")
-    dataset_parser.add_argument(
-        "--transforms", nargs="+", choices=("rigid", "affine", "bspline"), default=None,
-        help="transforms to estimate, in order (default: rigid)",
-    )
+    _add_transforms_flag(dataset_parser)
     dataset_parser.add_argument("--summary", type=Path,
                                 help="summary CSV (default: DATA_DIR/registration_summary.csv)")
     dataset_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -195,9 +211,6 @@ def _add_register_commands(subparsers) -> None:
 
 
 def _run_register(args) -> int:
-    from prostseg.io import load_volume, save_like
-    from prostseg import registration
-
     fixed = load_volume(args.fixed)
     if args.label:
         if args.transform is None:
@@ -219,11 +232,7 @@ def _run_register(args) -> int:
 
 
 def _run_register_case(args) -> int:
-    import json
-
-    from prostseg.registration import register_case
-
-    out_dir = register_case(args.case_dir, overwrite=args.overwrite)
+    out_dir = registration.register_case(args.case_dir, overwrite=args.overwrite)
     print(out_dir)
     report = json.loads((out_dir / REGISTRATION_FILE).read_text(encoding="utf-8"))
     for modality in ("dwi", "adc"):
@@ -233,17 +242,13 @@ def _run_register_case(args) -> int:
 
 
 def _run_register_dataset(args) -> int:
-    from prostseg import registration
-
     summary = args.summary or args.data_dir / "registration_summary.csv"
     result = registration.register_dataset(
         args.data_dir, workers=args.workers, client=args.scheduler, threads=args.threads,
         transforms=tuple(args.transforms or registration.DEFAULT_TRANSFORMS),
         overwrite=args.overwrite, summary_csv=summary, progress=not args.no_progress,
     )
-    print(", ".join(f"{count} {status}" for status, count in result.counts().items()))
-    for row in result.failed:
-        print(f"FAILED {row['case']}: {row['error']}", file=sys.stderr)
+    _print_case_counts(result)
     print(f"summary: {summary}")
     return 1 if result.failed else 0
 
@@ -267,11 +272,7 @@ def _add_prepare_command(subparsers) -> None:
     parser.add_argument("--label", choices=MASKS, default="lesion",
                         help="U-Net mask: lesion, the whole gland as non-zero zones, or a gland mask")
     parser.add_argument("--cache-dir", type=Path, help="cache folder (default: DATA_DIR/.prepared)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="cases at a time on this machine "
-                       "(default: its cores; 1: one after the other in this process)")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
+    _add_where_flags(parser)
     parser.add_argument("--summary", type=Path,
                         help="summary CSV (default: CACHE_DIR/SPEC/summary.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -280,8 +281,6 @@ def _add_prepare_command(subparsers) -> None:
 
 
 def _run_prepare(args) -> int:
-    from prostseg.slice_cache import SliceSpec, prepare_dataset
-
     try:
         spec = SliceSpec(args.model, args.image_size, args.target_spacing, args.label)
     except ValueError as err:
@@ -289,9 +288,7 @@ def _run_prepare(args) -> int:
     result = prepare_dataset(args.data_dir, spec, cache_dir=args.cache_dir,
                              workers=args.workers, client=args.scheduler, overwrite=args.overwrite,
                              summary_csv=args.summary, progress=not args.no_progress)
-    print(", ".join(f"{count} {status}" for status, count in result.counts().items()))
-    for row in result.failed:
-        print(f"FAILED {row['case']}: {row['error']}", file=sys.stderr)
+    _print_case_counts(result)
     print(f"slices: {result.folder}")
     print(f"summary: {result.summary_csv}")
     return 1 if result.failed else 0
@@ -311,10 +308,8 @@ def _field_docs(config_class) -> dict[str, str]:
     The model's own class comes first; the U-Net configuration documents the fields both
     models share.
     """
-    from prostseg.runs import UNetTrainingConfig
-
     docs = {}
-    for cls in (UNetTrainingConfig, config_class):
+    for cls in (runs.UNetTrainingConfig, config_class):
         section = re.search(r"^Parameters\n-+\n(.*?)(?=^\w+\n-+\n|\Z)",
                             inspect.cleandoc(cls.__doc__), re.S | re.M).group(1)
         for entry in re.finditer(r"^(\S[^\n]*?) : [^\n]*\n((?:[ \t]+\S[^\n]*\n?)*)", section, re.M):
@@ -330,11 +325,6 @@ def _field_docs(config_class) -> dict[str, str]:
 
 def _add_config_flags(parser, config_class) -> None:
     """One flag per field of ``config_class``, typed, with its choices and documentation."""
-    import dataclasses
-    import typing
-
-    from prostseg.runs import FIELD_CHOICES
-
     docs = _field_docs(config_class)
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
@@ -345,7 +335,7 @@ def _add_config_flags(parser, config_class) -> None:
         if kind is bool:
             options.update(action=argparse.BooleanOptionalAction, default=None)
         else:
-            options.update(type=kind, choices=FIELD_CHOICES.get(field.name))
+            options.update(type=kind, choices=runs.FIELD_CHOICES.get(field.name))
         parser.add_argument(flag, **options)
 
 
@@ -353,21 +343,19 @@ def _add_train_commands(subparsers) -> None:
     """``prostseg train unet|pix2pix``: options override a --config file's settings.
 
     One subcommand per model kind that has a configuration class
-    (:mod:`prostseg.recipes`); its options are the fields of that class, documented there.
+    (:mod:`prostseg.networks.recipes`); its options are the fields of that class, documented there.
     """
-    from prostseg.recipes import recipes
-
     train = subparsers.add_parser(
         "train",
-        help="train a U-Net or Pix2Pix model (resumable; see prostseg.training)",
+        help="train a U-Net or Pix2Pix model (resumable; see prostseg.training.loop)",
         description="Train a model into an output folder; rerun the same command to resume.",
     )
     models = train.add_subparsers(dest="model", required=True)
-    for recipe in (recipe for recipe in recipes() if recipe.config is not None):
-        help_text = f"train {recipe.takes}"
-        parser = models.add_parser(recipe.kind, help=help_text, description=help_text)
+    for trained in (known for known in recipes() if known.config is not None):
+        help_text = f"train {trained.takes}"
+        parser = models.add_parser(trained.kind, help=help_text, description=help_text)
         parser.add_argument("--config", type=Path, help="JSON configuration (e.g. a run's config.json)")
-        _add_config_flags(parser, recipe.config)
+        _add_config_flags(parser, trained.config)
         parser.add_argument("--overwrite", action="store_true",
                             help="replace another run (or other files) in --out")
         parser.set_defaults(handler=_run_train)
@@ -375,11 +363,6 @@ def _add_train_commands(subparsers) -> None:
 
 def _training_config(args):
     """The configuration of a ``prostseg train`` command: its --config file, then its flags."""
-    import dataclasses
-
-    from prostseg import runs
-    from prostseg.recipes import recipe
-
     config_class = recipe(args.model).config
     settings = {}
     if args.config is not None:
@@ -401,7 +384,7 @@ def _training_config(args):
 
 
 def _run_train(args) -> int:
-    from prostseg import training
+    from prostseg.training import loop as training  # TensorFlow only when training
 
     config = _training_config(args)
     result = training.TRAINERS[args.model](config, overwrite=args.overwrite)
@@ -445,8 +428,8 @@ def _add_predict_command(subparsers) -> None:
 
 
 def _run_predict(args) -> int:
-    from prostseg.batch import predict_batch
-    from prostseg.inference import predict_case
+    from prostseg.use.batch import predict_batch  # TensorFlow only when predicting
+    from prostseg.use.inference import predict_case
 
     options = dict(threshold=args.threshold, target_spacing=args.target_spacing,
                    largest_component=args.largest_component, min_lesion_size=args.min_lesion_size,
@@ -489,10 +472,6 @@ def _add_export_command(subparsers) -> None:
 
 
 def _run_export(args) -> int:
-    import json
-
-    from prostseg.export import export_model, load_exported
-
     paths = export_model(args.model, args.out, formats=tuple(args.formats or ("savedmodel", "onnx")),
                          target_spacing=args.target_spacing, label=args.label, overwrite=args.overwrite)
     for path in paths.values():
@@ -518,7 +497,7 @@ def _add_evaluate_command(subparsers) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from prostseg.inference import evaluate_folder
+    from prostseg.use.inference import evaluate_folder  # TensorFlow only when evaluating
 
     if args.per_zone and args.label != "zones":
         raise ProstsegError("--per-zone needs --label zones")

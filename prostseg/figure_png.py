@@ -16,7 +16,8 @@ Three ways in, all through one renderer:
 - the book's build renders the figures that notebook cells show inline the same way
   (``book/ipython_kernel_config.py`` sets ``InlineBackend.print_figure_kwargs``).
 
-:func:`read_text_record` reads the record back.
+:func:`read_text_record` reads the record back, and :func:`text_size` gives the font size
+that stays readable on the page (:data:`PAGE_COLUMN_PX`, :data:`MIN_TEXT_PX`).
 
 Examples
 --------
@@ -41,17 +42,25 @@ from pathlib import Path
 
 import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
-__all__ = ["BACKEND", "TEXT_RECORD_KEY", "FigureCanvas", "TextRecord", "read_text_record", "save_png"]
+__all__ = ["BACKEND", "MIN_TEXT_PX", "PAGE_COLUMN_PX", "TEXT_RECORD_KEY", "FigureCanvas", "TextRecord",
+           "read_text_record", "save_png", "text_size"]
 
 #: The name of this module as a matplotlib backend (``savefig(..., backend=BACKEND)``).
 BACKEND = f"module://{__name__}"
 #: Keyword of the PNG text chunk that holds the record.
 TEXT_RECORD_KEY = "prostseg:smallest-text"
+#: Width in CSS pixels at which the book shows an image as wide as its text column, in a
+#: 1280 px wide browser window (measured); a wider figure is shown shrunk to it.
+PAGE_COLUMN_PX = 676
+#: Height in pixels, as shown on that column, of the smallest text of prostseg's figures (the
+#: book's site test accepts 9 px and more).
+MIN_TEXT_PX = 10.0
 
 
 @dataclass(frozen=True)
@@ -177,3 +186,44 @@ def save_png(figure, path: str | os.PathLike, *, dpi: float = 100, overwrite: bo
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", backend=BACKEND)
     return path
+
+
+def text_size(figure: Figure | float, *, scale: float = 1.0) -> float:
+    """Font size (points) of text that stays readable when a figure is shown on the book's page.
+
+    A figure wider than :data:`PAGE_COLUMN_PX` pixels is shown shrunk to that width; text
+    of this size is then still ``scale * MIN_TEXT_PX`` pixels tall. It is never smaller
+    than ``scale`` times matplotlib's default font size.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure or float
+        The figure, or its width in inches (at ``rcParams["figure.dpi"]``).
+    scale : float, optional
+        Relative size, e.g. 1.2 for a figure title.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    A 5-inch figure fits the page at 100 dpi, so matplotlib's default (10 points) is
+    fine; a 13.52-inch figure is shown at half its size and needs twice the text:
+
+    >>> text_size(Figure(figsize=(5, 4), dpi=100)), text_size(Figure(figsize=(13.52, 4), dpi=100))
+    (10.0, 14.4)
+    >>> round(14.4 * 100 / 72 * 676 / 1352, 1)  # pixels as shown
+    10.0
+
+    In a notebook: ``ax.set_title("loss", fontsize=text_size(figure))``, or
+    ``with matplotlib.rc_context({"font.size": text_size(13)}):`` around all the code
+    that makes a 13-inch figure.
+    """
+    if isinstance(figure, Figure):
+        width_inches, dpi = float(figure.get_figwidth()), float(figure.dpi)
+    else:
+        width_inches, dpi = float(figure), float(mpl.rcParams["figure.dpi"])
+    shown = min(1.0, PAGE_COLUMN_PX / (width_inches * dpi))  # fraction of its width the page shows
+    readable = MIN_TEXT_PX * 72.0 / (dpi * shown)
+    return round(scale * max(float(mpl.rcParams["font.size"]), readable), 2)

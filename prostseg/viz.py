@@ -7,7 +7,7 @@ value (or ``display(figure)``), save it with ``figure.savefig``.
 
 Display convention
 ------------------
-Data arrays are never flipped (see :mod:`prostseg.io`): an axial slice
+Data arrays are never flipped (see :mod:`prostseg.data.io`): an axial slice
 ``volume.data[:, :, k]`` is indexed ``(x, y)`` with ``+x`` towards the patient's Right
 and ``+y`` towards Anterior. Figures show it the way radiologists read axial images
 (the radiological convention): anterior at the top and the patient's right on the
@@ -17,13 +17,19 @@ an image and its masks always stay aligned.
 
 Readable text
 -------------
-The book's pages show a figure at most :data:`PAGE_COLUMN_PX` pixels wide (its text
-column in a 1280 px wide browser window), so a wide figure is shrunk, and its text with
-it. The figures here size all their text with :func:`text_size`: large enough to be at
-least :data:`MIN_TEXT_PX` pixels tall as shown on the page, and never smaller than
-matplotlib's default. Figures made in a notebook can use it too. Save figures with
-:func:`prostseg.figure_png.save_png`, which records the size of their smallest text in
-the PNG for the book's site test.
+The figures here size all their text with :func:`prostseg.figure_png.text_size`: large
+enough to stay readable when the book's page shows the figure shrunk to its text column,
+and never smaller than matplotlib's default. Figures made in a notebook can use it too
+(``viz.text_size``). Save figures with :func:`prostseg.figure_png.save_png`, which
+records the size of their smallest text in the PNG for the book's site test.
+
+Where it sits
+-------------
+The figures draw what the stages make, so this module imports the light modules of
+the first stages (:mod:`prostseg.preparation.registration` for mutual information,
+:mod:`prostseg.networks.runs` for a run's history) and never TensorFlow; the later
+stages (:mod:`prostseg.networks.architecture`, :mod:`prostseg.use.inference`) draw
+with it.
 """
 
 from __future__ import annotations
@@ -31,11 +37,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import ndimage
+
+from prostseg.figure_png import text_size
+from prostseg.networks.runs import read_history
+from prostseg.preparation.registration import mutual_information
 
 __all__ = [
     "overlay",
@@ -54,13 +63,6 @@ __all__ = [
     "text_size",
     "to_display",
 ]
-
-#: Width in CSS pixels at which the book shows an image as wide as its text column, in a
-#: 1280 px wide browser window (measured); a wider figure is shown shrunk to it.
-PAGE_COLUMN_PX = 676
-#: Height in pixels, as shown on that column, of the smallest text of these figures (the
-#: book's site test accepts 9 px and more).
-MIN_TEXT_PX = 10.0
 
 _TRUTH_COLOUR = "lime"
 _PREDICTION_COLOUR = "red"
@@ -91,47 +93,6 @@ def to_display(slice2d) -> np.ndarray:
     if slice2d.ndim != 2:
         raise ValueError(f"expected a 2D (x, y) slice, got shape {slice2d.shape}")
     return np.flip(slice2d, (0, 1)).T
-
-
-def text_size(figure: Figure | float, *, scale: float = 1.0) -> float:
-    """Font size (points) of text that stays readable when a figure is shown on the book's page.
-
-    A figure wider than :data:`PAGE_COLUMN_PX` pixels is shown shrunk to that width; text
-    of this size is then still ``scale * MIN_TEXT_PX`` pixels tall. It is never smaller
-    than ``scale`` times matplotlib's default font size.
-
-    Parameters
-    ----------
-    figure : matplotlib.figure.Figure or float
-        The figure, or its width in inches (at ``rcParams["figure.dpi"]``).
-    scale : float, optional
-        Relative size, e.g. 1.2 for a figure title.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    A 5-inch figure fits the page at 100 dpi, so matplotlib's default (10 points) is
-    fine; a 13.52-inch figure is shown at half its size and needs twice the text:
-
-    >>> text_size(Figure(figsize=(5, 4), dpi=100)), text_size(Figure(figsize=(13.52, 4), dpi=100))
-    (10.0, 14.4)
-    >>> round(14.4 * 100 / 72 * 676 / 1352, 1)  # pixels as shown
-    10.0
-
-    In a notebook: ``ax.set_title("loss", fontsize=text_size(figure))``, or
-    ``with matplotlib.rc_context({"font.size": text_size(13)}):`` around all the code
-    that makes a 13-inch figure.
-    """
-    if isinstance(figure, Figure):
-        width_inches, dpi = float(figure.get_figwidth()), float(figure.dpi)
-    else:
-        width_inches, dpi = float(figure), float(mpl.rcParams["figure.dpi"])
-    shown = min(1.0, PAGE_COLUMN_PX / (width_inches * dpi))  # fraction of its width the page shows
-    readable = MIN_TEXT_PX * 72.0 / (dpi * shown)
-    return round(scale * max(float(mpl.rcParams["font.size"]), readable), 2)
 
 
 def _axes(ax, figsize=(5, 5)):
@@ -256,7 +217,7 @@ def plot_history(history: str | os.PathLike | Sequence[dict], *, columns: int = 
     Parameters
     ----------
     history : path or sequence of dict
-        A run's ``history.csv`` or the rows of :func:`prostseg.training.read_history`.
+        A run's ``history.csv`` or the rows of :func:`prostseg.training.loop.read_history`.
     columns : int, optional
         Panels per row.
 
@@ -275,8 +236,6 @@ def plot_history(history: str | os.PathLike | Sequence[dict], *, columns: int = 
     ['training', 'validation']
     """
     if isinstance(history, (str, os.PathLike)):
-        from prostseg.runs import read_history
-
         history = read_history(history)
     if not history:
         raise ValueError("the history holds no epochs")
@@ -318,7 +277,7 @@ def plot_threshold_sweep(thresholds: Sequence[float], scores: Sequence[float], *
     Parameters
     ----------
     thresholds, scores : sequence of float
-        E.g. the thresholds given to :func:`prostseg.metrics.threshold_sweep` and its result
+        E.g. the thresholds given to :func:`prostseg.networks.metrics.threshold_sweep` and its result
         (on validation data: never choose the threshold on the test set).
     ax : matplotlib.axes.Axes, optional
     metric : str, optional
@@ -557,7 +516,7 @@ def plot_joint_histograms(fixed, movings: Mapping[str, np.ndarray], *, mask=None
 
     Each panel counts voxel pairs (fixed intensity along x, moving intensity along y;
     logarithmic colour scale) and gives their mutual information
-    (:func:`prostseg.registration.mutual_information`, same bins). Aligned images
+    (:func:`prostseg.preparation.registration.mutual_information`, same bins). Aligned images
     give a few sharp clusters, one per tissue; misaligned ones a blurred cloud.
 
     Parameters
@@ -582,8 +541,6 @@ def plot_joint_histograms(fixed, movings: Mapping[str, np.ndarray], *, mask=None
     >>> [ax.get_title().split(":")[0] for ax in figure.axes]
     ['same', 'squared']
     """
-    from prostseg.registration import mutual_information
-
     fixed = np.asarray(fixed, dtype=float)
     mask = np.ones(fixed.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if not movings:
@@ -617,7 +574,7 @@ def plot_channels(stack_slice, *, names: Sequence[str] = ("T2W", "DWI", "ADC"), 
     ----------
     stack_slice : array_like, shape (X, Y, C)
         ``stack.data[:, :, k]`` of a stack written by
-        :func:`prostseg.registration.register_case`.
+        :func:`prostseg.preparation.registration.register_case`.
     names : sequence of str, optional
         Title of each channel.
     labels : array_like, shape (X, Y), optional
@@ -663,7 +620,7 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
     Parameters
     ----------
     volumes : mapping of str to Volume
-        Title of each panel to a :class:`prostseg.io.Volume`.
+        Title of each panel to a :class:`prostseg.data.io.Volume`.
     z_mm : float, optional
         World height (S, mm) of the slices; by default the centre of the first volume.
 
@@ -673,7 +630,7 @@ def plot_modalities(volumes: Mapping[str, object], *, z_mm: float | None = None)
 
     Examples
     --------
-    >>> from prostseg.io import Volume
+    >>> from prostseg.data.io import Volume
     >>> fine = Volume(np.zeros((40, 40, 5), np.float32), np.diag([0.5, 0.5, 3.0, 1.0]))
     >>> coarse = Volume(np.ones((10, 10, 5), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
     >>> figure = plot_modalities({"T2W": fine, "ADC": coarse})
@@ -718,7 +675,7 @@ def plot_intensity_histograms(volumes: Mapping[str, object], *, slices: Mapping[
     Parameters
     ----------
     volumes : mapping of str to Volume or array_like
-        Name of each volume (panel title and legend entry) to a :class:`prostseg.io.Volume`
+        Name of each volume (panel title and legend entry) to a :class:`prostseg.data.io.Volume`
         or an array ``(X, Y, Z)``.
     slices : mapping of str to int, optional
         Axial slice to show per name; by default the middle slice.
@@ -772,11 +729,11 @@ def plot_slice_grid(images, labels=None, *, titles: Sequence[str] | None = None,
     Parameters
     ----------
     images : array_like, shape (N, X, Y) or (N, X, Y, 1)
-        Slices, e.g. one batch of :func:`prostseg.pipeline.unet_dataset` (its height
+        Slices, e.g. one batch of :func:`prostseg.preparation.pipeline.unet_dataset` (its height
         axis is ``x``) or augmented copies of one slice.
     labels : array_like, shape (N, X, Y) or (N, X, Y, 1), optional
         Integer label maps or binary masks outlined in green; convert one-hot labels
-        with :func:`prostseg.preprocessing.labels_from_one_hot` first.
+        with :func:`prostseg.preparation.preprocessing.labels_from_one_hot` first.
     titles : sequence of str, optional
         One per slice.
     columns : int, optional
@@ -833,7 +790,7 @@ def plot_mask_slices(image, mask, other=None, *, spacing: Sequence[float] | None
     Parameters
     ----------
     image : array_like, shape (X, Y, Z)
-        The volume (canonical order, as :func:`prostseg.io.load_volume` returns it).
+        The volume (canonical order, as :func:`prostseg.data.io.load_volume` returns it).
     mask : array_like, shape (X, Y, Z)
         The delineation to show; its non-zero voxels are outlined.
     other : array_like, shape (X, Y, Z), optional

@@ -46,9 +46,9 @@ import nibabel as nib
 import numpy as np
 
 import taps_gland
-from prostseg import metrics
+from prostseg.networks import metrics
 from prostseg.atomic import atomic_path
-from prostseg.io import Volume, crop_to_grid, load_volume, save_like
+from prostseg.data.io import Volume, crop_to_grid, load_volume, save_like
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "prostseg" / "sample_data"

@@ -6,7 +6,7 @@ wheel (``taps/resources/model_v1.onnx``). Its own package runs them through MONA
 PyTorch; this module does the same steps with NumPy and SciPy, so that making the
 shipped masks needs nothing beyond onnxruntime:
 
-1. the T2W volume in RAS order (:func:`prostseg.io.load_volume`) resampled to
+1. the T2W volume in RAS order (:func:`prostseg.data.io.load_volume`) resampled to
    0.8 x 0.8 x 3.0 mm (trilinear, the first voxel centre kept);
 2. a z-score over the non-zero voxels (zeros stay zero);
 3. the box of the voxels above that mean, grown by 5 voxels (MONAI's
@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from prostseg import postprocessing
-from prostseg.io import Volume
+from prostseg.use import postprocessing
+from prostseg.data.io import Volume
 
 #: TAPS's settings (``taps.inference``), recorded with every mask made here.
 TAPS_SPACING = (0.8, 0.8, 3.0)
@@ -103,7 +103,7 @@ def gland_logits(run, t2w: Volume, *, flips: tuple[tuple[int, ...], ...] = ((),)
     run : callable
         ``(1, 1, 128, 128, 32)`` float32 batch -> logits of the same shape, e.g. an
         onnxruntime session's ``run`` wrapped by :func:`onnx_runner`.
-    t2w : prostseg.io.Volume
+    t2w : prostseg.data.io.Volume
         The T2W volume in RAS order.
     flips : tuple of tuple of int, optional
         Test-time augmentation: for each entry the axes to mirror (``()``: none);

@@ -37,7 +37,7 @@ def phantom_dir(tmp_path_factory) -> Path:
 
     Tests must not modify it; copy it to ``tmp_path`` first when they need to.
     """
-    from prostseg.phantom import write_phantom_dataset
+    from prostseg.data.phantom import write_phantom_dataset
 
     out_dir = tmp_path_factory.mktemp("phantom")
     write_phantom_dataset(out_dir, n_cases=4, seed=0, **PHANTOM_CASE_KWARGS)

@@ -1,4 +1,4 @@
-"""Tests for prostseg.architecture: tables, levels, sizes, receptive fields, diagram."""
+"""Tests for prostseg.networks.architecture: tables, levels, sizes, receptive fields, diagram."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from keras import layers
 from PIL import Image
 
-from prostseg.architecture import (
+from prostseg.networks.architecture import (
     activation_bytes,
     block_table,
     chain_receptive_field,
@@ -24,13 +24,13 @@ from prostseg.architecture import (
     unet_levels,
 )
 from prostseg.figure_png import BACKEND, read_text_record
-from prostseg.models import (
+from prostseg.networks.models import (
     build_pix2pix_discriminator,
     build_pix2pix_generator,
     build_unet,
     unet_receptive_field,
 )
-from prostseg.viz import PAGE_COLUMN_PX
+from prostseg.figure_png import PAGE_COLUMN_PX
 
 matplotlib.use("Agg")
 

@@ -37,9 +37,9 @@ SHUTIL_WRITES = {"copyfile", "copy", "copy2", "copytree", "move"}
 
 # (module, function, method) of writes that are atomic in another way or not ours yet.
 NOT_ATOMIC = {
-    ("manifests.py", "_write_case", "to_filename"): "into a staging folder renamed into place as a whole",
-    ("manifests.py", "_write_case", "copyfile"): "into a staging folder renamed into place as a whole",
-    ("manifests.py", "_extract", "extractall"): "into a temporary folder",
+    ("data/manifests.py", "_write_case", "to_filename"): "into a staging folder renamed into place as a whole",
+    ("data/manifests.py", "_write_case", "copyfile"): "into a staging folder renamed into place as a whole",
+    ("data/manifests.py", "_extract", "extractall"): "into a temporary folder",
     ("book/widgets.py", "_png", "save"): "into an in-memory buffer",
 }
 
@@ -115,11 +115,12 @@ def test_no_output_is_written_in_place():
     assert not in_place, "write these through prostseg.atomic.atomic_path:\n" + "\n".join(in_place)
     atomic = {(module, method) for module, _, method, _, is_atomic in writes if is_atomic}
     # the scan does see the atomic writes of each kind (a scan that finds nothing proves nothing)
-    assert {("io.py", "save"), ("figure_png.py", "savefig"), ("inference.py", "open"),
-            ("registration.py", "WriteParameterFile"), ("registration.py", "write_text"),
-            ("training.py", "save"), ("runs.py", "write_text"), ("runs.py", "open"),
-            ("checkpoints.py", "write_text"), ("splits.py", "write_text"),
-            ("phantom.py", "save")} <= atomic
+    assert {("data/io.py", "save"), ("figure_png.py", "savefig"), ("use/inference.py", "open"),
+            ("preparation/registration.py", "WriteParameterFile"),
+            ("preparation/registration.py", "write_text"), ("training/loop.py", "save"),
+            ("networks/runs.py", "write_text"), ("networks/runs.py", "open"),
+            ("training/checkpoints.py", "write_text"), ("preparation/splits.py", "write_text"),
+            ("data/phantom.py", "save")} <= atomic
 
 
 def test_the_scan_flags_a_write_in_place(tmp_path):
@@ -157,15 +158,15 @@ def test_every_output_kind_uses_the_helper(phantom_dir, tmp_path, flushed):
     import tensorflow as tf
     from matplotlib.figure import Figure
 
-    from prostseg import registration
-    from prostseg.checkpoints import save_checkpoint
+    from prostseg.preparation import registration
+    from prostseg.training.checkpoints import save_checkpoint
     from prostseg.figure_png import save_png
-    from prostseg.inference import evaluate_folder, predict_case
-    from prostseg.io import load_volume, save_like
-    from prostseg.models import build_unet
-    from prostseg.phantom import write_phantom_dataset
-    from prostseg.splits import split_patients
-    from prostseg.runs import UNetTrainingConfig, append_row
+    from prostseg.use.inference import evaluate_folder, predict_case
+    from prostseg.data.io import load_volume, save_like
+    from prostseg.networks.models import build_unet
+    from prostseg.data.phantom import write_phantom_dataset
+    from prostseg.preparation.splits import split_patients
+    from prostseg.networks.runs import UNetTrainingConfig, append_row
 
     case = phantom_dir / "phantom-000"
     t2w = load_volume(case / "t2w.nii.gz")
@@ -250,7 +251,7 @@ def test_cli_prints_file_system_errors_as_one_line(tmp_path, capsys, monkeypatch
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "cases"))
 
-    monkeypatch.setattr("prostseg.phantom.write_phantom_dataset", refuse)
+    monkeypatch.setattr("prostseg.data.phantom.write_phantom_dataset", refuse)
     assert main(["phantom", str(tmp_path / "cases"), "--cases", "1"]) == 2
     err = capsys.readouterr().err
     assert err == f"prostseg phantom: error: {tmp_path / 'cases'}: Permission denied\n"

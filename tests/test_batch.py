@@ -10,12 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from prostseg.batch import PROBABILITIES_DIR, SUMMARY_FILE, collect_inputs, predict_batch
+from prostseg.use.batch import PROBABILITIES_DIR, SUMMARY_FILE, collect_inputs, predict_batch
 from prostseg.cli import main
 from prostseg.errors import InputError
-from prostseg.inference import PROBABILITY_STEP, postprocess, predict_probabilities
-from prostseg.io import load_volume
-from prostseg.models import build_unet
+from prostseg.use.inference import PROBABILITY_STEP, postprocess, predict_probabilities
+from prostseg.data.io import load_volume
+from prostseg.networks.models import build_unet
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import prostseg.atomic
 from prostseg.atomic import remove_leftovers
-from prostseg.checkpoints import (
+from prostseg.training.checkpoints import (
     promote_best,
     published_checkpoints,
     restore_checkpoint,

@@ -10,7 +10,7 @@ import pytest
 
 from prostseg.cli import _training_config, build_parser
 from prostseg.errors import ProstsegError
-from prostseg.runs import FIELD_CHOICES, Pix2PixTrainingConfig, UNetTrainingConfig
+from prostseg.networks.runs import FIELD_CHOICES, Pix2PixTrainingConfig, UNetTrainingConfig
 
 CONFIGS = {"unet": UNetTrainingConfig, "pix2pix": Pix2PixTrainingConfig}
 

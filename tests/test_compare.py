@@ -17,9 +17,9 @@ from prostseg.book.checks import (
     world_coordinates,
 )
 from prostseg.book.tables import markdown_table
-from prostseg.io import Volume
-from prostseg.phantom import RigidTransform
-from prostseg.registration import translation_map
+from prostseg.data.io import Volume
+from prostseg.data.phantom import RigidTransform
+from prostseg.preparation.registration import translation_map
 
 
 # --------------------------------------------------------------------- tables

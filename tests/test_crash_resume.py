@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 from test_training import write_identity_stack
 
-from prostseg.checkpoints import published_checkpoints
-from prostseg.inference import load_model
-from prostseg.runs import Pix2PixTrainingConfig, read_history
-from prostseg.splits import PatientSplit
+from prostseg.training.checkpoints import published_checkpoints
+from prostseg.use.inference import load_model
+from prostseg.networks.runs import Pix2PixTrainingConfig, read_history
+from prostseg.preparation.splits import PatientSplit
 
 EPOCHS = 8
 _TIMEOUT_S = 240

@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 
 from prostseg.cli import _pipeline_error
-from prostseg.datacheck import check_case_files, check_training_data
-from prostseg.dataset import discover_cases, load_mask
+from prostseg.training.datacheck import check_case_files, check_training_data
+from prostseg.data.dataset import discover_cases, load_mask
 from prostseg.errors import DataWarning, InputError
-from prostseg.training import Pix2PixTrainingConfig, UNetTrainingConfig, train_unet
+from prostseg.training.loop import Pix2PixTrainingConfig, UNetTrainingConfig, train_unet
 
 
 @pytest.fixture()

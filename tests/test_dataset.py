@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from prostseg.dataset import MASKS, MODALITIES, Case, discover_cases, find_case
+from prostseg.data.dataset import MASKS, MODALITIES, Case, discover_cases, find_case
 from prostseg.errors import InputError
 
 SHAPE = (8, 6, 4)
@@ -176,7 +176,7 @@ def _layout_literals(source: str) -> list[tuple[int, str]]:
     import ast
     import re
 
-    from prostseg.dataset import ALIGNED_FOLDER, CASE_ROLES, PHANTOM_FILE, REGISTRATION_FILE, STACK
+    from prostseg.data.dataset import ALIGNED_FOLDER, CASE_ROLES, PHANTOM_FILE, REGISTRATION_FILE, STACK
 
     files = "|".join(re.escape(name) for name in (*CASE_ROLES, STACK))
     pattern = re.compile(
@@ -205,7 +205,7 @@ def test_the_layout_names_are_spelt_in_prostseg_dataset_only():
         for path in sorted(package.rglob("*.py")) if path.name != "dataset.py"
         for line, text in _layout_literals(path.read_text(encoding="utf-8"))
     }
-    assert found == {}, "ask prostseg.dataset for these names instead"
+    assert found == {}, "ask prostseg.data.dataset for these names instead"
     # The scan finds what it looks for, and leaves docstrings and plain English alone.
     source = ('"""Writes aligned/stack.nii.gz."""\nA = "aligned"\nB = f"{x}/registration.json"\n'
               'C = "t2w.nii.gz"\nD = "images aligned to the T2W"\nE = "phantom.json"\n')

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from prostseg.detection import FROC_FP_RATES, detection_map, detection_metrics, match_lesions
+from prostseg.use.detection import FROC_FP_RATES, detection_map, detection_metrics, match_lesions
 
 SHAPE = (40, 40, 8)
 

@@ -13,12 +13,12 @@ pytest.importorskip("highdicom")
 import highdicom as hd  # noqa: E402
 import pydicom  # noqa: E402
 
-from prostseg.batch import predict_batch  # noqa: E402
-from prostseg.dicom_seg import read_dicom_seg, write_dicom_seg, write_dicom_series  # noqa: E402
+from prostseg.use.batch import predict_batch  # noqa: E402
+from prostseg.use.dicom_seg import read_dicom_seg, write_dicom_seg, write_dicom_series  # noqa: E402
 from prostseg.errors import InputError  # noqa: E402
-from prostseg.io import dicom_series_files, load_volume  # noqa: E402
-from prostseg.models import build_unet  # noqa: E402
-from prostseg.training import UNetTrainingConfig  # noqa: E402
+from prostseg.data.io import dicom_series_files, load_volume  # noqa: E402
+from prostseg.networks.models import build_unet  # noqa: E402
+from prostseg.training.loop import UNetTrainingConfig  # noqa: E402
 
 
 def _lps_to_ras(point) -> np.ndarray:

@@ -13,11 +13,11 @@ pytest.importorskip("onnxruntime")
 
 from prostseg.cli import main  # noqa: E402
 from prostseg.errors import InputError  # noqa: E402
-from prostseg.export import ONNX_FILE, SAVED_MODEL_DIR, export_model, load_exported  # noqa: E402
-from prostseg.inference import load_model, predict_probabilities, predict_volume  # noqa: E402
-from prostseg.io import load_volume  # noqa: E402
-from prostseg.models import build_pix2pix_generator, build_unet  # noqa: E402
-from prostseg.training import UNetTrainingConfig  # noqa: E402
+from prostseg.use.export import ONNX_FILE, SAVED_MODEL_DIR, export_model, load_exported  # noqa: E402
+from prostseg.use.inference import load_model, predict_probabilities, predict_volume  # noqa: E402
+from prostseg.data.io import load_volume  # noqa: E402
+from prostseg.networks.models import build_pix2pix_generator, build_unet  # noqa: E402
+from prostseg.training.loop import UNetTrainingConfig  # noqa: E402
 
 #: Largest difference of probabilities allowed between Keras, SavedModel and ONNX
 #: Runtime (all float32 on the CPU; they differ by the order of summation only).

@@ -18,13 +18,13 @@ import pytest
 
 from prostseg.cli import main
 from prostseg.errors import InputError
-from prostseg.inference import evaluate_folder, load_model, predict_case, predict_volume, run_target_spacing
-from prostseg.io import Volume, load_volume, save_like
-from prostseg.metrics import dice, iou, per_class_dice
-from prostseg.models import build_pix2pix_generator, build_unet
-from prostseg.postprocessing import component_sizes, largest_gland_component
-from prostseg.recipes import PIX2PIX, UNET
-from prostseg.training import UNetTrainingConfig
+from prostseg.use.inference import evaluate_folder, load_model, predict_case, predict_volume, run_target_spacing
+from prostseg.data.io import Volume, load_volume, save_like
+from prostseg.networks.metrics import dice, iou, per_class_dice
+from prostseg.networks.models import build_pix2pix_generator, build_unet
+from prostseg.use.postprocessing import component_sizes, largest_gland_component
+from prostseg.networks.recipes import PIX2PIX, UNET
+from prostseg.training.loop import UNetTrainingConfig
 from prostseg.viz import to_display
 
 
@@ -282,7 +282,7 @@ def test_figures_show_anterior_up_and_patient_right_on_the_left():
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_real_prostatex_train_predict_evaluate_round_trip(real_data_dir, tmp_path):
-    from prostseg.training import UNetTrainingConfig, train_unet
+    from prostseg.training.loop import UNetTrainingConfig, train_unet
 
     data_dir = real_data_dir / "prostatex-t2w-lesion"
     config = UNetTrainingConfig(data_dir, tmp_path / "run", image_size=384, base_filters=4, depth=3,
@@ -298,7 +298,7 @@ def test_real_prostatex_train_predict_evaluate_round_trip(real_data_dir, tmp_pat
         np.testing.assert_array_equal(nib.load(out).affine, nib.load(case_dir / "t2w.nii.gz").affine)
     scores = evaluate_folder(tmp_path / "pred", data_dir, out_csv=tmp_path / "scores.csv")
     assert len(scores.rows) == 3
-    from prostseg.dataset import find_case
+    from prostseg.data.dataset import find_case
 
     for row in scores.rows:  # each score is that of the written prediction and the case's mask
         pred = load_volume(tmp_path / "pred" / f"{row['case_id']}.nii.gz", label=True).data > 0
@@ -316,8 +316,8 @@ def test_volumes_of_any_slice_count_reuse_one_traced_graph(tmp_path):
 
     import tensorflow as tf
 
-    from prostseg.inference import load_model
-    from prostseg.models import build_unet
+    from prostseg.use.inference import load_model
+    from prostseg.networks.models import build_unet
 
     messages = text_io.StringIO()
     handler = logging.StreamHandler(messages)

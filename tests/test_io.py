@@ -1,4 +1,4 @@
-"""Tests of prostseg.io: formats, orientation, save_like, validation and real data."""
+"""Tests of prostseg.data.io: formats, orientation, save_like, validation and real data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prostseg.errors import InputError
-from prostseg.io import (
+from prostseg.data.io import (
     SUPPORTED_EXTENSIONS,
     Volume,
     check_same_grid,

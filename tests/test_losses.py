@@ -1,4 +1,4 @@
-"""Tests for prostseg.losses against numpy formulas written out by hand."""
+"""Tests for prostseg.networks.losses against numpy formulas written out by hand."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import keras
 import numpy as np
 import pytest
 
-from prostseg.losses import (
+from prostseg.networks.losses import (
     bce_dice_loss,
     binary_crossentropy,
     discriminator_loss,
     generator_loss,
     soft_dice_loss,
 )
-from prostseg.metrics import ThresholdedDice
-from prostseg.models import build_unet
+from prostseg.networks.metrics import ThresholdedDice
+from prostseg.networks.models import build_unet
 
 
 def softplus(x):

@@ -15,7 +15,7 @@ import pytest
 
 from prostseg.cli import main
 from prostseg.errors import InputError
-from prostseg.manifests import (
+from prostseg.data.manifests import (
     fetch,
     import_local,
     list_manifests,
@@ -145,7 +145,7 @@ def test_import_local_converts_msd_layout(tmp_path):
 
 
 def test_imported_cases_are_discoverable(tmp_path):
-    from prostseg.dataset import discover_cases
+    from prostseg.data.dataset import discover_cases
 
     _write_msd_like(tmp_path / "src", {"00": 0, "01": 1})
     import_local("msd-prostate", tmp_path / "src", tmp_path / "out")
@@ -155,7 +155,7 @@ def test_imported_cases_are_discoverable(tmp_path):
 
 
 def test_import_records_patient_ids_from_the_layout_pattern(tmp_path):
-    from prostseg.splits import read_patient_ids
+    from prostseg.preparation.splits import read_patient_ids
 
     _write_msd_like(tmp_path / "src", {"00": 0, "01": 1, "12": 2})
     layout = json.loads((manifest_dir() / "msd-prostate.json").read_text(encoding="utf-8"))["layout"]

@@ -1,4 +1,4 @@
-"""Tests for prostseg.metrics against independent (set-based) implementations."""
+"""Tests for prostseg.networks.metrics against independent (set-based) implementations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from prostseg.metrics import (
+from prostseg.networks.metrics import (
     ThresholdedDice,
     ThresholdedIoU,
     dice,
@@ -230,7 +230,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
-    from prostseg.metrics import ThresholdedDice, dice
+    from prostseg.networks.metrics import ThresholdedDice, dice
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(0)

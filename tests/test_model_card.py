@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 
 from prostseg.errors import InputError
-from prostseg.inference import load_model, predict_volume
-from prostseg.io import load_volume
-from prostseg.metrics import dice
-from prostseg.model_card import MODEL_CARD_FILE, bootstrap_ci, evaluate_patients, write_model_card
-from prostseg.models import build_unet
-from prostseg.splits import PatientSplit
-from prostseg.training import UNetTrainingConfig
+from prostseg.use.inference import load_model, predict_volume
+from prostseg.data.io import load_volume
+from prostseg.networks.metrics import dice
+from prostseg.use.model_card import MODEL_CARD_FILE, bootstrap_ci, evaluate_patients, write_model_card
+from prostseg.networks.models import build_unet
+from prostseg.preparation.splits import PatientSplit
+from prostseg.training.loop import UNetTrainingConfig
 
 
 @pytest.fixture
 def run_dir(phantom_dir, tmp_path):
-    """A run folder as prostseg.training leaves it: config, split, history, model."""
+    """A run folder as prostseg.training.loop leaves it: config, split, history, model."""
     run = tmp_path / "run"
     run.mkdir()
     UNetTrainingConfig(str(phantom_dir), str(run), label="zones", image_size=32, base_filters=2,

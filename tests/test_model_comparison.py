@@ -1,5 +1,5 @@
 """Finding reusable training runs (prostseg.book.runs), and scoring gland and zones
-(prostseg.model_comparison)."""
+(prostseg.use.model_comparison)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import nibabel as nib
 
 from prostseg.book.runs import finished_run
 from prostseg.errors import InputError
-from prostseg.model_comparison import (
+from prostseg.use.model_comparison import (
     gland_and_zone_dice,
     reference_agreement,
     score_real_case,
     to_two_zones,
     two_zone_dice,
 )
-from prostseg.splits import PatientSplit
-from prostseg.training import Pix2PixTrainingConfig, UNetTrainingConfig
+from prostseg.preparation.splits import PatientSplit
+from prostseg.training.loop import Pix2PixTrainingConfig, UNetTrainingConfig
 
 SPLIT = PatientSplit(train=["p1", "p2"], val=["p3"], test=["p4"], seed=0)
 
@@ -174,9 +174,9 @@ def test_reference_agreement_on_prostatex_0000_matches_the_published_figures(rea
 def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom_dir, tmp_path):
     import shutil
 
-    from prostseg.io import load_volume, save_like
-    from prostseg.metrics import dice
-    from prostseg.models import build_pix2pix_generator, build_unet
+    from prostseg.data.io import load_volume, save_like
+    from prostseg.networks.metrics import dice
+    from prostseg.networks.models import build_pix2pix_generator, build_unet
 
     case = tmp_path / "phantom-000"
     shutil.copytree(phantom_dir / "phantom-000", case)
@@ -195,7 +195,7 @@ def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom
     gland, zone_map = result.predictions["U-Net"], result.predictions["Pix2Pix"]
     assert gland.shape == zone_map.shape == zones.shape
     # Each model saw its own input, and its prediction was cleaned to the largest component.
-    from prostseg.inference import load_model, predict_volume
+    from prostseg.use.inference import load_model, predict_volume
 
     for predicted, model_file, source in ((gland, "unet.keras", "t2w.nii.gz"),
                                           (zone_map, "generator.keras", "aligned/stack.nii.gz")):
@@ -213,7 +213,7 @@ def test_score_real_case_registers_predicts_and_scores_against_two_zones(phantom
 def test_score_real_case_without_zones_predicts_and_needs_the_inputs(phantom_dir, tmp_path):
     import shutil
 
-    from prostseg.models import build_pix2pix_generator, build_unet
+    from prostseg.networks.models import build_pix2pix_generator, build_unet
 
     case = tmp_path / "case"
     case.mkdir()

@@ -1,4 +1,4 @@
-"""Tests for prostseg.models: shapes, parameter counts, receptive field, .keras files."""
+"""Tests for prostseg.networks.models: shapes, parameter counts, receptive field, .keras files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from prostseg.models import (
+from prostseg.networks.models import (
     build_pix2pix_discriminator,
     build_pix2pix_generator,
     build_unet,

@@ -23,12 +23,12 @@ import time
 import pytest
 from test_training import write_identity_stack
 
-from prostseg.runs import read_history
+from prostseg.networks.runs import read_history
 
 _WORKER_SCRIPT = textwrap.dedent(
     """
     import sys
-    from prostseg.training import Pix2PixTrainingConfig, train_pix2pix
+    from prostseg.training.loop import Pix2PixTrainingConfig, train_pix2pix
 
     data_dir, out = sys.argv[1], sys.argv[2]
     result = train_pix2pix(Pix2PixTrainingConfig(
@@ -99,7 +99,7 @@ _UNET_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import keras
-    from prostseg.training import UNetTrainingConfig, train_unet
+    from prostseg.training.loop import UNetTrainingConfig, train_unet
 
     class KillAfter(keras.callbacks.Callback):  # SIGKILL the chief after a history row
         def on_epoch_end(self, epoch, logs=None):

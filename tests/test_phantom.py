@@ -12,10 +12,10 @@ import pytest
 from conftest import PHANTOM_CASE_KWARGS
 from scipy import ndimage
 
-from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
+from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
 from prostseg.errors import InputError
-from prostseg.io import load_volume
-from prostseg.phantom import (
+from prostseg.data.io import load_volume
+from prostseg.data.phantom import (
     MAX_ROTATION_DEG,
     MAX_SHIFT_MM,
     TISSUE_NAMES,
@@ -513,7 +513,7 @@ def test_overwrite_never_touches_folders_it_did_not_write(tmp_path):
     foreign = tmp_path / "phantom-000"
     foreign.mkdir()
     (foreign / "t2w.nii.gz").write_bytes(b"a real scan")
-    with pytest.raises(InputError, match="not written by prostseg.phantom") as info:
+    with pytest.raises(InputError, match="not written by prostseg.data.phantom") as info:
         write_phantom_dataset(tmp_path, n_cases=1, overwrite=True, **SMALL)
     assert info.value.path == str(foreign)
     assert (foreign / "t2w.nii.gz").read_bytes() == b"a real scan"

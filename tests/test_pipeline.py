@@ -1,4 +1,4 @@
-"""Tests of prostseg.pipeline: volume preparation, streaming datasets, augmentation."""
+"""Tests of prostseg.preparation.pipeline: volume preparation, streaming datasets, augmentation."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from prostseg.dataset import NUM_ZONE_CLASSES, Case, discover_cases  # noqa: E402
+from prostseg.data.dataset import NUM_ZONE_CLASSES, Case, discover_cases  # noqa: E402
 from prostseg.errors import InputError  # noqa: E402
-from prostseg.io import Volume, load_volume, save_like  # noqa: E402
-from prostseg.pipeline import (  # noqa: E402
+from prostseg.data.io import Volume, load_volume, save_like  # noqa: E402
+from prostseg.preparation.pipeline import (  # noqa: E402
     augment_intensity,
     augment_pair,
     augment_shape,
@@ -21,7 +21,7 @@ from prostseg.pipeline import (  # noqa: E402
     pix2pix_dataset,
     unet_dataset,
 )
-from prostseg.slices import (  # noqa: E402
+from prostseg.preparation.slices import (  # noqa: E402
     prepare_pix2pix_volume,
     prepare_unet_mask,
     prepare_unet_volume,
@@ -29,8 +29,8 @@ from prostseg.slices import (  # noqa: E402
     restore_pix2pix_slices,
     restore_unet_slices,
 )
-from prostseg.metrics import dice  # noqa: E402
-from prostseg.preprocessing import center_pad_crop, resize_image, zscore_normalize  # noqa: E402
+from prostseg.networks.metrics import dice  # noqa: E402
+from prostseg.preparation.preprocessing import center_pad_crop, resize_image, zscore_normalize  # noqa: E402
 
 REAL_LESION_CASES = ("ProstateX-0101", "ProstateX-0152", "ProstateX-0199")
 
@@ -180,7 +180,7 @@ def test_restore_slices_undo_the_geometry(cases):
 
 def same_anatomy_at(spacing: float, field_of_view: float = 128.0, slices: int = 6):
     """(T2W, zones) Volumes of phantom seed 5 sampled at ``spacing`` mm over one field of view."""
-    from prostseg.phantom import make_phantom_case
+    from prostseg.data.phantom import make_phantom_case
 
     n = round(field_of_view / spacing)
     case = make_phantom_case(5, shape=(n, n, slices), spacing=(spacing, spacing, 8.0), n_lesions=0)

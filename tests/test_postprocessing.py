@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prostseg.postprocessing import component_sizes, largest_component, largest_gland_component
+from prostseg.use.postprocessing import component_sizes, largest_component, largest_gland_component
 
 
 def gland_with_islands() -> tuple[np.ndarray, np.ndarray]:

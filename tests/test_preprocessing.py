@@ -1,4 +1,4 @@
-"""Tests of prostseg.preprocessing: geometry, intensity normalisation and one-hot labels."""
+"""Tests of prostseg.preparation.preprocessing: geometry, intensity normalisation and one-hot labels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from prostseg.errors import InputError
-from prostseg.preprocessing import (
+from prostseg.preparation.preprocessing import (
     center_pad_crop,
     clip_percentiles,
     labels_from_one_hot,

@@ -1,8 +1,8 @@
 """Property tests (hypothesis): reading volumes and the preprocessing round trips.
 
 * Any 3D array in any axis order and direction reads back, through
-  :func:`prostseg.io.load_volume`, as the same voxels in RAS+ order, and
-  :func:`prostseg.io.save_like` writes it back exactly as the file held it.
+  :func:`prostseg.data.io.load_volume`, as the same voxels in RAS+ order, and
+  :func:`prostseg.data.io.save_like` writes it back exactly as the file held it.
 * Bad voxels (NaN, infinity, fractional or negative labels) anywhere always give an
   ``InputError`` naming the file, never another exception.
 * Centre pad/crop, U-Net slice preparation and one-hot encoding undo exactly.
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from prostseg.errors import InputError
-from prostseg.io import load_volume, save_like
-from prostseg.slices import prepare_unet_mask, restore_unet_slices
-from prostseg.preprocessing import center_pad_crop, labels_from_one_hot, minmax_normalize, one_hot, resize_labels
+from prostseg.data.io import load_volume, save_like
+from prostseg.preparation.slices import prepare_unet_mask, restore_unet_slices
+from prostseg.preparation.preprocessing import center_pad_crop, labels_from_one_hot, minmax_normalize, one_hot, resize_labels
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 shapes = st.tuples(*[st.integers(1, 6)] * 3)

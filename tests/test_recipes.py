@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from prostseg.errors import InputError
-from prostseg.inference import load_model, predict_case, predict_volume, resolve_model
-from prostseg.io import load_volume
-from prostseg.recipes import PIX2PIX, UNET, Recipe, recipe, recipe_for_model, register, unregister
-from prostseg.runs import Pix2PixTrainingConfig, UNetTrainingConfig
-from prostseg.slices import prepare_unet_volume, restore_unet_slices
+from prostseg.use.inference import load_model, predict_case, predict_volume, resolve_model
+from prostseg.data.io import load_volume
+from prostseg.networks.recipes import PIX2PIX, UNET, Recipe, recipe, recipe_for_model, register, unregister
+from prostseg.networks.runs import Pix2PixTrainingConfig, UNetTrainingConfig
+from prostseg.preparation.slices import prepare_unet_volume, restore_unet_slices
 
 TOY_NAME = "toy_unet_2_5d"
 
@@ -108,8 +108,8 @@ def test_the_runs_config_names_the_kind_and_must_agree_with_the_model(tmp_path):
 def test_a_recipes_dataset_streams_what_its_prepare_functions_make(phantom_dir, tmp_path):
     import shutil
 
-    from prostseg.dataset import discover_cases, stack_file
-    from prostseg.io import save_like
+    from prostseg.data.dataset import discover_cases, stack_file
+    from prostseg.data.io import save_like
 
     data_dir = tmp_path / "data"
     for case_id in ("phantom-000", "phantom-001"):
@@ -147,8 +147,10 @@ def test_preparing_and_drawing_a_slice_does_not_import_tensorflow(phantom_dir):
 import sys
 import matplotlib
 matplotlib.use("Agg")
-from prostseg import recipes, slices, viz
-from prostseg.io import load_volume
+from prostseg import viz
+from prostseg.preparation import slices
+from prostseg.networks import recipes
+from prostseg.data.io import load_volume
 t2w = load_volume({str(phantom_dir / "phantom-000" / "t2w.nii.gz")!r})
 prepared = recipes.UNET.prepare(t2w, 64)
 viz.show_slice(prepared[t2w.shape[2] // 2, ..., 0])

@@ -20,11 +20,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from prostseg import registration
+from prostseg.preparation import registration
 from prostseg.cli import main
 from prostseg.errors import ProstsegError
 from prostseg.parallel import run_cases
-from prostseg.registration import register_dataset, registration_state
+from prostseg.preparation.registration import register_dataset, registration_state
 
 GOOD = ("phantom-000", "phantom-001", "phantom-002")
 CORRUPT = "phantom-003"

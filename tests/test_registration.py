@@ -1,4 +1,4 @@
-"""Tests of prostseg.registration.
+"""Tests of prostseg.preparation.registration.
 
 elastix is slow to start (about 10 s per process), so the registrations run once per
 module: one phantom case (whose true misalignment is known) and, when real data is
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from prostseg.errors import InputError
-from prostseg.io import Volume, itk_to_volume, load_volume
-from prostseg.phantom import make_phantom_case
-from prostseg.registration import (
+from prostseg.data.io import Volume, itk_to_volume, load_volume
+from prostseg.data.phantom import make_phantom_case
+from prostseg.preparation.registration import (
     central_region,
     default_parameter_maps,
     load_transform,

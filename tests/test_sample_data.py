@@ -13,9 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from prostseg.dataset import find_case
+from prostseg.data.dataset import find_case
 from prostseg.errors import InputError
-from prostseg.io import check_same_grid, load_volume
+from prostseg.data.io import check_same_grid, load_volume
 from prostseg.book.data import REAL_DATA_ENV, REAL_FOLDER, SAMPLE_DIR, describe_source, real_data
 
 SAMPLE_CASE = SAMPLE_DIR / "ProstateX-0000"

@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from prostseg import metrics
+from prostseg.networks import metrics
 from prostseg.book.data import REAL_DATA_ENV, SAMPLE_DIR, real_data
-from prostseg.dataset import find_case
-from prostseg.io import check_same_grid, load_volume
-from prostseg.postprocessing import component_sizes
+from prostseg.data.dataset import find_case
+from prostseg.data.io import check_same_grid, load_volume
+from prostseg.use.postprocessing import component_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

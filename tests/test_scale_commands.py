@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from test_printed_commands import PAPERMILL, ROOT, papermill_arguments
 
-from prostseg.registration import register_dataset
-from prostseg.runs import read_history
+from prostseg.preparation.registration import register_dataset
+from prostseg.networks.runs import read_history
 
 FULL_SIZE = {Path(papermill_arguments(c.words)[0][0]).stem: c for c in PAPERMILL
              if c.source.startswith("book/12_scale.ipynb") and c.complete

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from prostseg.cli import main
-from prostseg.dataset import discover_cases
+from prostseg.data.dataset import discover_cases
 from prostseg.errors import InputError
-from prostseg.io import load_volume, save_like
-from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
-from prostseg.runs import Pix2PixTrainingConfig, UNetTrainingConfig, read_history
-from prostseg.slice_cache import SliceSpec, cache_state, default_cache_dir, prepare_dataset
+from prostseg.data.io import load_volume, save_like
+from prostseg.preparation.pipeline import count_slices, pix2pix_epochs, unet_dataset
+from prostseg.networks.runs import Pix2PixTrainingConfig, UNetTrainingConfig, read_history
+from prostseg.preparation.slice_cache import SliceSpec, cache_state, default_cache_dir, prepare_dataset
 
 SIZE = 64
 
@@ -174,7 +174,7 @@ def test_memory_and_disk_cache_together_are_refused(unet_data, tmp_path):
 
 @pytest.mark.slow
 def test_both_models_train_an_epoch_from_the_disk_cache(phantom_dir, tmp_path, capsys):
-    from prostseg.training import train_pix2pix
+    from prostseg.training.loop import train_pix2pix
 
     data_dir = _copy(phantom_dir, tmp_path / "data", stacks=True)
     cache = tmp_path / "cache"

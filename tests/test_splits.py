@@ -1,4 +1,4 @@
-"""Tests of prostseg.splits: patient-level splits and their JSON files."""
+"""Tests of prostseg.preparation.splits: patient-level splits and their JSON files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prostseg.errors import InputError
-from prostseg.splits import PatientSplit, leave_one_out, patients_across_parts, read_patient_ids, split_patients
+from prostseg.preparation.splits import PatientSplit, leave_one_out, patients_across_parts, read_patient_ids, split_patients
 
 FEW = settings(max_examples=50, deadline=None)
 
@@ -230,7 +230,7 @@ def test_leave_one_out_rejects_bad_input(case_ids, message):
 
 import numpy as np  # noqa: E402
 
-from prostseg.splits import patient_split_slices, slice_leakage, slice_level_split  # noqa: E402
+from prostseg.preparation.splits import patient_split_slices, slice_leakage, slice_level_split  # noqa: E402
 
 
 @FEW

@@ -23,12 +23,12 @@ from scipy import ndimage
 
 from prostseg.cli import main
 from prostseg.errors import InputError
-from prostseg.inference import load_model, predict_volume, run_target_spacing
-from prostseg.io import load_volume, save_like
-from prostseg.slices import prepare_unet_mask
-from prostseg.metrics import iou
-from prostseg.splits import PatientSplit
-from prostseg.training import (
+from prostseg.use.inference import load_model, predict_volume, run_target_spacing
+from prostseg.data.io import load_volume, save_like
+from prostseg.preparation.slices import prepare_unet_mask
+from prostseg.networks.metrics import iou
+from prostseg.preparation.splits import PatientSplit
+from prostseg.training.loop import (
     Pix2PixTrainingConfig,
     UNetTrainingConfig,
     load_config,
@@ -348,7 +348,7 @@ _TWO_REPLICA_SCRIPT = textwrap.dedent(
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from prostseg.training import Pix2PixTrainingConfig, UNetTrainingConfig, train_pix2pix, train_unet
+    from prostseg.training.loop import Pix2PixTrainingConfig, UNetTrainingConfig, train_pix2pix, train_unet
 
     data_dir, out = sys.argv[1], sys.argv[2]
     common = dict(val_fraction=0.34, test_fraction=0.0, epochs=1, strategy="mirrored", verbose=0)
@@ -436,7 +436,7 @@ def test_deterministic_runs_give_identical_weights(phantom_dir, split_file, stac
 
 
 def test_reading_runs_does_not_start_tensorflow():
-    code = ("import sys, prostseg.runs; "
+    code = ("import sys, prostseg.networks.runs; "
             "print(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prostseg.io import Volume
-from prostseg.registration import mutual_information
+from prostseg.data.io import Volume
+from prostseg.preparation.registration import mutual_information
 from prostseg.viz import (
     plot_alignment,
     plot_channels,

@@ -16,9 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from prostseg import viz
+from prostseg import figure_png, viz
 from prostseg.figure_png import BACKEND, read_text_record
-from prostseg.io import Volume
+from prostseg.data.io import Volume
 from prostseg.book.widgets import slice_montage
 
 SHOWN_MIN_PX = 9.0
@@ -32,7 +32,7 @@ def shown_text(figure) -> tuple[float, str]:
     record = read_text_record(png.getvalue())
     assert record.px is not None, "the figure shows no text"
     width = Image.open(png).width
-    return record.px * min(1.0, viz.PAGE_COLUMN_PX / width), record.text
+    return record.px * min(1.0, figure_png.PAGE_COLUMN_PX / width), record.text
 
 
 def _disc_labels(shape, radius):
@@ -143,7 +143,7 @@ def test_history_legends_name_training_validation_and_zones():
 def test_text_size_is_readable_at_any_width(width, dpi):
     figure = Figure(figsize=(width, 3), dpi=dpi)
     size = viz.text_size(figure)
-    shown_px = size * dpi / 72 * min(1.0, viz.PAGE_COLUMN_PX / (width * dpi))
-    assert shown_px >= viz.MIN_TEXT_PX - 0.01
+    shown_px = size * dpi / 72 * min(1.0, figure_png.PAGE_COLUMN_PX / (width * dpi))
+    assert shown_px >= figure_png.MIN_TEXT_PX - 0.01
     assert size >= 10.0  # never below matplotlib's default
     assert viz.text_size(figure, scale=1.5) == pytest.approx(1.5 * size, abs=0.01)

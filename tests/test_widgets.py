@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from prostseg.errors import InputError
-from prostseg.io import Volume
+from prostseg.data.io import Volume
 from prostseg.book.palette import LESION_COLOUR, ZONE_COLOURS
 from prostseg.book.widgets import slice_browser, slice_montage
 

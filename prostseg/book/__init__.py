@@ -4,7 +4,8 @@ The core of :mod:`prostseg` is what a user imports to do the work; this subpacka
 exists to teach it, and nothing in the core imports it. Every chapter starts with
 :func:`setup` and imports the modules it shows, never single functions::
 
-    from prostseg import book, io, viz
+    from prostseg import book, viz
+    from prostseg.data import io
     from prostseg.book import checks, tables
 
     chapter = book.setup("04_registration", data_dir=data_dir, output_dir=output_dir)

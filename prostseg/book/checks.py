@@ -7,7 +7,7 @@ Each function compares what a stage produced with what it should produce:
 * :func:`compare_with_truth` measures a registration against a known transform (the
   misalignment a phantom case was drawn with), and :func:`label_agreement` the overlap
   of label maps moved by it.
-* :func:`augmentation_variants` draws :func:`prostseg.pipeline.augment_pair` many times
+* :func:`augmentation_variants` draws :func:`prostseg.preparation.pipeline.augment_pair` many times
   and groups the results: every one of the 8 symmetries of the square should appear,
   about equally often.
 * :func:`measure_stream` reads batches from a ``tf.data`` pipeline and reports the
@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 
-from prostseg.io import Volume, volume_grid
+from prostseg.data.io import Volume, volume_grid
+from prostseg.preparation.registration import central_region, resample_to
 
 __all__ = [
     "TransformComparison",
@@ -44,8 +45,8 @@ __all__ = [
 def grid_summary(volumes: Mapping[str, Volume | str | os.PathLike]) -> list[dict]:
     """Describe the voxel grid of each volume: shape, voxel size, field of view, centre.
 
-    Paths are read with :func:`prostseg.io.volume_grid` (headers only, no voxels).
-    Everything is given in the canonical ``(x, y, z)`` order of :mod:`prostseg.io`.
+    Paths are read with :func:`prostseg.data.io.volume_grid` (headers only, no voxels).
+    Everything is given in the canonical ``(x, y, z)`` order of :mod:`prostseg.data.io`.
 
     Parameters
     ----------
@@ -110,8 +111,6 @@ def _mapped_points(transform, fixed: Volume, margin_mm: float) -> np.ndarray:
     fixed voxel receives the coordinates of the point the transform maps it to
     (wherever that point lies within ``margin_mm`` of the fixed field of view).
     """
-    from prostseg.registration import resample_to
-
     affine = np.asarray(fixed.affine, dtype=float)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     pad = np.ceil(margin_mm / spacing).astype(int)
@@ -140,7 +139,7 @@ def _fit_affine(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def rigid_parameters(matrix: ArrayLike, centre_mm: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Translation (mm) and rotation angles (degrees) of a 4x4 RAS transform.
 
-    Uses the convention of :class:`prostseg.phantom.RigidTransform`:
+    Uses the convention of :class:`prostseg.data.phantom.RigidTransform`:
     ``p = R (q - centre) + centre + translation`` with ``R = Rz Ry Rx``, so the
     numbers compare directly with a phantom's misalignment. For an affine matrix the
     angles are those of its rotation part (its scaling and shear are ignored).
@@ -157,7 +156,7 @@ def rigid_parameters(matrix: ArrayLike, centre_mm: Sequence[float]) -> tuple[np.
 
     Examples
     --------
-    >>> from prostseg.phantom import RigidTransform
+    >>> from prostseg.data.phantom import RigidTransform
     >>> truth = RigidTransform((1.0, -2.0, 0.5), (3.0, -1.0, 2.0), (0.0, -20.0, -60.0))
     >>> shift, angles = rigid_parameters(truth.matrix, truth.centre_mm)
     >>> np.round(shift, 6).tolist(), np.round(angles, 6).tolist()
@@ -222,8 +221,8 @@ def compare_with_truth(
     """Compare a registration transform with the true transform of a phantom case.
 
     Both map a point ``q`` of the fixed (T2W) world to the moving (DWI/ADC) world,
-    like every elastix transform (:mod:`prostseg.registration`), and like
-    :attr:`prostseg.phantom.PhantomCase.misalignment`. The registration is evaluated at
+    like every elastix transform (:mod:`prostseg.preparation.registration`), and like
+    :attr:`prostseg.data.phantom.PhantomCase.misalignment`. The registration is evaluated at
     every voxel of the region (nothing is assumed about its type), a 4x4 matrix is
     fitted to it, and the distances ``|T(q) - truth(q)|`` are averaged: the error of
     the registration in millimetres. Header-only resampling (``T(q) = q``) gives the
@@ -232,7 +231,7 @@ def compare_with_truth(
     Parameters
     ----------
     transform : RegistrationResult, list of dict or path
-        Anything :func:`prostseg.registration.resample_to` accepts.
+        Anything :func:`prostseg.preparation.registration.resample_to` accepts.
     truth : array_like, shape (4, 4)
         True RAS mm transform, e.g. ``case.misalignment.matrix`` or the ``"matrix"`` of
         the misalignment in a phantom case's ``phantom.json``.
@@ -240,7 +239,7 @@ def compare_with_truth(
         The fixed (T2W) volume: its grid is where the errors are measured.
     mask : array_like of bool, optional
         Voxels of ``fixed`` to measure in (e.g. the gland, ``zones > 0``); by default
-        the central region of :func:`prostseg.registration.central_region`.
+        the central region of :func:`prostseg.preparation.registration.central_region`.
     centre_mm : sequence of 3 floats, optional
         Centre of rotation for :meth:`TransformComparison.rows` (a phantom's
         ``misalignment.centre_mm``); by default the centre of the region.
@@ -263,8 +262,6 @@ def compare_with_truth(
     >>> comparison.error_after_mm < comparison.error_before_mm  # doctest: +SKIP
     True
     """
-    from prostseg.registration import central_region
-
     truth = np.asarray(truth, dtype=float)
     if truth.shape != (4, 4):
         raise ValueError(f"truth must be a 4x4 matrix, got shape {truth.shape}")
@@ -301,7 +298,7 @@ def label_agreement(
         resampled with the headers only, and through the registration).
     names : sequence of str
         Name of each class id, background first (e.g.
-        :data:`prostseg.dataset.ZONE_NAMES`).
+        :data:`prostseg.data.dataset.ZONE_NAMES`).
 
     Returns
     -------
@@ -317,7 +314,7 @@ def label_agreement(
     >>> [(row["class"], round(row["shifted"], 2)) for row in rows]
     [('a', 0.5), ('b', 0.5), ('whole gland', 0.75)]
     """
-    from prostseg.metrics import dice, per_class_dice
+    from prostseg.networks.metrics import dice, per_class_dice  # Keras only when called
 
     reference = np.asarray(reference)
     scores = {}
@@ -338,7 +335,7 @@ def label_agreement(
 def augmentation_variants(
     image: ArrayLike, label: ArrayLike, *, draws: int = 64, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw :func:`prostseg.pipeline.augment_pair` ``draws`` times and group the results.
+    """Draw :func:`prostseg.preparation.pipeline.augment_pair` ``draws`` times and group the results.
 
     Parameters
     ----------
@@ -368,7 +365,7 @@ def augmentation_variants(
     """
     import tensorflow as tf
 
-    from prostseg.pipeline import augment_pair
+    from prostseg.preparation.pipeline import augment_pair  # TensorFlow only when called
 
     image, label = np.asarray(image), np.asarray(label)
     if image.shape[:2] != label.shape[:2] or image.shape[0] != image.shape[1]:
@@ -427,7 +424,7 @@ def measure_stream(dataset: Iterable, batches: int, *, one_hot: bool = False) ->
     Parameters
     ----------
     dataset : iterable of (image, label) batches
-        E.g. :func:`prostseg.pipeline.unet_dataset`; labels of shape ``(B, H, W, C)``.
+        E.g. :func:`prostseg.preparation.pipeline.unet_dataset`; labels of shape ``(B, H, W, C)``.
     batches : int
         Batches to read (fewer when the dataset ends first).
     one_hot : bool, optional

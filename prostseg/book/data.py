@@ -2,11 +2,11 @@
 
 Every chapter gets its data through :func:`prostseg.book.setup`, which calls
 :func:`tutorial_data`. Without a folder it gets the synthetic phantom dataset
-(:mod:`prostseg.phantom`) stored at ``<root>/phantom-data``: the first chapter that asks
+(:mod:`prostseg.data.phantom`) stored at ``<root>/phantom-data``: the first chapter that asks
 writes it, later chapters reuse it. Its seed, :data:`PHANTOM_SEED`, is fixed for the
 whole book: no chapter parameter changes it, so no chapter rewrites the data that the
 others read. With a folder it checks that the folder follows the case layout of
-:mod:`prostseg.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
+:mod:`prostseg.data.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
 ``outputs`` folder of the repository when a chapter runs in its ``book/`` folder,
 else ``outputs`` next to the notebook.
 
@@ -28,7 +28,7 @@ Examples
 >>> tutorial_data(cases=2, root=root) == data_dir  # reused, not written again
 True
 >>> describe_source(data_dir)  # doctest: +ELLIPSIS
-'Synthetic phantom data: 2 cases made by prostseg.phantom (seed 0, generator version 4) in .../phantom-data'
+'Synthetic phantom data: 2 cases made by prostseg.data.phantom (seed 0, generator version 4) in .../phantom-data'
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from types import MappingProxyType
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import (
+from prostseg.data.dataset import (
     ALIGNED_FOLDER,
     CASE_ROLES,
     PHANTOM_FILE,
@@ -55,9 +55,9 @@ from prostseg.dataset import (
     volume_file,
 )
 from prostseg.errors import InputError
-from prostseg.io import SUPPORTED_EXTENSIONS, crop_to_grid, load_volume, save_like, volume_grid
-from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
-from prostseg.splits import PatientSplit
+from prostseg.data.io import SUPPORTED_EXTENSIONS, crop_to_grid, load_volume, save_like, volume_grid
+from prostseg.data.phantom import GENERATOR_VERSION, write_phantom_dataset
+from prostseg.preparation.splits import PatientSplit
 
 __all__ = [
     "PHANTOM_CASES",
@@ -95,7 +95,7 @@ REAL_FOLDER = "real-data"
 GLAND_FOLDER = "gland-training-data"
 #: Phantom patients :func:`gland_training_data` adds to the real cases by default.
 GLAND_PHANTOMS = 32
-#: How those phantoms are made (:func:`prostseg.phantom.make_phantom_case` keywords).
+#: How those phantoms are made (:func:`prostseg.data.phantom.make_phantom_case` keywords).
 GLAND_PHANTOM_KWARGS = MappingProxyType({"contrast": "mixed"})
 #: The real patient chapter 7 keeps out of training (chapters 8 and 11 test on it).
 GLAND_TEST_PATIENTS = ("ProstateX-0000",)
@@ -108,7 +108,7 @@ SAMPLE_ORIGIN = "shipped with prostseg"
 _SOURCES = ".sources.json"
 
 _METADATA = PHANTOM_FILE
-_GENERATOR = "prostseg.phantom"
+_GENERATOR = "prostseg.data.phantom"
 # What write_phantom_dataset writes into a case folder, plus the registration outputs.
 _VOLUME_FILES = tuple(volume_file(role) for role in CASE_ROLES)
 _PROSTSEG_ENTRIES = frozenset((*_VOLUME_FILES, _METADATA, ALIGNED_FOLDER))
@@ -120,7 +120,7 @@ def _case_name(index: int) -> str:
 
 
 def _phantom_metadata(folder: Path) -> dict | None:
-    """The ``phantom.json`` of a case folder written by prostseg.phantom, else None."""
+    """The ``phantom.json`` of a case folder written by prostseg.data.phantom, else None."""
     try:
         metadata = json.loads((folder / _METADATA).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -145,7 +145,7 @@ def _is_complete(folder: Path, seed: int, index: int, case_kwargs: dict) -> bool
 
 
 def _foreign_entries(folder: Path) -> list[str]:
-    """Entries of a case folder that neither prostseg.phantom nor registration write."""
+    """Entries of a case folder that neither prostseg.data.phantom nor registration write."""
     return sorted(entry.name for entry in folder.iterdir() if entry.name not in _PROSTSEG_ENTRIES)
 
 
@@ -219,8 +219,8 @@ def tutorial_data(
     Parameters
     ----------
     data_dir : str or os.PathLike, optional
-        A folder in the case layout of :mod:`prostseg.dataset` (your own data). It is
-        checked with :func:`prostseg.dataset.discover_cases` and returned unchanged;
+        A folder in the case layout of :mod:`prostseg.data.dataset` (your own data). It is
+        checked with :func:`prostseg.data.dataset.discover_cases` and returned unchanged;
         nothing is written to it.
     cases : int, optional
         Number of phantom cases (used when ``data_dir`` is None).
@@ -236,7 +236,7 @@ def tutorial_data(
     pathlib.Path
         ``data_dir``, or ``root/phantom-data`` holding exactly the cases
         ``phantom-000`` .. ``phantom-{cases - 1:03d}`` of ``seed`` on the grids that
-        :func:`prostseg.phantom.make_phantom_case` draws (one per patient).
+        :func:`prostseg.data.phantom.make_phantom_case` draws (one per patient).
 
     Raises
     ------
@@ -456,7 +456,7 @@ def _write_copy(copy: _Copy, target: Path) -> None:
 def real_data(root: str | os.PathLike | None = None) -> Path:
     """Return a writable folder of real cases: the shipped studies, and more when available.
 
-    The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.dataset`,
+    The folder ``root/real-data`` holds, in the case layout of :mod:`prostseg.data.dataset`,
     the real studies that ship with prostseg (:data:`SAMPLE_DIR`: ProstateX-0000 with
     T2W, ADC, high-b DWI, a lesion mask and a gland mask; ProstateX-0101, -0152 and -0199
     with a T2W crop and a gland mask) and, when the environment variable
@@ -464,7 +464,7 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
     sub-folders. A case found there under the id of one already present adds its other
     files: the project's test data adds zone masks to the shipped studies this way.
     Where the shipped T2W is a crop of the scan found there, the masks it adds are cut
-    to the shipped grid (:func:`prostseg.io.crop_to_grid`). The files are copies, so
+    to the shipped grid (:func:`prostseg.data.io.crop_to_grid`). The files are copies, so
     registration can write ``aligned/`` next to them without touching the sources.
 
     Parameters
@@ -547,12 +547,12 @@ def gland_training_data(
     """Return the data folder chapter 7 trains its gland U-Net on: real cases and phantoms.
 
     The folder ``root/gland-training-data`` holds, in the case layout of
-    :mod:`prostseg.dataset`,
+    :mod:`prostseg.data.dataset`,
 
     * every real case of :func:`real_data` that has a gland mask (the four ProstateX
       studies that ship with prostseg), as ``t2w`` and ``gland`` only, and
     * ``phantoms`` phantom patients of ``seed`` with ``contrast="mixed"``
-      (:func:`prostseg.phantom.make_phantom_case`: about half of them with a random T2W
+      (:func:`prostseg.data.phantom.make_phantom_case`: about half of them with a random T2W
       level per tissue), whose ``gland`` masks are their non-zero zones.
 
     Parameters
@@ -634,7 +634,7 @@ def gland_training_split(data_dir: str | os.PathLike, *, test: tuple[str, ...] =
 
     Returns
     -------
-    prostseg.splits.PatientSplit
+    prostseg.preparation.splits.PatientSplit
 
     Examples
     --------
@@ -683,7 +683,7 @@ def describe_source(path: str | os.PathLike) -> str:
     -------
     str
         ``"Synthetic phantom data: ..."`` when every case was written by
-        :mod:`prostseg.phantom` (recognised by its ``phantom.json``), ``"Real data: ..."``
+        :mod:`prostseg.data.phantom` (recognised by its ``phantom.json``), ``"Real data: ..."``
         when none was (naming where each case came from in a folder written by
         :func:`real_data`), and a line giving both counts for a mixture.
 
@@ -696,7 +696,7 @@ def describe_source(path: str | os.PathLike) -> str:
     --------
     >>> import tempfile
     >>> describe_source(tempfile.mkdtemp())  # doctest: +ELLIPSIS
-    'Real data: 0 cases in ... (not generated by prostseg.phantom)'
+    'Real data: 0 cases in ... (not generated by prostseg.data.phantom)'
     """
     path = Path(path)
     if not path.is_dir():
@@ -715,7 +715,7 @@ def describe_source(path: str | os.PathLike) -> str:
         seeds = ", ".join(sorted({str(entry.get("dataset_seed")) for entry in phantoms}))
         versions = ", ".join(sorted({str(entry.get("generator_version")) for entry in phantoms}))
         return (
-            f"Synthetic phantom data: {subject} made by prostseg.phantom "
+            f"Synthetic phantom data: {subject} made by prostseg.data.phantom "
             f"(seed {seeds}, generator version {versions}) in {location}"
         )
     if phantoms:
@@ -725,7 +725,7 @@ def describe_source(path: str | os.PathLike) -> str:
         )
     origins = _origins(location)
     if not origins or any(folder.name not in origins for folder in folders):
-        return f"Real data: {subject} in {location} (not generated by prostseg.phantom)"
+        return f"Real data: {subject} in {location} (not generated by prostseg.data.phantom)"
     groups: dict[str, list[str]] = {}
     for folder in folders:
         groups.setdefault(" + ".join(origins[folder.name]), []).append(folder.name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from prostseg.dataset import ZONE_NAMES
+from prostseg.data.dataset import ZONE_NAMES
 
 __all__ = ["ZONE_COLOURS", "ZONE_COLOUR_NAMES", "LESION_COLOUR", "BACKGROUND_COLOUR", "zone_colormap", "zone_legend"]
 

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prostseg.recipes import recipe
-from prostseg.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
-from prostseg.splits import PatientSplit
+from prostseg.networks.recipes import recipe
+from prostseg.networks.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
+from prostseg.preparation.splits import PatientSplit
 
 __all__ = ["FinishedRun", "finished_run"]
 
@@ -57,12 +57,12 @@ def finished_run(
     Parameters
     ----------
     run_dir : str or os.PathLike
-        A run folder of :func:`prostseg.training.train_unet` or
-        :func:`prostseg.training.train_pix2pix`; it need not exist.
+        A run folder of :func:`prostseg.training.loop.train_unet` or
+        :func:`prostseg.training.loop.train_pix2pix`; it need not exist.
     split : PatientSplit
         The split the run must have used.
     kind : str
-        The model kind the run must have trained (:func:`prostseg.recipes.recipe`).
+        The model kind the run must have trained (:func:`prostseg.networks.recipes.recipe`).
     data_dir : str or os.PathLike, optional
         The data folder the run must have used.
     **settings

@@ -45,10 +45,11 @@ from numpy.typing import ArrayLike
 from PIL import Image
 
 from prostseg.book.palette import LESION_COLOUR, ZONE_COLOURS
-from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
+from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES
 from prostseg.errors import InputError
-from prostseg.io import Volume
-from prostseg.viz import text_size, to_display
+from prostseg.data.io import Volume
+from prostseg.figure_png import text_size
+from prostseg.viz import to_display
 
 __all__ = ["SliceBrowser", "slice_browser", "slice_montage"]
 
@@ -253,13 +254,13 @@ def slice_browser(
     Parameters
     ----------
     volume : Volume or array_like, shape (X, Y, Z)
-        The image in canonical order (:func:`prostseg.io.load_volume`). A
-        :class:`~prostseg.io.Volume` also gives the voxel spacing (true aspect ratio)
+        The image in canonical order (:func:`prostseg.data.io.load_volume`). A
+        :class:`~prostseg.data.io.Volume` also gives the voxel spacing (true aspect ratio)
         and the S coordinate of each slice.
     mask : Volume or array_like, shape (X, Y, Z), optional
         Binary mask (any non-zero voxel is foreground), drawn in :data:`prostseg.book.palette.LESION_COLOUR`.
     zones : Volume or array_like of int, shape (X, Y, Z), optional
-        Zone labels ``0..4`` (:data:`prostseg.dataset.ZONE_NAMES`), drawn in
+        Zone labels ``0..4`` (:data:`prostseg.data.dataset.ZONE_NAMES`), drawn in
         :data:`prostseg.book.palette.ZONE_COLOURS`.
     window : (float, float), optional
         Intensities shown as black and white; by default the
@@ -280,7 +281,7 @@ def slice_browser(
     InputError
         When the volume is not 3D, when a mask does not have the volume's shape, or
         when the zone map holds values other than ``0..4``. The message names the
-        file of a :class:`~prostseg.io.Volume`.
+        file of a :class:`~prostseg.data.io.Volume`.
 
     Notes
     -----

@@ -1,6 +1,6 @@
 """Check every file a training run will read, voxels included, before the run starts.
 
-Case discovery (:mod:`prostseg.dataset`) reads headers only, so a mask holding 0.5, a
+Case discovery (:mod:`prostseg.data.dataset`) reads headers only, so a mask holding 0.5, a
 zone label of 7 or a NaN voxel would otherwise surface deep inside ``tf.data`` during
 training, after the run folder was written. :func:`check_case_files` reads each file
 once (several at a time, with a progress bar) and reports *every* problem of the data
@@ -9,8 +9,8 @@ folder in one :class:`~prostseg.errors.InputError`, one line per file:
 * ``t2w``: a 3D volume with finite values;
 * ``stack`` (``aligned/stack``): a 3-channel volume with finite values;
 * ``lesion``: 0 (background) and 1, or 0 and 255 when asked for with
-  ``lesion_value=255`` (:func:`prostseg.dataset.load_mask`);
-* ``zones``: labels 0..4 (:data:`prostseg.dataset.ZONE_NAMES`).
+  ``lesion_value=255`` (:func:`prostseg.data.dataset.load_mask`);
+* ``zones``: labels 0..4 (:data:`prostseg.data.dataset.ZONE_NAMES`).
 
 :func:`check_training_data` runs it on the training and validation patients of a run
 and then refuses runs that cannot train (no slice left by ``drop_empty``, fewer slices
@@ -23,8 +23,8 @@ Examples
 >>> from pathlib import Path
 >>> import nibabel as nib
 >>> import numpy as np
->>> from prostseg.dataset import discover_cases
->>> from prostseg.phantom import write_phantom_dataset
+>>> from prostseg.data.dataset import discover_cases
+>>> from prostseg.data.phantom import write_phantom_dataset
 >>> folder = Path(tempfile.mkdtemp())
 >>> _ = write_phantom_dataset(folder, n_cases=2, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
 >>> cases = discover_cases(folder, require=("t2w", "lesion"))
@@ -53,10 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
-from prostseg.dataset import MASKS, STACK, Case, load_mask
+from prostseg.data.dataset import MASKS, STACK, Case, load_mask
 from prostseg.errors import DataWarning, InputError
-from prostseg.io import Volume, load_volume
-from prostseg.recipes import recipe
+from prostseg.data.io import Volume, load_volume
+from prostseg.networks.recipes import recipe
+from prostseg.preparation.slices import prepare_unet_mask
 
 __all__ = ["DataCheck", "check_case_files", "check_training_data"]
 
@@ -122,11 +123,11 @@ def check_case_files(
     Parameters
     ----------
     cases : sequence of Case
-        The cases, e.g. from :func:`prostseg.dataset.discover_cases`.
+        The cases, e.g. from :func:`prostseg.data.dataset.discover_cases`.
     names : sequence of str
         Files to check in every case: ``"t2w"``, ``"stack"``, ``"lesion"``, ``"zones"``.
     lesion_value : {1, 255}, optional
-        Value of lesion voxels in lesion masks (see :func:`prostseg.dataset.load_mask`).
+        Value of lesion voxels in lesion masks (see :func:`prostseg.data.dataset.load_mask`).
     root : str or os.PathLike, optional
         The data folder: named by the error, and files are listed relative to it.
     progress : bool, optional
@@ -192,7 +193,7 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
 
     Parameters
     ----------
-    config : prostseg.training.UNetTrainingConfig or Pix2PixTrainingConfig
+    config : prostseg.training.loop.UNetTrainingConfig or Pix2PixTrainingConfig
         The run: its ``data_dir``, ``label``, ``lesion_value``, ``drop_empty``,
         ``foreground_fraction``, ``image_size``, ``target_spacing``, ``batch_size``
         and ``verbose`` (a progress bar unless 0) are used.
@@ -225,8 +226,6 @@ def check_training_data(config, train_cases: Sequence[Case], val_cases: Sequence
     train_ids = {case.case_id for case in train_cases}
     measure = None
     if is_unet:
-        from prostseg.slices import prepare_unet_mask
-
         def measure(case: Case, mask: Volume) -> int:
             """Training slices with foreground once prepared (validation masks: voxels)."""
             if case.case_id not in train_ids:

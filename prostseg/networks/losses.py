@@ -79,7 +79,7 @@ def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
     (sum(y) + sum(p) + smooth)`` with sums over the spatial axes; the loss is
     ``1 - mean_c dice_c``. ``smooth`` keeps the ratio defined when a mask is empty:
     an empty target predicted as (nearly) empty costs (nearly) 0, matching the
-    "both empty scores 1" convention of :mod:`prostseg.metrics`.
+    "both empty scores 1" convention of :mod:`prostseg.networks.metrics`.
 
     Parameters
     ----------

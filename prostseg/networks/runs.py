@@ -9,14 +9,14 @@ A run is described by a configuration dataclass (:class:`UNetTrainingConfig`,
       history.csv          one row per epoch: losses, validation metrics, seconds
       logs/                TensorBoard logs (train/ and validation/ scalars per epoch)
       checkpoints/         tf.train checkpoints: models, optimisers, epoch counter
-                           (the newest two; see prostseg.checkpoints)
+                           (the newest two; see prostseg.training.checkpoints)
       best.keras           U-Net: the model of the epoch with the lowest validation loss
       model.keras          U-Net: the final model
       generator.keras      Pix2Pix: the final generator (discriminator.keras beside it)
       best_generator.keras Pix2Pix: the generator of the epoch with the best validation Dice
       workers/             multi-worker runs: the files of the non-chief workers
 
-This module reads and writes those files; :mod:`prostseg.training` trains. Plotting a
+This module reads and writes those files; :mod:`prostseg.training.loop` trains. Plotting a
 history (:func:`read_history`) therefore does not start TensorFlow.
 
 Resuming
@@ -25,7 +25,7 @@ Calling the training function again with the same configuration (only ``epochs``
 ``verbose``, ``strategy``, ``output_dir`` and ``cache`` may change) continues the run:
 after an interruption (a kill at any instant included) it restores the weights, the
 optimiser state and the epoch counter of the newest intact checkpoint (a damaged one is
-skipped for the one before it, :mod:`prostseg.checkpoints`) and trains the remaining
+skipped for the one before it, :mod:`prostseg.training.checkpoints`) and trains the remaining
 epochs; after a completed run it trains the extra epochs when ``epochs`` grew, and
 nothing otherwise. History rows of epochs after the restored checkpoint are dropped and
 trained again, so the history never misses or repeats an epoch. Every file of the run
@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import LESION_VALUES, MASKS
+from prostseg.data.dataset import LESION_VALUES, MASKS
 from prostseg.errors import InputError
-from prostseg.splits import PatientSplit, patients_across_parts, read_patient_ids, split_patients
+from prostseg.preparation.splits import PatientSplit, patients_across_parts, read_patient_ids, split_patients
 
 __all__ = [
     "CONFIG_FILE",
@@ -65,6 +65,7 @@ __all__ = [
     "UNetTrainingConfig",
     "append_row",
     "load_config",
+    "model_run_config",
     "patient_split",
     "prepare_run_folder",
     "read_history",
@@ -73,11 +74,11 @@ __all__ = [
     "write_split",
 ]
 
-#: Names accepted by :func:`prostseg.training.make_strategy` and the ``strategy`` field.
+#: Names accepted by :func:`prostseg.training.loop.make_strategy` and the ``strategy`` field.
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-#: U-Net losses by configuration name (the functions: :data:`prostseg.training.UNET_LOSSES`).
+#: U-Net losses by configuration name (the functions: :data:`prostseg.training.loop.UNET_LOSSES`).
 UNET_LOSS_NAMES = ("bce", "dice", "bce_dice")
-#: Up levels of the Pix2Pix generator (:func:`prostseg.models.build_pix2pix_generator`).
+#: Up levels of the Pix2Pix generator (:func:`prostseg.networks.models.build_pix2pix_generator`).
 PIX2PIX_UPSAMPLING = ("transpose", "resize")
 #: The values a configuration field may take, for the fields that take one of a few.
 FIELD_CHOICES = {
@@ -196,12 +197,12 @@ class UNetTrainingConfig(_TrainingConfig):
     Parameters
     ----------
     data_dir : str
-        Folder of cases in the :mod:`prostseg.dataset` layout.
+        Folder of cases in the :mod:`prostseg.data.dataset` layout.
     output_dir : str
         Folder of the run (see the module documentation).
     split_file : str, optional
-        A split written by :meth:`prostseg.splits.PatientSplit.to_json`. By default the
-        patients are split with :func:`prostseg.splits.split_patients` using
+        A split written by :meth:`prostseg.preparation.splits.PatientSplit.to_json`. By default the
+        patients are split with :func:`prostseg.preparation.splits.split_patients` using
         ``val_fraction``, ``test_fraction`` and ``seed``. Test patients are never used.
     val_fraction, test_fraction : float
         Fractions of patients held out for validation and testing.
@@ -212,9 +213,9 @@ class UNetTrainingConfig(_TrainingConfig):
     target_spacing : float, optional
         Resample every slice to pixels of this size (mm) before the centre pad/crop,
         so that ``image_size`` pixels cover ``image_size * target_spacing`` mm whatever
-        the scan's spacing (:mod:`prostseg.slices`). By default slices keep their
+        the scan's spacing (:mod:`prostseg.preparation.slices`). By default slices keep their
         own spacing. Inference reads it from the run's
-        ``config.json`` (:func:`prostseg.inference.predict_case`).
+        ``config.json`` (:func:`prostseg.use.inference.predict_case`).
     batch_size : int
         Slices per step *on each replica*; the global batch is ``batch_size`` times
         the number of replicas (see the module documentation on the learning rate).
@@ -223,7 +224,7 @@ class UNetTrainingConfig(_TrainingConfig):
     learning_rate : float
         Adam learning rate.
     base_filters, depth : int
-        U-Net size (:func:`prostseg.models.build_unet`).
+        U-Net size (:func:`prostseg.networks.models.build_unet`).
     loss : {"bce", "dice", "bce_dice"}
         Binary cross-entropy (the original project's choice), soft Dice, or their sum.
     label : {"lesion", "zones", "gland"}
@@ -231,20 +232,20 @@ class UNetTrainingConfig(_TrainingConfig):
         map, or the whole gland from a gland mask (``gland.nii.gz``).
     lesion_value : {1, 255}
         Value of lesion voxels in the lesion masks (background is 0); 255 must be
-        stated, see :func:`prostseg.dataset.load_mask`.
+        stated, see :func:`prostseg.data.dataset.load_mask`.
     drop_empty : bool
         Train on slices with foreground only.
     foreground_fraction : float, optional
         Draw foreground slices with this probability (oversampling; see
-        :func:`prostseg.pipeline.unet_dataset`).
+        :func:`prostseg.preparation.pipeline.unet_dataset`).
     steps_per_epoch : int, optional
         Batches per epoch; by default one pass over the training slices.
     cache : bool
         Keep the prepared training volumes in memory after the first epoch
-        (:func:`prostseg.pipeline.unet_dataset`).
+        (:func:`prostseg.preparation.pipeline.unet_dataset`).
     slice_cache : str, optional
         Stream the prepared training and validation slices from this cache folder
-        (:mod:`prostseg.slice_cache`; ``prostseg prepare``'s ``DATA_DIR/.prepared`` by
+        (:mod:`prostseg.preparation.slice_cache`; ``prostseg prepare``'s ``DATA_DIR/.prepared`` by
         default) instead of preparing the files every epoch: for training sets that
         do not fit in memory. Cases without up-to-date slices there are prepared
         first. Images are rounded to float16, masks stay exact. Not with ``cache``.
@@ -254,11 +255,11 @@ class UNetTrainingConfig(_TrainingConfig):
         Shuffle the training cases and slices.
     intensity_augment : bool
         Randomise the intensities of every training slice (gamma, bias field,
-        contrast, noise; :func:`prostseg.pipeline.augment_intensity`), e.g. to train on
+        contrast, noise; :func:`prostseg.preparation.pipeline.augment_intensity`), e.g. to train on
         phantoms for real scans.
     shape_augment : bool
         Warp every training slice and its mask together (random scale, rotation,
-        shear, shift and elastic deformation; :func:`prostseg.pipeline.augment_shape`),
+        shear, shift and elastic deformation; :func:`prostseg.preparation.pipeline.augment_shape`),
         e.g. to train on few phantom patients for real scans.
     mixed_precision : bool
         Compute in float16 (``mixed_float16``; for GPUs), keeping float32 weights and
@@ -269,7 +270,7 @@ class UNetTrainingConfig(_TrainingConfig):
         slower (``benchmarks/training_throughput.py``); on a GPU it may fuse batch
         normalisation and activations and is worth measuring.
     strategy : {"auto", "default", "mirrored", "multiworker"}
-        See :func:`prostseg.training.make_strategy`.
+        See :func:`prostseg.training.loop.make_strategy`.
     checkpoint_every : int
         Save a checkpoint every this many epochs (and after the last one); a resumed
         run repeats at most ``checkpoint_every - 1`` epochs.
@@ -335,7 +336,7 @@ class Pix2PixTrainingConfig(_TrainingConfig):
         generator depth.
     target_spacing : float, optional
         Resample every slice to pixels of this size (mm) and centre pad or crop it to
-        ``image_size`` instead of resizing the whole slice (:mod:`prostseg.slices`):
+        ``image_size`` instead of resizing the whole slice (:mod:`prostseg.preparation.slices`):
         the network then sees every scan at the same physical scale, on a field of
         view of ``image_size * target_spacing`` mm. By default whole slices are
         resized.
@@ -344,16 +345,16 @@ class Pix2PixTrainingConfig(_TrainingConfig):
     generator_levels : int, optional
         Down levels of the generator; by default down to 1x1 pixels.
     discriminator_filters, discriminator_downsamples : int
-        PatchGAN size (:func:`prostseg.models.build_pix2pix_discriminator`).
+        PatchGAN size (:func:`prostseg.networks.models.build_pix2pix_discriminator`).
     generator_upsampling : {"transpose", "resize"}
-        Up levels of the generator (:func:`prostseg.models.build_pix2pix_generator`):
+        Up levels of the generator (:func:`prostseg.networks.models.build_pix2pix_generator`):
         the paper's transposed convolutions, or resize + convolution (no checkerboard).
     l1_weight : float
         Weight of the L1 term of the generator loss.
     crossentropy_weight : float
         Weight of a categorical cross-entropy term between the generator's zone
         probabilities and the true zones, added to the generator loss
-        (:func:`prostseg.losses.categorical_crossentropy`). 0 (the paper) leaves it
+        (:func:`prostseg.networks.losses.categorical_crossentropy`). 0 (the paper) leaves it
         out. Unlike L1, its gradient does not fade on pixels given to a wrong zone.
     decay_epochs : int
         Decay both learning rates linearly over the last ``decay_epochs`` epochs, to
@@ -367,7 +368,7 @@ class Pix2PixTrainingConfig(_TrainingConfig):
     cache : bool
         Keep the prepared training and validation volumes in memory after the first
         epoch instead of reading and preparing the files again every epoch
-        (:func:`prostseg.pipeline.pix2pix_epochs`); use it when they fit in memory
+        (:func:`prostseg.preparation.pipeline.pix2pix_epochs`); use it when they fit in memory
         (``4 * 8 * image_size**2`` bytes per slice).
     slice_cache : str, optional
         As for :class:`UNetTrainingConfig` (``prostseg prepare --model pix2pix``).
@@ -468,6 +469,40 @@ def load_config(path: str | os.PathLike) -> UNetTrainingConfig | Pix2PixTraining
         raise InputError(path, f"invalid configuration: {err}") from None
 
 
+def model_run_config(model_path: str | os.PathLike) -> UNetTrainingConfig | Pix2PixTrainingConfig | None:
+    """The configuration of the run folder that holds a model file, if it is in one.
+
+    A run folder holds its model files beside its :data:`CONFIG_FILE`; the settings
+    recorded there (``target_spacing``, ``label``, the kind) are the ones the model
+    must be applied and exported with.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike
+        The model file; its folder is a run folder when it holds :data:`CONFIG_FILE`.
+
+    Returns
+    -------
+    UNetTrainingConfig or Pix2PixTrainingConfig or None
+        None when no :data:`CONFIG_FILE` lies beside the model file.
+
+    Raises
+    ------
+    InputError
+        When the configuration beside the model cannot be read (:func:`load_config`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run, elsewhere = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    >>> _ = Pix2PixTrainingConfig("data", str(run)).to_json(run / CONFIG_FILE)
+    >>> model_run_config(run / "best_generator.keras").KIND, model_run_config(elsewhere / "model.keras")
+    ('pix2pix', None)
+    """
+    config_path = Path(model_path).parent / CONFIG_FILE
+    return load_config(config_path) if config_path.is_file() else None
+
+
 def _differences(previous: _TrainingConfig, config: _TrainingConfig) -> list[str]:
     """Fields (other than the resumable ones) in which two configurations differ."""
     if type(previous) is not type(config):
@@ -531,7 +566,7 @@ def patient_split(config: _TrainingConfig, case_ids: Sequence[str]) -> PatientSp
     """The configured split, checked against the cases found in ``data_dir``.
 
     Cases of one patient (``patients.json`` of the data folder, see
-    :func:`prostseg.splits.read_patient_ids`) stay in one part; a ``split_file`` that
+    :func:`prostseg.preparation.splits.read_patient_ids`) stay in one part; a ``split_file`` that
     puts a patient into two parts is refused.
     """
     patient_ids = read_patient_ids(config.data_dir, case_ids)

@@ -2,11 +2,11 @@
 
 Everything here is read off a built :class:`keras.Model` (its layers, their output
 shapes and weights), never typed in by hand, so the numbers and figures of the book
-follow the code of :mod:`prostseg.models` when it changes.
+follow the code of :mod:`prostseg.networks.models` when it changes.
 
 * :func:`block_table` -- a short ``model.summary()``: layers grouped into named blocks.
 * :func:`unet_levels`, :func:`plot_unet` -- feature map size and channels per level of a
-  :func:`~prostseg.models.build_unet` model, and a drawing of them.
+  :func:`~prostseg.networks.models.build_unet` model, and a drawing of them.
 * :func:`activation_bytes` -- memory taken by the layer outputs of one example.
 * :func:`extrapolate_over_filters` -- the parameter count (or any other size) of a wide
   network computed from narrow copies of it, without building the wide one.
@@ -17,7 +17,7 @@ follow the code of :mod:`prostseg.models` when it changes.
 
 Examples
 --------
->>> from prostseg.models import build_pix2pix_discriminator
+>>> from prostseg.networks.models import build_pix2pix_discriminator
 >>> chain_receptive_field(build_pix2pix_discriminator((64, 64, 3), base_filters=2))
 (70, 8)
 """
@@ -33,6 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+
+from prostseg.figure_png import text_size
 
 __all__ = [
     "LAYER_ABBREVIATIONS",
@@ -81,7 +83,7 @@ def block_table(model: keras.Model) -> list[Block]:
     """Group the layers of ``model`` into blocks by the prefix of their names.
 
     The prefix is the part of a layer name before the first underscore; the model
-    builders of :mod:`prostseg.models` name layers ``<block>_<role>`` (``enc0_conv1``,
+    builders of :mod:`prostseg.networks.models` name layers ``<block>_<role>`` (``enc0_conv1``,
     ``down3_lrelu``, ``up2_concat``), so a block is one level of the network. Input
     layers are left out.
 
@@ -97,7 +99,7 @@ def block_table(model: keras.Model) -> list[Block]:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> blocks = block_table(build_unet((32, 32, 1), base_filters=2, depth=1))
     >>> [(block.name, block.output_shape) for block in blocks]
     [('enc0', (16, 16, 2)), ('bridge', (16, 16, 4)), ('dec0', (32, 32, 2)), ('probabilities', (32, 32, 1))]
@@ -217,7 +219,7 @@ def unet_levels(model: keras.Model) -> list[UNetLevel]:
     Parameters
     ----------
     model : keras.Model
-        A model made by :func:`prostseg.models.build_unet` (layers named ``enc<l>_*``,
+        A model made by :func:`prostseg.networks.models.build_unet` (layers named ``enc<l>_*``,
         ``bridge_*``, ``dec<l>_*``).
 
     Returns
@@ -232,7 +234,7 @@ def unet_levels(model: keras.Model) -> list[UNetLevel]:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> for level in unet_levels(build_unet((64, 64, 1), base_filters=4, depth=2)):
     ...     print(level.level, level.size, level.encoder_channels, level.decoder_channels)
     0 (64, 64) 4 4
@@ -336,7 +338,7 @@ def extrapolate_over_filters(
     ----------
     build : callable
         ``build(base_filters=b)`` returns the model (e.g. a ``functools.partial`` of
-        :func:`prostseg.models.build_unet`).
+        :func:`prostseg.networks.models.build_unet`).
     base_filters : int
         The width to extrapolate to.
     measure : callable
@@ -353,7 +355,7 @@ def extrapolate_over_filters(
     Examples
     --------
     >>> from functools import partial
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> build = partial(build_unet, (None, None, 1), depth=2)
     >>> extrapolate_over_filters(build, 8) == build(base_filters=8).count_params()
     True
@@ -390,7 +392,7 @@ def chain_receptive_field(model: keras.Model) -> tuple[int, int]:
     ----------
     model : keras.Model
         A model whose layers form one chain (e.g. the PatchGAN of
-        :func:`prostseg.models.build_pix2pix_discriminator`), square kernels.
+        :func:`prostseg.networks.models.build_pix2pix_discriminator`), square kernels.
 
     Returns
     -------
@@ -538,7 +540,7 @@ def receptive_field_widths(maps: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet, unet_receptive_field
+    >>> from prostseg.networks.models import build_unet, unet_receptive_field
     >>> model = build_unet((64, 64, 1), base_filters=1, depth=1)
     >>> widths = receptive_field_widths(receptive_field_maps(model, [(32, 32), (33, 33)]))
     >>> int(widths.max()) == unet_receptive_field(1)
@@ -560,12 +562,12 @@ def plot_unet(model: keras.Model, ax=None):
     Each box is a convolution block (two 3x3 convolution, batch normalisation, ReLU
     units), labelled with its feature map size and channels as read from the model by
     :func:`unet_levels`; its width grows with the logarithm of the channels. All text is
-    sized by :func:`prostseg.viz.text_size`, so it stays readable on the book's page.
+    sized by :func:`prostseg.figure_png.text_size`, so it stays readable on the book's page.
 
     Parameters
     ----------
     model : keras.Model
-        A model made by :func:`prostseg.models.build_unet`.
+        A model made by :func:`prostseg.networks.models.build_unet`.
     ax : matplotlib.axes.Axes, optional
         Where to draw; a new figure by default.
 
@@ -575,7 +577,7 @@ def plot_unet(model: keras.Model, ax=None):
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> figure = plot_unet(build_unet((64, 64, 1), base_filters=4, depth=2))
     >>> len(figure.axes)
     1
@@ -583,8 +585,6 @@ def plot_unet(model: keras.Model, ax=None):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import FancyArrowPatch, Rectangle
-
-    from prostseg.viz import text_size
 
     levels = unet_levels(model)
     depth = len(levels) - 1

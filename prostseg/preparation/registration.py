@@ -13,11 +13,11 @@ several at a time (``prostseg register-dataset``; :mod:`prostseg.parallel`).
 
 Conventions
 -----------
-* Volumes are :class:`prostseg.io.Volume` objects (arrays indexed ``(x, y, z)`` in
-  RAS+ voxel order, affine voxel -> RAS mm) or paths that :func:`prostseg.io.load_volume`
+* Volumes are :class:`prostseg.data.io.Volume` objects (arrays indexed ``(x, y, z)`` in
+  RAS+ voxel order, affine voxel -> RAS mm) or paths that :func:`prostseg.data.io.load_volume`
   reads. ITK and elastix work in LPS with arrays indexed ``(z, y, x)``;
-  :func:`prostseg.io.volume_to_itk` converts exactly (origin, spacing and direction), and
-  :func:`prostseg.io.itk_to_volume` converts back.
+  :func:`prostseg.data.io.volume_to_itk` converts exactly (origin, spacing and direction), and
+  :func:`prostseg.data.io.itk_to_volume` converts back.
 * A *transform* is the list of elastix transform parameter maps that
   :func:`register` returns (``RegistrationResult.transform``), in the order elastix
   composes them. Like every elastix transform it maps points of the fixed (T2W) world
@@ -28,7 +28,7 @@ Conventions
 
 Examples
 --------
->>> from prostseg.registration import register, resample_to
+>>> from prostseg.preparation.registration import register, resample_to
 >>> result = register("case/t2w.nii.gz", "case/adc.nii.gz")  # doctest: +SKIP
 >>> result.quality["mi_before"] < result.quality["mi_after"]  # doctest: +SKIP
 True
@@ -53,17 +53,18 @@ import warnings
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import (
+from prostseg.data.dataset import (
     ALIGNED_FOLDER,
     REGISTRATION_FILE,
     STACK,
+    case_folders,
     find_case,
     transform_file,
     volume_file,
 )
 from prostseg.errors import DataWarning, InputError, ProstsegError
-from prostseg.io import Volume, load_volume, save_like, volume_to_itk
-from prostseg.parallel import CaseRows
+from prostseg.data.io import Volume, load_volume, save_like, volume_to_itk
+from prostseg.parallel import CaseRows, one_line, run_cases_with_summary
 
 __all__ = [
     "DEFAULT_TRANSFORMS",
@@ -75,6 +76,7 @@ __all__ = [
     "RegistrationState",
     "central_region",
     "default_parameter_maps",
+    "input_fingerprint",
     "load_transform",
     "mutual_information",
     "register",
@@ -82,6 +84,7 @@ __all__ = [
     "register_dataset",
     "registration_state",
     "resample_to",
+    "same_input",
     "save_transform",
     "translation_map",
 ]
@@ -816,15 +819,47 @@ def _sha256(files: Sequence[Path], folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(path: Path, folder: Path) -> dict:
-    """Name, SHA-256, size and newest modification time of one input volume."""
+def input_fingerprint(path: Path, folder: Path) -> dict:
+    """Name, SHA-256, size and newest modification time of one input volume.
+
+    What :func:`register_case` (and :mod:`prostseg.preparation.slice_cache`) record of
+    each input, so that :func:`same_input` can tell later whether it changed.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The volume: a file (with its siblings of the same stem, such as the ``.raw`` of
+        an ``.mhd``) or a DICOM series folder.
+    folder : pathlib.Path
+        The case folder; the checksum covers the files' paths relative to it.
+
+    Returns
+    -------
+    dict
+        ``{"file", "sha256", "bytes", "mtime_ns"}``, ready for JSON.
+    """
     files = _input_files(path)
     return {"file": path.name, "sha256": _sha256(files, folder), **_stat(files)}
 
 
-def _same_input(recorded, path: Path, folder: Path) -> bool:
-    """Whether ``path`` holds what ``recorded`` describes: the same size and time
-    (no reading), else the same checksum (a copied or touched file)."""
+def same_input(recorded, path: Path, folder: Path) -> bool:
+    """Whether ``path`` holds what ``recorded`` describes.
+
+    The same size and modification time are trusted (no reading); otherwise the
+    SHA-256 decides (a copied or touched file).
+
+    Parameters
+    ----------
+    recorded : dict or None
+        What :func:`input_fingerprint` gave when the input was used; anything else
+        is never the same.
+    path, folder : pathlib.Path
+        As for :func:`input_fingerprint`.
+
+    Returns
+    -------
+    bool
+    """
     if not isinstance(recorded, dict) or recorded.get("file") != path.name:
         return False
     files = _input_files(path)
@@ -908,7 +943,7 @@ def registration_state(
     Raises
     ------
     InputError
-        If the case folder lacks a modality (see :func:`prostseg.dataset.find_case`).
+        If the case folder lacks a modality (see :func:`prostseg.data.dataset.find_case`).
 
     Examples
     --------
@@ -935,7 +970,7 @@ def registration_state(
         return RegistrationState(False, f"registered with other parameters (transforms "
                                  f"{report.get('transforms')}, now {list(transforms)})", True)
     changed = [case.path(name).name for name in _REGISTERED_INPUTS
-               if not _same_input(report["inputs"].get(name), case.path(name), case.folder)]
+               if not same_input(report["inputs"].get(name), case.path(name), case.folder)]
     if changed:
         return RegistrationState(False, "inputs changed since the registration: "
                                  + ", ".join(changed), True)
@@ -985,7 +1020,7 @@ def register_case(
     Parameters
     ----------
     case_dir : path
-        Case folder (see :mod:`prostseg.dataset`) with ``t2w``, ``dwi`` (or ``hbv``)
+        Case folder (see :mod:`prostseg.data.dataset`) with ``t2w``, ``dwi`` (or ``hbv``)
         and ``adc`` volumes.
     out_dir : path, optional
         Output folder (default ``case_dir/aligned``).
@@ -1029,7 +1064,7 @@ def register_case(
         "status": "incomplete",
         "transforms": list(transforms),
         "parameters": _parameters(transforms),
-        "inputs": {name: _fingerprint(case.path(name), case.folder) for name in _REGISTERED_INPUTS},
+        "inputs": {name: input_fingerprint(case.path(name), case.folder) for name in _REGISTERED_INPUTS},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_report(report, out_dir / _REPORT)
@@ -1117,7 +1152,7 @@ def register_dataset(
 ) -> DatasetRegistration:
     """Register every case of a data folder that lacks up-to-date results, in parallel.
 
-    Each case folder of ``data_dir`` (:func:`prostseg.dataset.case_folders`) is checked
+    Each case folder of ``data_dir`` (:func:`prostseg.data.dataset.case_folders`) is checked
     with :func:`registration_state`: cases whose ``aligned/`` folder matches their
     inputs and parameters are skipped, so that a run that was stopped continues where
     it stopped; the others are registered with :func:`register_case`, several at a
@@ -1130,7 +1165,7 @@ def register_dataset(
     Parameters
     ----------
     data_dir : path
-        Folder of case folders (see :mod:`prostseg.dataset`).
+        Folder of case folders (see :mod:`prostseg.data.dataset`).
     workers : int, optional
         Cases registered at a time on this machine (default: its usable cores); 1
         registers them in this process.
@@ -1167,9 +1202,6 @@ def register_dataset(
     >>> result.counts()  # doctest: +SKIP
     {'registered': 7, 'failed': 1}
     """
-    from prostseg.dataset import case_folders
-    from prostseg.parallel import one_line, run_cases_with_summary
-
     transforms = tuple(transforms)
     rows: dict[str, dict] = {}
     to_register: dict[str, tuple] = {}

@@ -33,10 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
+from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, find_case
 from prostseg.errors import InputError
-from prostseg.io import Volume, check_same_grid, load_volume
-from prostseg.metrics import dice, per_class_dice
+from prostseg.data.io import Volume, check_same_grid, load_volume
+from prostseg.networks.metrics import dice, per_class_dice
+from prostseg.preparation.registration import register_case
+from prostseg.use.inference import input_volume, predict_volume, resolve_model
 
 __all__ = [
     "gland_and_zone_dice",
@@ -66,7 +68,7 @@ def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str,
         A predicted label map: zone ids (Pix2Pix) or a binary gland mask (U-Net).
         Every non-zero voxel counts as gland.
     zones : array_like of int
-        The true zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`), same shape.
+        The true zone map (ids of :data:`prostseg.data.dataset.ZONE_NAMES`), same shape.
     per_zone : bool, optional
         Also score each zone (needs zone ids in ``predicted``; a binary mask would be
         read as "all peripheral zone").
@@ -75,7 +77,7 @@ def gland_and_zone_dice(predicted, zones, *, per_zone: bool = True) -> dict[str,
     -------
     dict
         ``"whole gland"``: Dice of the non-zero voxels (1.0 when both are empty, see
-        :func:`prostseg.metrics.dice`); with ``per_zone``, one entry per zone name
+        :func:`prostseg.networks.metrics.dice`); with ``per_zone``, one entry per zone name
         (NaN for a zone absent from both maps).
 
     Examples
@@ -99,7 +101,7 @@ def to_two_zones(zones) -> np.ndarray:
     Parameters
     ----------
     zones : array_like of int
-        Zone ids of :data:`prostseg.dataset.ZONE_NAMES` (0..4).
+        Zone ids of :data:`prostseg.data.dataset.ZONE_NAMES` (0..4).
 
     Returns
     -------
@@ -134,7 +136,7 @@ def two_zone_dice(predicted, reference, *, per_zone: bool = True) -> dict[str, f
     -------
     dict
         ``"whole gland"`` and, with ``per_zone``, ``"peripheral zone"`` and
-        ``"transition zone"`` (see :func:`prostseg.metrics.dice` for empty masks).
+        ``"transition zone"`` (see :func:`prostseg.networks.metrics.dice` for empty masks).
 
     Examples
     --------
@@ -162,7 +164,7 @@ def reference_agreement(case_dir: str | os.PathLike) -> list[dict[str, object]]:
     Parameters
     ----------
     case_dir : str or os.PathLike
-        A case folder (:mod:`prostseg.dataset`) with a ``zones`` file holding a
+        A case folder (:mod:`prostseg.data.dataset`) with a ``zones`` file holding a
         two-zone map (0, 1 PZ, 2 TZ) and a ``reference/`` folder of volumes on the T2W
         grid: gland masks (0/1) or two-zone maps (0, 1, 2).
 
@@ -205,7 +207,7 @@ def gland_agreement(mask, case_dir: str | os.PathLike) -> dict[str, float]:
     mask : array_like
         A gland mask (non-zero: gland) on the case's T2W grid, e.g. a prediction.
     case_dir : str or os.PathLike
-        A case folder (:mod:`prostseg.dataset`); its ``gland`` mask, its ``zones`` map
+        A case folder (:mod:`prostseg.data.dataset`); its ``gland`` mask, its ``zones`` map
         (gland: every non-zero zone) and the volumes of its ``reference/`` folder
         (gland masks or zone maps) are the delineations, those it has.
 
@@ -263,7 +265,7 @@ class RealCaseResult:
         Its two-zone map (0, 1 PZ, 2 TZ) on the T2W grid; None when the case has none.
     predictions : dict
         ``"U-Net"``: the predicted gland mask (0/1); ``"Pix2Pix"``: the predicted
-        four-zone map (ids of :data:`prostseg.dataset.ZONE_NAMES`); both on the T2W grid.
+        four-zone map (ids of :data:`prostseg.data.dataset.ZONE_NAMES`); both on the T2W grid.
     scores : list of dict
         One row per model: ``"model"``, ``"whole gland"``, ``"peripheral zone"`` and
         ``"transition zone"`` (NaN where the model does not predict zones); empty when
@@ -282,10 +284,10 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     """Segment one real case with a gland U-Net and a zone Pix2Pix, and score both.
 
     The Pix2Pix input is the case's registered stack: when ``aligned/`` holds none,
-    :func:`prostseg.registration.register_case` registers DWI and ADC onto the T2W
+    :func:`prostseg.preparation.registration.register_case` registers DWI and ADC onto the T2W
     grid first (and writes ``aligned/`` into the case folder). Each model is applied
     with the ``target_spacing`` and the recipe of its training run
-    (:func:`prostseg.inference.resolve_model`). When the case holds a two-zone
+    (:func:`prostseg.use.inference.resolve_model`). When the case holds a two-zone
     map (``zones``: 0, 1 PZ, 2 TZ, as :func:`reference_agreement` reads it), both
     predictions are scored against it with :func:`two_zone_dice`: the U-Net on the
     whole gland, Pix2Pix on the gland and on the two zones (its central zone and AFS
@@ -294,14 +296,14 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     Parameters
     ----------
     case_dir : str or os.PathLike
-        A case folder (:mod:`prostseg.dataset`) with ``t2w`` and, for Pix2Pix, ``dwi``
+        A case folder (:mod:`prostseg.data.dataset`) with ``t2w`` and, for Pix2Pix, ``dwi``
         (or ``hbv``) and ``adc``.
     unet_model, pix2pix_model : str or os.PathLike, optional
         Model files of training runs (``best.keras``, ``generator.keras``); a model
         left out is not applied.
     largest_component : bool, optional
         Keep only the largest connected gland component of each prediction
-        (:func:`prostseg.postprocessing.largest_gland_component`).
+        (:func:`prostseg.use.postprocessing.largest_gland_component`).
 
     Returns
     -------
@@ -313,9 +315,6 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
         When a model file holds another kind of model, the case lacks a volume a model
         needs, or its zone map holds labels other than 0, 1 and 2.
     """
-    from prostseg.inference import _input_volume, predict_volume, resolve_model
-    from prostseg.registration import register_case
-
     models = []
     for path, expected in ((unet_model, "unet"), (pix2pix_model, "pix2pix")):
         if path is not None:
@@ -332,7 +331,7 @@ def score_real_case(case_dir: str | os.PathLike, *, unet_model: str | os.PathLik
     predictions, zone_classes = {}, {}
     for model, target_spacing, model_recipe in models:
         zone_classes[model_recipe.title] = model.output_shape[-1] > 1
-        volume, _ = _input_volume(case.folder, model_recipe)
+        volume, _ = input_volume(case.folder, model_recipe)
         predictions[model_recipe.title] = predict_volume(
             model, volume, target_spacing=target_spacing, largest_component=largest_component,
             kind=model_recipe.kind)

@@ -2,18 +2,20 @@
 
 Everything that differs between the U-Net and Pix2Pix lives in a :class:`Recipe`:
 
-* ``input`` -- the case file (a role of :mod:`prostseg.dataset`) the network reads,
+* ``input`` -- the case file (a role of :mod:`prostseg.data.dataset`) the network reads,
   and ``channels``, the case files its channels come from;
 * ``image_size`` -- the default side of the square slices;
-* ``prepare``, ``prepare_target`` and ``restore`` -- the NumPy functions of
-  :mod:`prostseg.slices` that turn a volume into input slices, a label map into
-  target slices, and network outputs back into a volume on the input's grid;
+* ``prepare``, ``prepare_target`` and ``restore`` -- the NumPy functions that turn a
+  volume into input slices, a label map into target slices, and network outputs back
+  into a volume on the input's grid: the methods of the model's
+  :class:`~prostseg.preparation.slices.Slicing`, which also gives ``input``,
+  ``channels`` and ``image_size``;
 * ``normalisation`` and ``geometry`` -- the same steps in words, for the preprocessing
-  contract of exported models (:mod:`prostseg.export`);
+  contract of exported models (:mod:`prostseg.use.export`);
 * ``build_model`` -- the network of a training configuration, and ``dataset`` -- the
   stream of prepared (input, target) batches of a list of cases;
 * ``decode`` -- probabilities to labels;
-* ``config`` -- the training configuration class (:mod:`prostseg.runs`), and
+* ``config`` -- the training configuration class (:mod:`prostseg.networks.runs`), and
   ``model_file`` and ``best_file``, the model files a run folder holds.
 
 Where the kind of a model is recorded
@@ -21,14 +23,14 @@ Where the kind of a model is recorded
 A training run writes its kind into its ``config.json`` (``"kind": "unet"``), and the
 recipe's ``build_model`` gives the network the recipe's ``model_name``, which Keras saves
 inside the ``.keras`` file. :func:`recipe_for_model` reads it from there (an exported
-model carries its kind in its contract), and :mod:`prostseg.inference` checks it
+model carries its kind in its contract), and :mod:`prostseg.use.inference` checks it
 against the ``config.json`` of the run folder that holds a model file. The kind is
 never guessed from the shape of the network.
 
 Adding a kind of model (say a 2.5D U-Net that reads three neighbouring T2W slices) is
 writing one :class:`Recipe` and passing it to :func:`register`; inference, export and
 evaluation then handle it like the two built in. Training also needs a configuration
-class and a training loop (:mod:`prostseg.training`).
+class and a training loop (:mod:`prostseg.training.loop`).
 
 Examples
 --------
@@ -50,19 +52,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from prostseg.dataset import NUM_ZONE_CLASSES, STACK
-from prostseg.runs import MODEL_FILES, Pix2PixTrainingConfig, UNetTrainingConfig
-from prostseg.slices import (
-    CLIP_PERCENTILES,
-    PIX2PIX_IMAGE_SIZE,
-    UNET_IMAGE_SIZE,
-    prepare_pix2pix_volume,
-    prepare_unet_mask,
-    prepare_unet_volume,
-    prepare_zone_labels,
-    restore_pix2pix_slices,
-    restore_unet_slices,
-)
+from prostseg.data.dataset import NUM_ZONE_CLASSES
+from prostseg.networks.runs import MODEL_FILES, Pix2PixTrainingConfig, UNetTrainingConfig
+from prostseg.preparation.slices import CLIP_PERCENTILES, PIX2PIX_SLICING, UNET_SLICING, Slicing
 
 __all__ = ["Recipe", "UNET", "PIX2PIX", "labels_from_probabilities", "recipe", "recipe_for_model",
            "recipes", "register", "unregister", "input_size"]
@@ -81,7 +73,7 @@ class Recipe:
     takes : str
         What the network takes, in words, for error messages.
     input : str
-        The case file (a :mod:`prostseg.dataset` role) the network reads: ``"t2w"``,
+        The case file (a :mod:`prostseg.data.dataset` role) the network reads: ``"t2w"``,
         or ``"stack"`` for the registered stack.
     channels : tuple of str
         The case files the channels of ``input`` come from, in order.
@@ -111,7 +103,7 @@ class Recipe:
     task : callable
         ``task(config)`` -> what a run of this configuration trains, in words.
     config : type or None
-        The training configuration class (:mod:`prostseg.runs`); None for a kind that
+        The training configuration class (:mod:`prostseg.networks.runs`); None for a kind that
         prostseg applies but does not train.
     model_file, best_file : str
         The final and the best model file of a training run folder.
@@ -178,11 +170,17 @@ def _threshold_or_argmax(probabilities: np.ndarray, threshold: float = 0.5) -> n
     return labels_from_probabilities(probabilities, threshold=threshold)
 
 
+def _slicing_fields(slicing: Slicing) -> dict:
+    """The fields of a recipe that the model's slicing gives: its input and slices."""
+    return dict(input=slicing.input, channels=slicing.channels, image_size=slicing.image_size,
+                prepare=slicing.prepare, prepare_target=slicing.prepare_target, restore=slicing.restore)
+
+
 # --- U-Net ---------------------------------------------------------------------------
 
 
 def _build_unet(config):
-    from prostseg.models import build_unet
+    from prostseg.networks.models import build_unet  # Keras/TensorFlow only when called
 
     return build_unet((config.image_size, config.image_size, 1), base_filters=config.base_filters,
                       depth=config.depth, name=UNET.model_name)
@@ -190,7 +188,7 @@ def _build_unet(config):
 
 def _unet_stream(cases, *, image_size, batch_size, target_spacing=None, label="lesion",
                  cache=False, slice_cache=None):
-    from prostseg.pipeline import unet_dataset
+    from prostseg.preparation.pipeline import unet_dataset  # Keras/TensorFlow only when called
 
     return unet_dataset(cases, image_size=image_size, batch_size=batch_size, label=label,
                         target_spacing=target_spacing, shuffle=False, cache=cache,
@@ -208,13 +206,8 @@ UNET = Recipe(
     kind="unet",
     title="U-Net",
     takes="a U-Net taking a single-channel (X, Y, Z) volume such as a T2W image",
-    input="t2w",
-    channels=("t2w",),
     model_name="unet",
-    image_size=UNET_IMAGE_SIZE,
-    prepare=prepare_unet_volume,
-    prepare_target=prepare_unet_mask,
-    restore=restore_unet_slices,
+    **_slicing_fields(UNET_SLICING),
     normalisation={"method": "percentile_clip_minmax", "scope": "volume",
                    "percentiles": list(CLIP_PERCENTILES), "range": [0.0, 1.0]},
     geometry=_unet_geometry,
@@ -233,7 +226,7 @@ UNET = Recipe(
 
 
 def _build_pix2pix(config):
-    from prostseg.models import build_pix2pix_generator
+    from prostseg.networks.models import build_pix2pix_generator  # Keras/TensorFlow only when called
 
     return build_pix2pix_generator(
         (config.image_size, config.image_size, len(PIX2PIX.channels)), num_classes=NUM_ZONE_CLASSES,
@@ -244,7 +237,7 @@ def _build_pix2pix(config):
 
 def _pix2pix_stream(cases, *, image_size, batch_size, target_spacing=None, label="zones",
                     cache=False, slice_cache=None):
-    from prostseg.pipeline import pix2pix_dataset
+    from prostseg.preparation.pipeline import pix2pix_dataset  # Keras/TensorFlow only when called
 
     if label != "zones":
         raise ValueError(f"Pix2Pix predicts zones, not {label!r}")
@@ -265,13 +258,8 @@ PIX2PIX = Recipe(
     kind="pix2pix",
     title="Pix2Pix",
     takes="a Pix2Pix generator taking a registered (X, Y, Z, 3) T2W/DWI/ADC stack",
-    input=STACK,
-    channels=("t2w", "dwi", "adc"),
     model_name="pix2pix_generator",
-    image_size=PIX2PIX_IMAGE_SIZE,
-    prepare=prepare_pix2pix_volume,
-    prepare_target=prepare_zone_labels,
-    restore=restore_pix2pix_slices,
+    **_slicing_fields(PIX2PIX_SLICING),
     normalisation={"method": "zscore", "scope": "volume, per channel"},
     geometry=_pix2pix_geometry,
     build_model=_build_pix2pix,
@@ -346,7 +334,7 @@ def recipe_for_model(model, kind: str | None = None) -> Recipe:
 
     Parameters
     ----------
-    model : keras.Model or prostseg.export.ExportedModel
+    model : keras.Model or prostseg.use.export.ExportedModel
         A network built by a recipe's ``build_model`` (its ``name`` is the recipe's
         ``model_name``, also after saving and loading), or an exported model (its
         contract names the kind).
@@ -365,7 +353,7 @@ def recipe_for_model(model, kind: str | None = None) -> Recipe:
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> recipe_for_model(build_unet((32, 32, 1), base_filters=2, depth=2)).kind
     'unet'
     >>> recipe_for_model(build_unet((32, 32, 1), base_filters=2, depth=2, name="mine"))
@@ -385,6 +373,6 @@ def recipe_for_model(model, kind: str | None = None) -> Recipe:
     if name not in by_name:
         raise ValueError(
             f"model {name!r} is no prostseg model kind: its name is none of {', '.join(by_name)} "
-            "(the names prostseg.recipes builders give); pass kind=... to say what it is"
+            "(the names prostseg.networks.recipes builders give); pass kind=... to say what it is"
         )
     return by_name[name]

@@ -5,11 +5,11 @@ as in training. Every exported file therefore carries its *preprocessing contrac
 (:func:`preprocessing_contract`), a JSON document that says what the network takes and
 gives:
 
-* ``model_kind`` -- the model's recipe (:mod:`prostseg.recipes`): ``"unet"`` (T2W,
+* ``model_kind`` -- the model's recipe (:mod:`prostseg.networks.recipes`): ``"unet"`` (T2W,
   1 channel) or ``"pix2pix"`` (T2W/DWI/ADC stack);
 * ``input_size`` and ``channels`` (channel order), in NHWC layout: one axial slice per
   batch item, height along ``x`` (towards the patient's Right) and width along ``y``
-  (Anterior) of the RAS+ canonical volume (:mod:`prostseg.io`);
+  (Anterior) of the RAS+ canonical volume (:mod:`prostseg.data.io`);
 * ``normalisation`` -- per-volume percentile clip and min-max scaling (U-Net), or a
   per-volume, per-channel z-score (Pix2Pix), as the recipe's ``prepare`` does;
 * ``geometry`` and ``target_spacing_mm`` -- how slices reach ``input_size``;
@@ -24,14 +24,15 @@ Where it lives:
   ``prostseg_contract`` (input ``image``, output ``probabilities``).
 
 :func:`load_exported` reads either back as an :class:`ExportedModel` that
-:func:`prostseg.inference.predict_volume` accepts like a Keras model, so an exported
-file is applied with the very preprocessing it was trained with.
+:func:`prostseg.use.inference.predict_volume` accepts like a Keras model, so an exported
+file is applied with the very preprocessing it was trained with. :func:`load_model`
+reads any model file: a ``.keras`` file, or an exported one.
 
 ``tf2onnx`` and ``onnxruntime`` are optional: ``pip install "prostseg[deploy]"``.
 
 Examples
 --------
->>> from prostseg.models import build_unet
+>>> from prostseg.networks.models import build_unet
 >>> contract = preprocessing_contract(build_unet((32, 32, 1), base_filters=2, depth=2))
 >>> contract["model_kind"], contract["input_size"], contract["channels"]
 ('unet', 32, ['t2w'])
@@ -45,6 +46,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +54,10 @@ import numpy as np
 
 from prostseg import __version__
 from prostseg.atomic import atomic_path
-from prostseg.dataset import ZONE_NAMES
+from prostseg.data.dataset import ZONE_NAMES
 from prostseg.errors import InputError
-from prostseg.recipes import input_size, recipe_for_model
+from prostseg.networks.recipes import input_size, recipe_for_model
+from prostseg.networks.runs import model_run_config
 
 __all__ = [
     "CONTRACT_KEY",
@@ -63,6 +66,7 @@ __all__ = [
     "ExportedModel",
     "export_model",
     "load_exported",
+    "load_model",
     "preprocessing_contract",
 ]
 
@@ -92,7 +96,7 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
     Parameters
     ----------
     model : keras.Model
-        A network built by a recipe of :mod:`prostseg.recipes` for a fixed square
+        A network built by a recipe of :mod:`prostseg.networks.recipes` for a fixed square
         slice size.
     target_spacing : float, optional
         The ``target_spacing`` (mm) the model was trained with (None: native spacing).
@@ -101,7 +105,7 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
         whole gland), as in its training configuration.
     kind : str, optional
         The model's kind, when the model does not record it
-        (:func:`prostseg.recipes.recipe_for_model`).
+        (:func:`prostseg.networks.recipes.recipe_for_model`).
 
     Returns
     -------
@@ -137,17 +141,6 @@ def preprocessing_contract(model, *, target_spacing: float | None = None,
         "output": output,
         "prostseg_version": __version__,
     }
-
-
-def _run_settings(model_path: Path) -> tuple[float | None, str | None, str | None]:
-    """(target_spacing, label, kind) of the run a ``.keras`` file belongs to, if any."""
-    from prostseg.runs import CONFIG_FILE, load_config
-
-    config_path = model_path.parent / CONFIG_FILE
-    if not config_path.is_file():
-        return None, None, None
-    config = load_config(config_path)
-    return config.target_spacing, getattr(config, "label", None), config.KIND
 
 
 def _fresh(path: Path, overwrite: bool) -> None:
@@ -228,15 +221,16 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
         When an output exists (without ``overwrite``), the model file cannot be read,
         or a stated setting contradicts the model's run.
     """
-    from prostseg.inference import load_model
-
     unknown = sorted(set(formats) - {"savedmodel", "onnx"})
     if unknown or not formats:
         raise ValueError(f"formats must be some of ('savedmodel', 'onnx'), got {tuple(formats)}")
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     kind = None
     if model_path is not None:
-        recorded_spacing, recorded_label, kind = _run_settings(model_path)
+        config = model_run_config(model_path)
+        recorded_spacing, recorded_label, kind = (
+            (config.target_spacing, getattr(config, "label", None), config.KIND) if config is not None
+            else (None, None, None))
         for name, stated, recorded in (("target_spacing", target_spacing, recorded_spacing),
                                        ("label", label, recorded_label)):
             if stated is not None and recorded is not None and stated != recorded:
@@ -266,7 +260,7 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
 class ExportedModel:
     """An exported model read back, usable where prostseg takes a Keras model.
 
-    It has what :func:`prostseg.inference.predict_volume` uses of a model:
+    It has what :func:`prostseg.use.inference.predict_volume` uses of a model:
     :attr:`name`, :attr:`input_shape`, :attr:`output_shape` and :meth:`predict`.
 
     Attributes
@@ -365,3 +359,46 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         return _load_saved_model(path)
     raise InputError(path, "not an exported model: expected a .onnx file or a SavedModel folder "
                      "(holding saved_model.pb)")
+
+
+def load_model(path: str | os.PathLike):
+    """Load a model saved by :mod:`prostseg.training.loop` (or any ``.keras`` file).
+
+    The file is read with ``safe_mode=True`` (no arbitrary code from the file runs)
+    and without its training configuration (``compile=False``). A ``.onnx`` file or a
+    SavedModel folder written by :func:`export_model` is read with
+    :func:`load_exported` instead.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.keras`` file, or an exported ``.onnx`` file or SavedModel folder.
+
+    Returns
+    -------
+    keras.Model or ExportedModel
+
+    Raises
+    ------
+    InputError
+        ``"<path>: no such file"`` when it is missing, and
+        ``"<path>: corrupt or not a Keras model (...)"`` when it cannot be read as one
+        (Keras itself says "File not found" for any file that is not a zip archive).
+    """
+    import keras  # TensorFlow only when a .keras file is read
+
+    path = Path(path)
+    if path.suffix.lower() == ".onnx" or path.is_dir():
+        return load_exported(path)
+    if not path.is_file():
+        problem = "is a folder, not a .keras model file" if path.exists() else "no such model file"
+        raise InputError(path, problem)
+    if not zipfile.is_zipfile(path):
+        raise InputError(path, "corrupt or not a Keras model (a .keras file is a zip archive; "
+                         "this is not)")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") \
+            from None

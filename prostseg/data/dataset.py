@@ -1,6 +1,6 @@
 """The on-disk case layout and its discovery.
 
-Phantom cases (:func:`prostseg.phantom.write_phantom_dataset`) and imported real data
+Phantom cases (:func:`prostseg.data.phantom.write_phantom_dataset`) and imported real data
 use the same layout, so every chapter of the book runs on either. Bring your own data
 by arranging it like this::
 
@@ -15,8 +15,8 @@ by arranging it like this::
                             0 background, 1 PZ, 2 TZ, 3 CZ, 4 AFS (ZONE_NAMES)
         gland.nii.gz        optional: whole-gland mask on the T2W grid, 0 and 1
                             (for data whose gland outline has no zones)
-        phantom.json        only in generated cases: how prostseg.phantom made them
-        aligned/            written by prostseg.registration
+        phantom.json        only in generated cases: how prostseg.data.phantom made them
+        aligned/            written by prostseg.preparation.registration
           stack.nii.gz      (X, Y, Z, 3) float32: T2W, DWI, ADC on the T2W grid
           dwi.nii.gz        DWI and ADC resampled onto the T2W grid,
           adc.nii.gz
@@ -33,7 +33,7 @@ Rules:
 * Each volume must appear once: ``t2w.nii.gz`` next to ``t2w.mha``, or ``dwi.*`` next
   to ``hbv.*``, is an error rather than a guess.
 * Masks (``lesion``, ``zones``, ``gland``) and ``aligned/stack`` must lie on the T2W grid: same
-  canonical shape and affine (see :func:`prostseg.io.volume_grid`), whatever voxel
+  canonical shape and affine (see :func:`prostseg.data.io.volume_grid`), whatever voxel
   order each file uses. ADC and DWI have grids of their own.
 * Other files (notes, ``.raw`` data files of ``.mhd`` headers, ``phantom.json``,
   splits) are ignored. Folders and files whose name starts with ``.`` are skipped.
@@ -47,7 +47,7 @@ Examples
 --------
 >>> import tempfile
 >>> from pathlib import Path
->>> from prostseg.phantom import write_phantom_dataset
+>>> from prostseg.data.phantom import write_phantom_dataset
 >>> data_dir = Path(tempfile.mkdtemp())
 >>> _ = write_phantom_dataset(data_dir, n_cases=2, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
 >>> cases = discover_cases(data_dir)
@@ -68,11 +68,12 @@ from types import MappingProxyType
 import numpy as np
 
 from prostseg.errors import InputError
-from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, header_volume, load_volume
+from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, header_volume, load_volume
 
 __all__ = [
     "ALIGNED_FOLDER",
     "CASE_ROLES",
+    "PATIENTS_FILE",
     "PHANTOM_FILE",
     "REGISTRATION_FILE",
     "WRITE_EXTENSION",
@@ -126,12 +127,14 @@ EXTENSIONS = SUPPORTED_EXTENSIONS
 FILE_ALIASES = MappingProxyType({"hbv": "dwi"})
 #: Every volume a case folder may hold (its roles), images first, in this order.
 CASE_ROLES = (*MODALITIES, *MASKS)
-#: The folder of a case that :mod:`prostseg.registration` writes.
+#: The folder of a case that :mod:`prostseg.preparation.registration` writes.
 ALIGNED_FOLDER = "aligned"
-#: The report :mod:`prostseg.registration` writes last into :data:`ALIGNED_FOLDER`.
+#: The report :mod:`prostseg.preparation.registration` writes last into :data:`ALIGNED_FOLDER`.
 REGISTRATION_FILE = "registration.json"
-#: What :mod:`prostseg.phantom` writes into each generated case folder (its settings).
+#: What :mod:`prostseg.data.phantom` writes into each generated case folder (its settings).
 PHANTOM_FILE = "phantom.json"
+#: The data folder's map of case ids to patient ids (:mod:`prostseg.preparation.splits`).
+PATIENTS_FILE = "patients.json"
 #: The file name ending of the volumes prostseg writes.
 WRITE_EXTENSION = ".nii.gz"
 _TRANSFORM_SUFFIX = "_transform.txt"
@@ -195,7 +198,7 @@ def volume_file(name: str) -> str:
 
 
 def stack_file(case_folder: str | os.PathLike) -> Path:
-    """Where :mod:`prostseg.registration` writes the registered stack of a case.
+    """Where :mod:`prostseg.preparation.registration` writes the registered stack of a case.
 
     Examples
     --------
@@ -366,7 +369,7 @@ def case_folders(data_dir: str | os.PathLike) -> list[Path]:
         raise InputError(
             data_dir,
             "no case folders; expected DATA_DIR/CASE_ID/t2w.nii.gz and optional adc, dwi, "
-            "lesion, zones files (see prostseg.dataset)",
+            "lesion, zones files (see prostseg.data.dataset)",
         )
     return folders
 
@@ -436,7 +439,7 @@ def load_mask(path: str | os.PathLike, name: str, *, lesion_value: int = 1) -> V
     Parameters
     ----------
     path : str or os.PathLike
-        The file (see :func:`prostseg.io.load_volume`).
+        The file (see :func:`prostseg.data.io.load_volume`).
     name : {"lesion", "zones", "gland"}
         ``"zones"``: labels 0..4 (:data:`ZONE_NAMES`). ``"gland"``: 0 and 1.
         ``"lesion"``: 0 and ``lesion_value``.

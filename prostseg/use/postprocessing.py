@@ -150,7 +150,7 @@ def largest_gland_component(labels: ArrayLike, *, connectivity: int = 1) -> np.n
     Parameters
     ----------
     labels : array_like of int
-        A label map such as the zone map of :mod:`prostseg.dataset` (0 background,
+        A label map such as the zone map of :mod:`prostseg.data.dataset` (0 background,
         1 .. 4 zones), any number of axes.
     connectivity : int, optional
         See :func:`largest_component`.
@@ -188,7 +188,8 @@ def remove_small_components(labels: ArrayLike, min_voxels: int, *, connectivity:
 
     Returns
     -------
-    numpy.ndarray, same shape and dtype as ``labels``
+    numpy.ndarray
+        ``labels`` with the components removed set to 0 (same shape and dtype).
 
     Examples
     --------

@@ -1,12 +1,12 @@
 """Prepared training slices on disk: written once, streamed every epoch (``prostseg prepare``).
 
 Preparing a case (reading its files, normalising, resampling, cutting it into slices;
-:mod:`prostseg.pipeline`) costs far more than reading the result back, and a training
+:meth:`prostseg.preparation.slices.Slicing.prepare_case`) costs far more than reading the result back, and a training
 run repeats it every epoch. The in-memory cache (``cache=True``) avoids that only while
 the prepared slices fit in memory: PI-CAI's 1,500 studies at 384 x 384 are about 44 GB
 as float32. :func:`prepare_dataset` writes the prepared slices of every case once; the
-pipelines (``slice_cache=`` of :func:`prostseg.pipeline.unet_dataset` and
-:func:`prostseg.pipeline.pix2pix_epochs`) then stream them with a parallel interleave
+pipelines (``slice_cache=`` of :func:`prostseg.preparation.pipeline.unet_dataset` and
+:func:`prostseg.preparation.pipeline.pix2pix_epochs`) then stream them with a parallel interleave
 over the case files, shuffled and augmented exactly like the uncached stream, with
 memory that does not grow with the data set.
 
@@ -44,7 +44,7 @@ Never stale
 ``CASE.json`` is written last (both files atomically, :mod:`prostseg.atomic`) and
 records the spec's :meth:`SliceSpec.parameters` (model, image size, spacing, label,
 normalisation, format) and the checksums of the input files (as
-:mod:`prostseg.registration` records them: size and modification time, else SHA-256).
+:mod:`prostseg.preparation.registration` records them: size and modification time, else SHA-256).
 :func:`cache_state` compares both with the case folder now; the pipelines refuse a case
 whose entry is missing or out of date, and :func:`prepare_dataset` prepares exactly
 those cases again and skips the rest, so a stopped run continues where it stopped.
@@ -63,11 +63,11 @@ from typing import ClassVar
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import MASKS, NUM_ZONE_CLASSES, Case, find_case
+from prostseg.data.dataset import MASKS, NUM_ZONE_CLASSES, Case, case_folders, find_case
 from prostseg.errors import InputError
 from prostseg.parallel import CaseRows, one_line, run_cases_with_summary
-from prostseg.recipes import recipe as model_recipe
-from prostseg.slices import CLIP_PERCENTILES
+from prostseg.preparation.registration import input_fingerprint, same_input
+from prostseg.preparation.slices import CLIP_PERCENTILES, SLICINGS
 
 __all__ = [
     "CACHE_FOLDER",
@@ -86,7 +86,7 @@ __all__ = [
 #: Name of the cache folder inside a data folder (when no ``cache_dir`` is given).
 CACHE_FOLDER = ".prepared"
 #: The models a cache can hold slices for.
-MODELS = ("unet", "pix2pix")
+MODELS = tuple(SLICINGS)
 #: Columns of the summary CSV of :func:`prepare_dataset`.
 SUMMARY_COLUMNS = ("case", "status", "slices", "foreground_slices", "seconds", "warnings", "error")
 #: Records decoded together (one parse and one cast per group instead of per slice).
@@ -102,14 +102,14 @@ class SliceSpec:
     Parameters
     ----------
     model : {"unet", "pix2pix"}
-        The model's recipe (:mod:`prostseg.recipes`). U-Net: T2W slices
-        (:func:`~prostseg.slices.prepare_unet_volume`) and binary masks of ``label``;
+        The model's slicing (:data:`~prostseg.preparation.slices.SLICINGS`). U-Net: T2W slices
+        (:func:`~prostseg.preparation.slices.prepare_unet_volume`) and binary masks of ``label``;
         Pix2Pix: registered 3-channel stacks
-        (:func:`~prostseg.slices.prepare_pix2pix_volume`) and zone labels.
+        (:func:`~prostseg.preparation.slices.prepare_pix2pix_volume`) and zone labels.
     image_size : int, optional
         Side of the square slices (default: the model's, 384 or 256).
     target_spacing : float, optional
-        Common in-plane pixel size in mm (see :mod:`prostseg.pipeline`).
+        Common in-plane pixel size in mm (see :mod:`prostseg.preparation.pipeline`).
     label : {"lesion", "zones", "gland"}
         U-Net only: the mask (``"zones"``, ``"gland"``: the whole gland). Pix2Pix always uses zones.
 
@@ -129,7 +129,7 @@ class SliceSpec:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.label not in MASKS:
             raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
-        size = self.image_size or model_recipe(self.model).image_size
+        size = self.image_size or SLICINGS[self.model].image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"image_size must be a positive int, got {size!r}")
         object.__setattr__(self, "image_size", size)
@@ -148,12 +148,12 @@ class SliceSpec:
     @property
     def inputs(self) -> tuple[str, str]:
         """The case files the spec reads (their checksums go into ``CASE.json``)."""
-        return (model_recipe(self.model).input, self.label)
+        return (SLICINGS[self.model].input, self.label)
 
     @property
     def channels(self) -> int:
         """Channels of the image slices."""
-        return len(model_recipe(self.model).channels)
+        return len(SLICINGS[self.model].channels)
 
     def parameters(self) -> dict:
         """Everything the prepared slices depend on besides the input files."""
@@ -209,7 +209,7 @@ def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> Ca
     Parameters
     ----------
     case : Case
-        The case (:func:`prostseg.dataset.find_case`).
+        The case (:func:`prostseg.data.dataset.find_case`).
     spec : SliceSpec
     cache_dir : path
         The cache folder (e.g. :func:`default_cache_dir`).
@@ -223,8 +223,6 @@ def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> Ca
     InputError
         If the case lacks a file the spec reads.
     """
-    from prostseg.registration import _same_input
-
     records, description_path = _entry(cache_dir, spec, case.case_id)
     try:
         description = json.loads(description_path.read_text(encoding="utf-8"))
@@ -234,7 +232,7 @@ def cache_state(case: Case, spec: SliceSpec, cache_dir: str | os.PathLike) -> Ca
         return CacheState(False, "prepared with other parameters")
     inputs = description.get("inputs", {})
     changed = [case.path(name).name for name in spec.inputs
-               if not _same_input(inputs.get(name), case.path(name), case.folder)]
+               if not same_input(inputs.get(name), case.path(name), case.folder)]
     if changed:
         return CacheState(False, "inputs changed since it was prepared: " + ", ".join(changed))
     if not records.is_file() or records.stat().st_size != description.get("bytes"):
@@ -263,15 +261,10 @@ def _up_to_date(cases: Sequence[Case], spec: SliceSpec, cache_dir) -> list[dict]
 
 def _prepared_volumes(case: Case, spec: SliceSpec) -> tuple[np.ndarray, np.ndarray]:
     """(images float16 (Z, H, W, C), labels uint8 (Z, H, W)) of one case."""
-    from prostseg.pipeline import _load_pix2pix_case, _load_unet_case
-
-    if spec.model == "unet":
-        images, masks = _load_unet_case(case, spec.label, spec.image_size,
-                                        spec.target_spacing)
-        labels = masks[..., 0]
-    else:
-        images, one_hot = _load_pix2pix_case(case, spec.image_size, spec.target_spacing)
-        labels = np.argmax(one_hot, axis=-1)
+    images, targets = SLICINGS[spec.model].prepare_case(case, spec.label, spec.image_size,
+                                                        target_spacing=spec.target_spacing)
+    # binary masks (one channel) as they are, one-hot zones as zone ids
+    labels = targets[..., 0] if targets.shape[-1] == 1 else np.argmax(targets, axis=-1)
     return images.astype(np.float16), labels.astype(np.uint8)
 
 
@@ -293,10 +286,8 @@ def _write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 def _prepare_case(case: Case, spec: SliceSpec, cache_dir: Path) -> dict:
     """Prepare one case and write its entry; return its slice counts."""
-    from prostseg.registration import _fingerprint
-
     records, description_path = _entry(cache_dir, spec, case.case_id)
-    inputs = {name: _fingerprint(case.path(name), case.folder) for name in spec.inputs}
+    inputs = {name: input_fingerprint(case.path(name), case.folder) for name in spec.inputs}
     images, labels = _prepared_volumes(case, spec)
     foreground = int(np.count_nonzero(labels.reshape(len(labels), -1).any(axis=1)))
     # Records first, description last: until the new description is in place, the old one
@@ -383,32 +374,24 @@ def prepare_cases(
     return DatasetPreparation(list(rows.values()), summary_csv, cache_dir / spec.name)
 
 
-def prepare_dataset(
-    data_dir: str | os.PathLike,
-    spec: SliceSpec,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    workers: int | None = None,
-    client=None,
-    overwrite: bool = False,
-    summary_csv: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> DatasetPreparation:
+def prepare_dataset(data_dir: str | os.PathLike, spec: SliceSpec, *, cache_dir: str | os.PathLike | None = None,
+                    workers: int | None = None, client=None, overwrite: bool = False,
+                    summary_csv: str | os.PathLike | None = None, progress: bool = True) -> DatasetPreparation:
     """Write the prepared training slices of every case of a data folder, in parallel.
 
-    Each case folder (:func:`prostseg.dataset.case_folders`) whose cache entry is
-    missing or out of date (:func:`cache_state`) is prepared with the pipeline's own
-    ``prepare_*`` functions and written as ``SPEC/CASE.tfrecord`` (see the module
-    documentation); up-to-date cases are skipped, so that a stopped run continues. The
-    cases run several at a time on this machine or on a Dask cluster
-    (:func:`prostseg.parallel.run_cases`); a case that fails (a missing, unreadable or
-    off-grid file, labels out of range, even a crash of its worker) is reported with
-    its one-line error and the others go on.
+    Each case folder (:func:`prostseg.data.dataset.case_folders`) whose cache entry is
+    missing or out of date (:func:`cache_state`) is prepared exactly as the pipelines
+    prepare it (:meth:`~prostseg.preparation.slices.Slicing.prepare_case`) and written as
+    ``SPEC/CASE.tfrecord`` (see the module documentation); up-to-date cases are skipped,
+    so that a stopped run continues. The cases run several at a time on this machine or
+    on a Dask cluster (:func:`prostseg.parallel.run_cases`); a case that fails (a
+    missing, unreadable or off-grid file, labels out of range, even a crash of its
+    worker) is reported with its one-line error and the others go on.
 
     Parameters
     ----------
     data_dir : path
-        Folder of case folders (:mod:`prostseg.dataset`). Pix2Pix needs the registered
+        Folder of case folders (:mod:`prostseg.data.dataset`). Pix2Pix needs the registered
         stacks (``prostseg register-dataset`` first).
     spec : SliceSpec
         Model, image size, spacing and label: the same values as the training run.
@@ -435,12 +418,13 @@ def prepare_dataset(
     Raises
     ------
     InputError
-        If ``data_dir`` is missing or holds no case folder (a bad case is a failed row).
+        If ``data_dir`` is missing or holds no case folder
+        (:func:`~prostseg.data.dataset.case_folders`); a case that fails is a failed row.
 
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.phantom import write_phantom_dataset
+    >>> from prostseg.data.phantom import write_phantom_dataset
     >>> folder = tempfile.mkdtemp()
     >>> _ = write_phantom_dataset(folder, n_cases=2, shape=(48, 48, 6), spacing=(2.5, 2.5, 4.0))
     >>> result = prepare_dataset(folder, SliceSpec("unet", 64), workers=1, progress=False)
@@ -449,8 +433,6 @@ def prepare_dataset(
     >>> prepare_dataset(folder, SliceSpec("unet", 64), workers=1, progress=False).counts()
     {'up to date': 2}
     """
-    from prostseg.dataset import case_folders
-
     cache_dir = default_cache_dir(data_dir) if cache_dir is None else Path(cache_dir)
     folders = case_folders(data_dir)
     if summary_csv is None:

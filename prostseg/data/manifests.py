@@ -44,11 +44,12 @@ from typing import Any, Callable
 import jsonschema
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import CASE_ROLES, MASKS, volume_file
+from prostseg.data.dataset import CASE_ROLES, MASKS, PATIENTS_FILE, volume_file
+from prostseg.data.io import check_same_grid, header_volume
 from prostseg.errors import InputError, ProstsegError
 
-# A manifest fills the roles of prostseg.dataset.CASE_ROLES, in that order; the label maps
-# among them (prostseg.dataset.MASKS) are written as uint8.
+# A manifest fills the roles of prostseg.data.dataset.CASE_ROLES, in that order; the label maps
+# among them (prostseg.data.dataset.MASKS) are written as uint8.
 LABEL_ROLES = MASKS
 #: Extensions copied unchanged when a role needs no conversion.
 COPYABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -259,7 +260,7 @@ def manifest_dir() -> Path:
     candidates = []
     if os.environ.get(_MANIFEST_DIR_ENV):
         candidates.append(Path(os.environ[_MANIFEST_DIR_ENV]))
-    candidates.append(Path(__file__).resolve().parents[1] / "data_manifests")
+    candidates.append(Path(__file__).resolve().parents[2] / "data_manifests")
     for prefix in (sys.prefix, site.getuserbase()):  # wheel data-files, system or --user
         candidates.append(Path(prefix) / "share" / "prostseg" / "data_manifests")
     for candidate in candidates:
@@ -500,7 +501,7 @@ def import_local(
 
 
 def _write_patient_ids(manifest: Manifest, dest: Path, case_ids: list[str]) -> None:
-    """Add the cases' patient ids to ``dest/patients.json`` (:mod:`prostseg.splits`).
+    """Add the cases' patient ids to ``dest/patients.json`` (:mod:`prostseg.preparation.splits`).
 
     The layout's optional ``patient_id`` is a regular expression whose first group,
     searched in the case id, is the patient id (PI-CAI: ``^([^_]+)_``).
@@ -508,8 +509,6 @@ def _write_patient_ids(manifest: Manifest, dest: Path, case_ids: list[str]) -> N
     pattern = manifest.layout.get("patient_id")
     if pattern is None:
         return
-    from prostseg.splits import PATIENTS_FILE
-
     path = dest / PATIENTS_FILE
     patients = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     for case_id in case_ids:
@@ -789,8 +788,6 @@ def _write_case(
             if role == "t2w":
                 t2w_grid = _staged_grid(out, found["paths"][0])
             elif role in LABEL_ROLES and t2w_grid is not None:
-                from prostseg.io import check_same_grid
-
                 check_same_grid(t2w_grid, _staged_grid(out, found["paths"][0]))
         if final.exists():
             if not overwrite:
@@ -811,12 +808,10 @@ def _staged_grid(staged: Path, source: Path):
     """The grid (a voxel-less Volume) of a staged file, named after its source file.
 
     Masks must lie on the T2W grid in full (shape and affine, within
-    :data:`prostseg.io.GRID_TOLERANCE` of a voxel), not only in shape: a mask shifted in
+    :data:`prostseg.data.io.GRID_TOLERANCE` of a voxel), not only in shape: a mask shifted in
     space would otherwise be imported as if it marked the right voxels.
     """
     import dataclasses
-
-    from prostseg.io import header_volume
 
     try:
         return dataclasses.replace(header_volume(staged), path=source)

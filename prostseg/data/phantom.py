@@ -13,7 +13,7 @@ patient drawn from a seed, imaged the way a multiparametric prostate MRI study i
   patient motion between two series;
 * a zone label map on the T2W grid (``zones``: 0 background, 1 peripheral zone,
   2 transition zone, 3 central zone, 4 anterior fibromuscular stroma; see
-  :data:`prostseg.dataset.ZONE_NAMES`);
+  :data:`prostseg.data.dataset.ZONE_NAMES`);
 * a binary lesion mask on the T2W grid (``lesion``; some cases have no lesion);
 * the anatomy itself, a tissue map on the T2W grid (``tissues``, one of
   :data:`TISSUE_NAMES` per voxel; ground truth that is not written to disk).
@@ -67,7 +67,7 @@ Coordinates and arrays
 ----------------------
 World coordinates are RAS+ millimetres (+x Right, +y Anterior, +z Superior), like
 NIfTI. The arrays of a :class:`PhantomCase` follow the prostseg array convention of
-:func:`prostseg.io.load_volume`: indexed ``(x, y, z)`` in RAS+ voxel order, axial slice
+:func:`prostseg.data.io.load_volume`: indexed ``(x, y, z)`` in RAS+ voxel order, axial slice
 ``k`` is ``array[:, :, k]``. :func:`write_phantom_dataset` stores the volumes in LAS
 voxel order (``i`` towards Left), like the ProstateX NIfTI files, so reading them back
 exercises the orientation handling; loading them with ``load_volume`` gives back the
@@ -123,7 +123,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from prostseg.dataset import PHANTOM_FILE, ZONE_NAMES, volume_file
+from prostseg.data.dataset import PHANTOM_FILE, ZONE_NAMES, volume_file
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
@@ -298,7 +298,7 @@ class PhantomCase:
     """One synthetic case, made by :func:`make_phantom_case`.
 
     Arrays are indexed ``(x, y, z)`` in RAS+ voxel order (axial slice ``k`` is
-    ``array[:, :, k]``), like the arrays of :func:`prostseg.io.load_volume`.
+    ``array[:, :, k]``), like the arrays of :func:`prostseg.data.io.load_volume`.
 
     Attributes
     ----------
@@ -307,7 +307,7 @@ class PhantomCase:
     t2w : ndarray of int16, shape (X, Y, Z)
         T2-weighted volume.
     zones : ndarray of uint8, shape (X, Y, Z)
-        Zone labels on the T2W grid (see :data:`prostseg.dataset.ZONE_NAMES`).
+        Zone labels on the T2W grid (see :data:`prostseg.data.dataset.ZONE_NAMES`).
     lesion : ndarray of uint8, shape (X, Y, Z)
         Binary lesion mask on the T2W grid (all zeros when the case has no lesion).
     t2w_affine : ndarray, shape (4, 4)
@@ -1452,7 +1452,7 @@ def write_phantom_dataset(
     overwrite: bool = False,
     **case_kwargs,
 ) -> list[Path]:
-    """Write phantom cases in the case layout of :mod:`prostseg.dataset`.
+    """Write phantom cases in the case layout of :mod:`prostseg.data.dataset`.
 
     Case ``i`` goes to ``out_dir/phantom-{i:03d}/`` and holds ``t2w.nii.gz`` (int16),
     ``adc.nii.gz`` and ``dwi.nii.gz`` (float32, on their own grid), ``lesion.nii.gz``,
@@ -1522,14 +1522,14 @@ def write_phantom_dataset(
         )
     for case_dir in existing:
         if not (case_dir / _METADATA).is_file():
-            raise InputError(case_dir, f"exists but holds no {_METADATA}, so it was not written by prostseg.phantom; "
+            raise InputError(case_dir, f"exists but holds no {_METADATA}, so it was not written by prostseg.data.phantom; "
                              "will not overwrite it")
 
     for index, case_dir in enumerate(case_dirs):
         case_seed = _case_seed(seed, index)
         case = make_phantom_case(case_seed, **case_kwargs)
         metadata = {
-            "generator": "prostseg.phantom",
+            "generator": "prostseg.data.phantom",
             "generator_version": GENERATOR_VERSION,
             "dataset_seed": seed,
             "case_index": index,

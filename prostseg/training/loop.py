@@ -7,7 +7,7 @@ updates on one replica's share of the batch), run on every replica by
 ``history.csv``, TensorBoard scalars, the best model, ``tf.train`` checkpoints and
 resuming. The same loop therefore runs on one device, on the GPUs of one machine
 (``MirroredStrategy``) and on several machines (``MultiWorkerMirroredStrategy``).
-Configurations, the run folder and histories live in :mod:`prostseg.runs` (no
+Configurations, the run folder and histories live in :mod:`prostseg.networks.runs` (no
 TensorFlow needed to read them); their names are re-exported here.
 
 Distribution
@@ -61,17 +61,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from prostseg import losses
+from prostseg.networks import losses
 from prostseg.atomic import atomic_path, remove_leftovers
-from prostseg.checkpoints import promote_best, restore_checkpoint, save_checkpoint, set_aside_best
-from prostseg.datacheck import check_training_data
-from prostseg.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases
-from prostseg.metrics import per_class_dice
-from prostseg.models import build_pix2pix_discriminator
-from prostseg.pipeline import count_slices, pix2pix_epochs, unet_dataset
-from prostseg.recipes import PIX2PIX, UNET
-from prostseg.slice_cache import SliceSpec, prepare_cases
-from prostseg.runs import (
+from prostseg.training.checkpoints import promote_best, restore_checkpoint, save_checkpoint, set_aside_best
+from prostseg.training.datacheck import check_training_data
+from prostseg.data.dataset import NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases
+from prostseg.networks.metrics import per_class_dice
+from prostseg.networks.models import build_pix2pix_discriminator
+from prostseg.preparation.pipeline import count_slices, pix2pix_epochs, unet_dataset
+from prostseg.networks.recipes import PIX2PIX, UNET
+from prostseg.preparation.slice_cache import SliceSpec, prepare_cases
+from prostseg.use.model_card import write_model_card
+from prostseg.networks.runs import (
     CONFIG_FILE,
     HISTORY_FILE,
     SPLIT_FILE,
@@ -107,7 +108,7 @@ __all__ = [
     "train_unet",
 ]
 
-#: U-Net loss functions by configuration name (see :mod:`prostseg.losses`).
+#: U-Net loss functions by configuration name (see :mod:`prostseg.networks.losses`).
 UNET_LOSSES = {
     "bce": losses.binary_crossentropy,
     "dice": losses.soft_dice_loss,
@@ -226,10 +227,8 @@ def _prepared(config, spec: SliceSpec, cases: list) -> str | None:
 
 
 def _write_model_card(config, folder: Path) -> None:
-    """``MODEL_CARD.md`` of a finished run (:mod:`prostseg.model_card`); the chief's run
+    """``MODEL_CARD.md`` of a finished run (:mod:`prostseg.use.model_card`); the chief's run
     folder only, other workers keep no models."""
-    from prostseg.model_card import write_model_card
-
     if Path(folder).resolve() == Path(config.output_dir).resolve():
         write_model_card(folder)
 
@@ -323,10 +322,10 @@ def _train_loop(
     training columns; ``validate()`` adds the validation columns. ``best`` is
     ``(column, lower_is_better, model, file name)``: that model is saved whenever the
     column improves; it becomes ``best_file`` once a checkpoint covers its epoch
-    (:func:`prostseg.checkpoints.promote_best`). Per epoch, in this order (so that a
+    (:func:`prostseg.training.checkpoints.promote_best`). Per epoch, in this order (so that a
     kill at any point loses no row and repeats none): history row, then the checkpoint. Every file
     is written atomically; a resumed run starts from the newest intact checkpoint
-    (:mod:`prostseg.checkpoints`) and drops the history rows after it.
+    (:mod:`prostseg.training.checkpoints`) and drops the history rows after it.
     """
     with strategy.scope():
         epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
@@ -448,16 +447,16 @@ def train_unet(
     """Train a U-Net as ``config`` says, on any :func:`make_strategy` strategy.
 
     Patients are split as configured (``split.json``); training slices stream from
-    :func:`prostseg.pipeline.unet_dataset` (repeated, ``steps_per_epoch`` global
+    :func:`prostseg.preparation.pipeline.unet_dataset` (repeated, ``steps_per_epoch`` global
     batches per epoch), validation slices from the validation patients. The model and
     its Adam optimiser are built inside the strategy's scope. ``history.csv`` holds
     per epoch ``loss``, ``iou`` and ``dice`` (pooled over the epoch's training
-    batches, threshold 0.5; :mod:`prostseg.metrics`), ``val_loss``, ``val_iou`` and
+    batches, threshold 0.5; :mod:`prostseg.networks.metrics`), ``val_loss``, ``val_iou`` and
     ``val_dice`` on the validation patients (NaN without them), and ``seconds``.
     ``best.keras`` is the model of the lowest ``val_loss`` (``loss`` without
     validation patients), ``model.keras`` the final model; checkpoints go to
     ``checkpoints/`` and TensorBoard scalars to ``logs/``. A finished run also gets its
-    ``MODEL_CARD.md`` (:func:`prostseg.model_card.write_model_card`).
+    ``MODEL_CARD.md`` (:func:`prostseg.use.model_card.write_model_card`).
 
     Parameters
     ----------
@@ -476,7 +475,7 @@ def train_unet(
     Raises
     ------
     InputError
-        When ``output_dir`` holds something else (see :mod:`prostseg.runs`), or the
+        When ``output_dir`` holds something else (see :mod:`prostseg.networks.runs`), or the
         data folder or split file cannot be used.
     """
     strategy, folder, train_cases, val_cases = _start(config, (UNET.input, config.label), overwrite)
@@ -609,7 +608,7 @@ def train_pix2pix(
     probabilities; the discriminator scores (stack, true zones) and (stack, generated
     zones) pairs. Generator loss: GAN cross-entropy plus ``l1_weight`` times L1 (plus
     ``crossentropy_weight`` times the categorical cross-entropy, when set);
-    discriminator loss: real plus fake cross-entropy (:mod:`prostseg.losses`);
+    discriminator loss: real plus fake cross-entropy (:mod:`prostseg.networks.losses`);
     per-example losses are averaged over the global batch. Both models have their own
     Adam optimiser. After each epoch the generator is evaluated on the *validation*
     patients (per-class Dice of the argmax labels, pooled over all their slices at
@@ -618,13 +617,13 @@ def train_pix2pix(
     ``history.csv`` holds per epoch the mean ``gen_total``, ``gen_gan``, ``gen_l1``
     and ``disc`` losses (and ``gen_ce``, the cross-entropy term, when
     ``crossentropy_weight`` is set), ``val_dice_<zone>`` for every zone of
-    :data:`prostseg.dataset.ZONE_NAMES` and ``val_dice_mean`` (over the four zones,
+    :data:`prostseg.data.dataset.ZONE_NAMES` and ``val_dice_mean`` (over the four zones,
     ignoring zones absent from the validation data), and ``seconds``. Checkpoints
     (models, optimisers, epoch counter, dropout random state) go to ``checkpoints/``
     every ``checkpoint_every`` epochs; the final models to ``generator.keras`` and
     ``discriminator.keras``, and the generator of the epoch with the highest
     ``val_dice_mean`` to ``best_generator.keras``; a finished run also gets its
-    ``MODEL_CARD.md`` (:func:`prostseg.model_card.write_model_card`).
+    ``MODEL_CARD.md`` (:func:`prostseg.use.model_card.write_model_card`).
 
     Parameters
     ----------
@@ -697,5 +696,5 @@ def train_pix2pix(
     return training_result(folder, model_path, key, lower, replicas, global_batch)
 
 
-#: The training function of each model kind that prostseg trains (:mod:`prostseg.recipes`).
+#: The training function of each model kind that prostseg trains (:mod:`prostseg.networks.recipes`).
 TRAINERS = {UNET.kind: train_unet, PIX2PIX.kind: train_pix2pix}

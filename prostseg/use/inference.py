@@ -1,7 +1,7 @@
 """Apply trained models to volumes, write label maps, and score them against the truth.
 
-* :func:`load_model` -- read a ``.keras`` model file safely (``safe_mode=True``), or a
-  model written by :mod:`prostseg.export` (ONNX file or SavedModel folder).
+* :func:`load_model` (from :mod:`prostseg.use.export`) -- read a ``.keras`` model file
+  safely (``safe_mode=True``), or an exported model (ONNX file or SavedModel folder).
 * :func:`predict_probabilities` -- class probabilities of one volume on its own grid,
   optionally averaged over the 8 flips and rotations of training (test-time
   augmentation).
@@ -11,29 +11,29 @@
 * :func:`evaluate_folder` -- per-case 3D IoU and Dice of a folder of predictions
   against the masks of a data folder, written to CSV with an overlay figure.
 
-The kind of a model is what its recipe (:mod:`prostseg.recipes`) says: the recipe is
+The kind of a model is what its recipe (:mod:`prostseg.networks.recipes`) says: the recipe is
 found from the name its builder gives the network, saved in the ``.keras`` file, and
 checked against the ``config.json`` of the run folder that holds a model file
 (:func:`resolve_model`). The recipe's ``prepare`` makes the network's input slices (a
-U-Net's T2W, :func:`prostseg.slices.prepare_unet_volume`; a Pix2Pix generator's
-registered T2W/DWI/ADC stack, :func:`prostseg.slices.prepare_pix2pix_volume`), and its
+U-Net's T2W, :func:`prostseg.preparation.slices.prepare_unet_volume`; a Pix2Pix generator's
+registered T2W/DWI/ADC stack, :func:`prostseg.preparation.slices.prepare_pix2pix_volume`), and its
 ``restore`` undoes the geometric preprocessing exactly, so predictions lie voxel for
 voxel on the grid of the input volume.
 
 Four options change what is predicted, and all are off unless asked for:
 
 * ``target_spacing`` (mm): the slices are resampled to this pixel size before the
-  network sees them, exactly as in training (see :mod:`prostseg.slices`). A model
+  network sees them, exactly as in training (see :mod:`prostseg.preparation.slices`). A model
   trained with it must be applied with it. :func:`predict_case` reads it from the
   ``config.json`` of the run folder that holds the model file
   (:func:`run_target_spacing`), so keep a model in its run folder or pass the value.
 * ``largest_component``: keep only the largest connected component of the predicted
-  gland (:mod:`prostseg.postprocessing`), which removes false islands.
+  gland (:mod:`prostseg.use.postprocessing`), which removes false islands.
 * ``min_lesion_size`` (mm³): remove predicted components smaller than this
-  (:func:`prostseg.postprocessing.remove_small_components`), for lesion models whose
+  (:func:`prostseg.use.postprocessing.remove_small_components`), for lesion models whose
   specks of a few voxels are false positives.
 * ``tta``: test-time augmentation. Each slice is predicted in the 8 orientations the
-  training augmentation draws from (:func:`prostseg.pipeline.augment_pair`: quarter
+  training augmentation draws from (:func:`prostseg.preparation.pipeline.augment_pair`: quarter
   turns and flips), each prediction is turned back, and the 8 are averaged. It costs
   8 forward passes.
 """
@@ -42,23 +42,27 @@ from __future__ import annotations
 
 import csv
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import MASK_CLASSES, MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
+from prostseg.data.dataset import MASK_CLASSES, MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
 from prostseg.errors import InputError
-from prostseg.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
-from prostseg.metrics import dice, iou, per_class_dice, per_class_iou
-from prostseg.postprocessing import largest_gland_component, remove_small_components
-from prostseg.recipes import Recipe, input_size, labels_from_probabilities, recipe_for_model
+from prostseg.figure_png import save_png
+from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
+from prostseg.networks.metrics import dice, iou, per_class_dice, per_class_iou
+from prostseg.networks.recipes import Recipe, input_size, labels_from_probabilities, recipe_for_model
+from prostseg.networks.runs import model_run_config
+from prostseg.use.export import load_model
+from prostseg.use.postprocessing import largest_gland_component, remove_small_components
+from prostseg.viz import overlay
 
 __all__ = [
     "EvaluationResult",
     "evaluate_folder",
+    "input_volume",
     "load_model",
     "labels_from_probabilities",
     "postprocess",
@@ -69,51 +73,6 @@ __all__ = [
     "run_target_spacing",
     "write_nifti_like",
 ]
-
-
-def load_model(path: str | os.PathLike):
-    """Load a model saved by :mod:`prostseg.training` (or any ``.keras`` file).
-
-    The file is read with ``safe_mode=True`` (no arbitrary code from the file runs)
-    and without its training configuration (``compile=False``). A ``.onnx`` file or a
-    SavedModel folder written by :func:`prostseg.export.export_model` is read with
-    :func:`prostseg.export.load_exported` instead.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A ``.keras`` file, or an exported ``.onnx`` file or SavedModel folder.
-
-    Returns
-    -------
-    keras.Model or prostseg.export.ExportedModel
-
-    Raises
-    ------
-    InputError
-        ``"<path>: no such file"`` when it is missing, and
-        ``"<path>: corrupt or not a Keras model (...)"`` when it cannot be read as one
-        (Keras itself says "File not found" for any file that is not a zip archive).
-    """
-    import keras
-
-    path = Path(path)
-    if path.suffix.lower() == ".onnx" or path.is_dir():
-        from prostseg.export import load_exported
-
-        return load_exported(path)
-    if not path.is_file():
-        problem = "is a folder, not a .keras model file" if path.exists() else "no such model file"
-        raise InputError(path, problem)
-    if not zipfile.is_zipfile(path):
-        raise InputError(path, "corrupt or not a Keras model (a .keras file is a zip archive; "
-                         "this is not)")
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, OSError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:200]
-        raise InputError(path, f"corrupt or not a Keras model ({type(err).__name__}: {reason})") \
-            from None
 
 
 def _predict_slices(model, slices: np.ndarray, batch_size: int) -> np.ndarray:
@@ -160,7 +119,7 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
 
     Parameters
     ----------
-    model : keras.Model or prostseg.export.ExportedModel
+    model : keras.Model or prostseg.use.export.ExportedModel
         A U-Net (1-channel input; 1 sigmoid output channel, or several softmax ones) or
         a Pix2Pix generator (3-channel input, one softmax channel per zone).
     volume : Volume or numpy.ndarray
@@ -172,13 +131,13 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
         Slices per forward pass.
     target_spacing : float, optional
         The ``target_spacing`` (mm) the model was trained with; ``volume`` must then be
-        a :class:`~prostseg.io.Volume` (its spacing is needed). By default slices keep
+        a :class:`~prostseg.data.io.Volume` (its spacing is needed). By default slices keep
         their spacing (U-Net) or are resized whole (Pix2Pix).
     tta : bool, optional
         Average the predictions of the 8 flips and quarter turns of each slice (see
         the module documentation).
     kind : str, optional
-        The model's kind (:mod:`prostseg.recipes`), for a network whose name is not
+        The model's kind (:mod:`prostseg.networks.recipes`), for a network whose name is not
         that of a recipe; by default the model's own record says it.
 
     Returns
@@ -197,7 +156,7 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
     >>> probabilities = predict_probabilities(model, np.random.default_rng(0).random((40, 30, 3)))
     >>> probabilities.shape, probabilities.dtype
@@ -207,7 +166,7 @@ def predict_probabilities(model, volume: Volume | np.ndarray, *, image_size: int
     data = _checked_input(model_recipe, volume)
     size = input_size(model, image_size)
     if target_spacing is not None and not isinstance(volume, Volume):
-        raise ValueError("target_spacing needs the volume's spacing: pass a prostseg.io.Volume, not an array")
+        raise ValueError("target_spacing needs the volume's spacing: pass a prostseg.data.io.Volume, not an array")
     geometry = dict(target_spacing=target_spacing, spacing=volume.spacing if isinstance(volume, Volume) else None)
     slices = model_recipe.prepare(data, size, **geometry)
     if tta:
@@ -228,10 +187,10 @@ def postprocess(labels: np.ndarray, *, largest_component: bool = False,
         A predicted label map.
     largest_component : bool, optional
         Keep only the largest connected component of the foreground, zone labels kept
-        inside it (:func:`prostseg.postprocessing.largest_gland_component`).
+        inside it (:func:`prostseg.use.postprocessing.largest_gland_component`).
     min_lesion_size : float, optional
         Remove connected components of the foreground smaller than this many mm³
-        (:func:`prostseg.postprocessing.remove_small_components`).
+        (:func:`prostseg.use.postprocessing.remove_small_components`).
     spacing : tuple of float, optional
         Voxel size in mm; needed with ``min_lesion_size``.
 
@@ -261,7 +220,7 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     """Segment every axial slice of a volume and return the labels on its grid.
 
     :func:`predict_probabilities`, then the ``decode`` step of the model's recipe
-    (:mod:`prostseg.recipes`) and :func:`postprocess`.
+    (:mod:`prostseg.networks.recipes`) and :func:`postprocess`.
 
     Parameters
     ----------
@@ -272,11 +231,11 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     largest_component : bool, optional
         Keep only the largest connected component of the predicted foreground (the
         whole gland for zone maps, zone labels kept inside it;
-        :func:`prostseg.postprocessing.largest_gland_component`, face connectivity in
+        :func:`prostseg.use.postprocessing.largest_gland_component`, face connectivity in
         3D).
     min_lesion_size : float, optional
         Remove predicted components smaller than this many mm³; ``volume`` must then
-        be a :class:`~prostseg.io.Volume`.
+        be a :class:`~prostseg.data.io.Volume`.
 
     Returns
     -------
@@ -292,14 +251,14 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
 
     Examples
     --------
-    >>> from prostseg.models import build_unet
+    >>> from prostseg.networks.models import build_unet
     >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
     >>> labels = predict_volume(model, np.random.default_rng(0).random((40, 30, 3)))
     >>> labels.shape, labels.dtype
     ((40, 30, 3), dtype('uint8'))
     """
     if min_lesion_size is not None and not isinstance(volume, Volume):
-        raise ValueError("min_lesion_size (mm³) needs the volume's spacing: pass a prostseg.io.Volume")
+        raise ValueError("min_lesion_size (mm³) needs the volume's spacing: pass a prostseg.data.io.Volume")
     probabilities = predict_probabilities(model, volume, image_size=image_size, batch_size=batch_size,
                                           target_spacing=target_spacing, tta=tta, kind=kind)
     spacing = volume.spacing if isinstance(volume, Volume) else None
@@ -308,11 +267,29 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
                        spacing=spacing)
 
 
-def _input_volume(image: Path, model_recipe: Recipe) -> tuple[Volume, Volume]:
-    """(model input, reference image for the output grid) for a case folder or file.
+def input_volume(image: Path, model_recipe: Recipe) -> tuple[Volume, Volume]:
+    """The volume a model reads from a case folder or an image, and the grid of its output.
 
     In a case folder the input is the recipe's ``input`` file, on the grid of the
-    case's T2W, which is the reference."""
+    case's T2W, which is the reference; an image file (or DICOM series folder) is both.
+
+    Parameters
+    ----------
+    image : pathlib.Path
+        A case folder, a volume file or a DICOM series folder.
+    model_recipe : Recipe
+        The model's recipe (:func:`resolve_model`).
+
+    Returns
+    -------
+    (Volume, Volume)
+        The model's input and the reference image the prediction is written like.
+
+    Raises
+    ------
+    InputError
+        When a file is missing or cannot be read as what the model takes.
+    """
     channels = len(model_recipe.channels)
     channels = channels if channels > 1 else None
     if image.is_dir():
@@ -334,7 +311,7 @@ def _input_volume(image: Path, model_recipe: Recipe) -> tuple[Volume, Volume]:
 def run_target_spacing(model_path: str | os.PathLike) -> float | None:
     """The ``target_spacing`` of the training run a model file belongs to.
 
-    A run folder of :mod:`prostseg.training` holds the model files beside the run's
+    A run folder of :mod:`prostseg.training.loop` holds the model files beside the run's
     ``config.json``; the value recorded there is the one the model must be applied
     with.
 
@@ -357,7 +334,7 @@ def run_target_spacing(model_path: str | os.PathLike) -> float | None:
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.training import UNetTrainingConfig
+    >>> from prostseg.networks.runs import UNetTrainingConfig
     >>> run = Path(tempfile.mkdtemp())
     >>> _ = UNetTrainingConfig("data", str(run), target_spacing=1.0).to_json(run / "config.json")
     >>> run_target_spacing(run / "best.keras")
@@ -365,16 +342,8 @@ def run_target_spacing(model_path: str | os.PathLike) -> float | None:
     >>> run_target_spacing(Path(tempfile.mkdtemp()) / "model.keras") is None
     True
     """
-    config = _run_config(model_path)
+    config = model_run_config(model_path)
     return config.target_spacing if config is not None else None
-
-
-def _run_config(model_path: str | os.PathLike):
-    """The configuration of the run folder holding ``model_path``, or None."""
-    from prostseg.runs import CONFIG_FILE, load_config
-
-    config_path = Path(model_path).parent / CONFIG_FILE
-    return load_config(config_path) if config_path.is_file() else None
 
 
 def resolve_model(model, target_spacing: float | None = None
@@ -383,7 +352,7 @@ def resolve_model(model, target_spacing: float | None = None
 
     Parameters
     ----------
-    model : keras.Model or prostseg.export.ExportedModel or str or os.PathLike
+    model : keras.Model or prostseg.use.export.ExportedModel or str or os.PathLike
         A model, or a file read with :func:`load_model`. A ``.keras`` file inside the
         run folder it was trained in is applied with the run's ``target_spacing``
         (:func:`run_target_spacing`); an exported model with its contract's.
@@ -394,9 +363,9 @@ def resolve_model(model, target_spacing: float | None = None
     Returns
     -------
     (model, target_spacing, recipe)
-        ``recipe`` (:mod:`prostseg.recipes`) is the kind the run's ``config.json``
+        ``recipe`` (:mod:`prostseg.networks.recipes`) is the kind the run's ``config.json``
         records, which must agree with what the model records
-        (:func:`prostseg.recipes.recipe_for_model`). A ``.keras`` file without a
+        (:func:`prostseg.networks.recipes.recipe_for_model`). A ``.keras`` file without a
         ``config.json`` beside it (copied out of its run folder) is known by the name
         its builder gave the network, as every prostseg run saved it.
 
@@ -409,7 +378,7 @@ def resolve_model(model, target_spacing: float | None = None
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None:
         model = load_model(model_path)
-    config = _run_config(model_path) if model_path is not None else None
+    config = model_run_config(model_path) if model_path is not None else None
     recorded = getattr(model, "target_spacing", None)  # exported models carry it
     if config is not None and recorded is None:
         recorded = config.target_spacing
@@ -440,7 +409,7 @@ PROBABILITY_STEP = 1.0 / 65535
 
 
 def write_nifti_like(array: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
-    """:func:`prostseg.io.save_like`, written atomically (replacing ``path``).
+    """:func:`prostseg.data.io.save_like`, written atomically (replacing ``path``).
 
     Labels are stored in the smallest integer type. Floating-point arrays are
     probabilities: NIfTI has no 16-bit float type, so they are stored in 16 bits as
@@ -451,7 +420,7 @@ def write_nifti_like(array: np.ndarray, reference: Volume, path: str | os.PathLi
     Examples
     --------
     >>> import tempfile, nibabel as nib
-    >>> from prostseg.io import Volume
+    >>> from prostseg.data.io import Volume
     >>> reference = Volume(np.zeros((2, 1, 1)), np.eye(4))
     >>> path = Path(tempfile.mkdtemp()) / "p.nii.gz"
     >>> _ = write_nifti_like(np.array([0.25, 1.0]).reshape(2, 1, 1), reference, path)
@@ -483,7 +452,7 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
         A model, or a model file (see :func:`resolve_model`): a ``.keras`` file inside
         the run folder it was trained in is applied with the run's ``target_spacing``.
     image : str or os.PathLike
-        A case folder (:mod:`prostseg.dataset` layout: its ``t2w`` for a U-Net, its
+        A case folder (:mod:`prostseg.data.dataset` layout: its ``t2w`` for a U-Net, its
         ``aligned/stack`` for Pix2Pix), or a volume file (or DICOM series folder).
     out_path : str or os.PathLike
         Output ``.nii`` or ``.nii.gz`` file.
@@ -516,7 +485,7 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
     for path in outputs:
         _check_nifti_target(path, overwrite)
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
-    volume, reference = _input_volume(Path(image), model_recipe)
+    volume, reference = input_volume(Path(image), model_recipe)
     probabilities = predict_probabilities(model, volume, target_spacing=target_spacing, tta=tta,
                                           kind=model_recipe.kind)
     labels = postprocess(model_recipe.decode(probabilities, threshold),
@@ -599,16 +568,16 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
                     out_figure: str | os.PathLike | None = None, overwrite: bool = False) -> EvaluationResult:
     """Score a folder of predicted label maps against the masks of a data folder.
 
-    Scores are computed on whole 3D volumes with :mod:`prostseg.metrics` (an empty
+    Scores are computed on whole 3D volumes with :mod:`prostseg.networks.metrics` (an empty
     prediction of an empty mask scores 1).
 
     Parameters
     ----------
     pred_dir : str or os.PathLike
         Holds one file per case, named ``CASE_ID.nii.gz`` (any extension of
-        :data:`prostseg.io.SUPPORTED_EXTENSIONS`), e.g. written by :func:`predict_case`.
+        :data:`prostseg.data.io.SUPPORTED_EXTENSIONS`), e.g. written by :func:`predict_case`.
     truth_dir : str or os.PathLike
-        A data folder in the :mod:`prostseg.dataset` layout holding every predicted case.
+        A data folder in the :mod:`prostseg.data.dataset` layout holding every predicted case.
     out_csv : str or os.PathLike
         CSV to write: one row per case, then a row ``mean``.
     label : {"lesion", "zones", "gland"}, optional
@@ -672,9 +641,6 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
     """Save an overlay of the best and the worst case by Dice (foreground outlines
     unless ``per_zone``, as the scores were computed)."""
     from matplotlib.figure import Figure
-
-    from prostseg.figure_png import save_png
-    from prostseg.viz import overlay
 
     ranked = sorted(rows, key=lambda row: (np.nan_to_num(row["dice"], nan=-1.0), row["case_id"]))
     shown = [("best", ranked[-1]), ("worst", ranked[0])] if len(ranked) > 1 else [("only", ranked[0])]

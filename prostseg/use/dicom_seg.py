@@ -39,7 +39,7 @@ import numpy as np
 from prostseg import __version__
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
-from prostseg.io import Volume, dicom_series_files
+from prostseg.data.io import Volume, dicom_series_files
 
 __all__ = ["SEGMENT_CODES", "read_dicom_seg", "write_dicom_seg", "write_dicom_series"]
 
@@ -88,7 +88,7 @@ def write_dicom_seg(labels: np.ndarray, reference: Volume, series_dir: str | os.
     labels : numpy.ndarray, shape (X, Y, Z)
         Label map in canonical order on the grid of ``reference``.
     reference : Volume
-        The series read with :func:`prostseg.io.load_volume`.
+        The series read with :func:`prostseg.data.io.load_volume`.
     series_dir : str or os.PathLike
         The folder of the DICOM series.
     out_path : str or os.PathLike
@@ -161,7 +161,7 @@ def read_dicom_seg(seg_path: str | os.PathLike, reference: Volume,
     seg_path : str or os.PathLike
         A SEG file, e.g. written by :func:`write_dicom_seg`.
     reference : Volume
-        The source series read with :func:`prostseg.io.load_volume`.
+        The source series read with :func:`prostseg.data.io.load_volume`.
     series_dir : str or os.PathLike
         The folder of the source series.
 
@@ -207,7 +207,7 @@ def write_dicom_series(volume: Volume, out_dir: str | os.PathLike, *, patient_id
 
     Image ``k`` is slice ``volume.data[:, :, k]``: its columns run along ``x``, its
     rows along ``y``; positions and orientation come from the affine (RAS+ turned
-    into DICOM's LPS), so :func:`prostseg.io.load_volume` reads the folder back as
+    into DICOM's LPS), so :func:`prostseg.data.io.load_volume` reads the folder back as
     the same volume, oblique grids included. Values are rounded to ``int16``.
 
     Parameters
@@ -229,7 +229,7 @@ def write_dicom_series(volume: Volume, out_dir: str | os.PathLike, *, patient_id
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.io import load_volume
+    >>> from prostseg.data.io import load_volume
     >>> data = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
     >>> volume = Volume(data, np.diag([0.5, 0.6, 3.0, 1.0]))
     >>> folder = Path(tempfile.mkdtemp()) / "series"

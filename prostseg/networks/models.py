@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from prostseg.runs import PIX2PIX_UPSAMPLING
+from prostseg.networks.runs import PIX2PIX_UPSAMPLING
 
 __all__ = [
     "PIX2PIX_UPSAMPLING",

@@ -93,7 +93,7 @@ def detection_map(probabilities: ArrayLike, *, threshold_factor: float = 2.5, mi
     ----------
     probabilities : array_like, shape (X, Y, Z)
         Lesion probabilities in ``[0, 1]``, e.g. channel 0 of
-        :func:`prostseg.inference.predict_probabilities`.
+        :func:`prostseg.use.inference.predict_probabilities`.
     threshold_factor : float, optional
         A candidate extends to ``1 / threshold_factor`` of its peak.
     min_voxels : int, optional

@@ -1,8 +1,8 @@
 """Streaming ``tf.data`` pipelines and joint augmentation for the U-Net and Pix2Pix models.
 
 A pipeline holds only the cases it is preparing: each case is read with
-:func:`prostseg.io.load_volume` (``float32`` images, ``uint8`` labels), prepared as a
-whole volume by the NumPy functions of :mod:`prostseg.slices`, cut into axial slices
+:func:`prostseg.data.io.load_volume` (``float32`` images, ``uint8`` labels), prepared as a
+whole volume by the NumPy functions of :mod:`prostseg.preparation.slices`, cut into axial slices
 and streamed. Memory use depends on the shuffle buffer, not on the size of the data set.
 
 Streaming, shuffling and determinism
@@ -23,7 +23,7 @@ Prepared slices on disk (``slice_cache``)
 -----------------------------------------
 ``cache=True`` helps only while the prepared volumes fit in memory. With
 ``slice_cache=DIR`` the pipelines instead stream the slices that ``prostseg prepare``
-(:mod:`prostseg.slice_cache`) wrote once per case: the case files are shuffled every
+(:mod:`prostseg.preparation.slice_cache`) wrote once per case: the case files are shuffled every
 epoch and read by a parallel interleave, the slices pass the same shuffle buffer,
 oversampling and augmentation as the uncached stream, and without ``shuffle`` they come
 in the same order. Images are stored as float16, labels as exact integers.
@@ -45,21 +45,20 @@ import itertools
 import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from prostseg.dataset import ALIGNED_FOLDER, MASK_CLASSES, MASKS, NUM_ZONE_CLASSES, STACK, Case, volume_file
-from prostseg.errors import InputError
-from prostseg.io import Volume, check_same_grid, load_volume, volume_grid
-from prostseg.slices import (
+from prostseg.data.dataset import MASKS, NUM_ZONE_CLASSES, Case
+from prostseg.data.io import volume_grid
+from prostseg.preparation.slice_cache import SliceSpec, cached_slice_counts, cached_slices
+from prostseg.preparation.slices import (
     PIX2PIX_IMAGE_SIZE,
+    PIX2PIX_SLICING,
     UNET_IMAGE_SIZE,
-    prepare_pix2pix_volume,
+    UNET_SLICING,
+    case_labels,
     prepare_unet_mask,
-    prepare_unet_volume,
-    prepare_zone_labels,
 )
 
 __all__ = [
@@ -272,40 +271,6 @@ def _checked_label(label: str) -> str:
     return label
 
 
-def _load_unet_mask(case: Case, label: str) -> Volume:
-    """A case's mask; zone maps must hold 0..4, gland masks 0 and 1 (lesion values: see
-    prostseg.datacheck)."""
-    return load_volume(case.path(label), label=True, num_classes=MASK_CLASSES.get(label))
-
-
-def _load_unet_case(
-    case: Case, label: str, image_size: int, target_spacing: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    t2w = load_volume(case.path("t2w"))
-    mask = _load_unet_mask(case, label)
-    check_same_grid(t2w, mask)
-    return (prepare_unet_volume(t2w, image_size, target_spacing=target_spacing),
-            prepare_unet_mask(mask, image_size, target_spacing=target_spacing))
-
-
-def _stack_path(case: Case) -> Path:
-    if not case.has(STACK):
-        raise InputError(
-            case.folder,
-            f"case {case.case_id} has no registered stack ({ALIGNED_FOLDER}/{volume_file(STACK)}); "
-            f"run `prostseg register-case {case.folder}` first",
-        )
-    return case.path(STACK)
-
-
-def _load_pix2pix_case(case: Case, image_size: int, target_spacing: float | None) -> tuple[np.ndarray, np.ndarray]:
-    stack = load_volume(_stack_path(case), channels=3)
-    zones = load_volume(case.path("zones"), num_classes=NUM_ZONE_CLASSES)
-    check_same_grid(stack, zones)
-    return (prepare_pix2pix_volume(stack, image_size, target_spacing=target_spacing),
-            prepare_zone_labels(zones, image_size, target_spacing=target_spacing))
-
-
 def _volumes(
     cases: list[Case],
     load_case: Callable[[Case], tuple[np.ndarray, np.ndarray]],
@@ -439,8 +404,8 @@ def count_slices(
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.dataset import discover_cases
-    >>> from prostseg.phantom import write_phantom_dataset
+    >>> from prostseg.data.dataset import discover_cases
+    >>> from prostseg.data.phantom import write_phantom_dataset
     >>> folder = tempfile.mkdtemp()
     >>> _ = write_phantom_dataset(folder, n_cases=2, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
     >>> cases = discover_cases(folder)
@@ -451,15 +416,13 @@ def count_slices(
     """
     cases = _checked_cases(cases, ("t2w", _checked_label(label)))
     if slice_cache is not None:
-        from prostseg.slice_cache import SliceSpec, cached_slice_counts
-
         spec = SliceSpec("unet", image_size, target_spacing, label)
         return cached_slice_counts(cases, spec, slice_cache, foreground=drop_empty)
     if not drop_empty:
         return sum(volume_grid(case.path("t2w"))[0][2] for case in cases)
     total = 0
     for case in cases:
-        mask = prepare_unet_mask(_load_unet_mask(case, label), image_size,
+        mask = prepare_unet_mask(case_labels(case, label), image_size,
                                  target_spacing=target_spacing)
         total += int(np.count_nonzero(mask.any(axis=(1, 2, 3))))
     return total
@@ -487,7 +450,7 @@ def unet_dataset(
     """Stream (T2W slice, mask slice) batches for U-Net training or evaluation.
 
     Each case's ``t2w`` and ``label`` files are read with
-    :func:`prostseg.io.load_volume`, checked to share a grid, prepared with
+    :func:`prostseg.data.io.load_volume`, checked to share a grid, prepared with
     :func:`prepare_unet_volume` and :func:`prepare_unet_mask` and cut into slices.
 
     Parameters
@@ -538,7 +501,7 @@ def unet_dataset(
         ``augment``), seeded like ``augment``.
     slice_cache : path, optional
         Stream the prepared slices from this cache folder (written by
-        :func:`prostseg.slice_cache.prepare_dataset`, ``prostseg prepare``, with the
+        :func:`prostseg.preparation.slice_cache.prepare_dataset`, ``prostseg prepare``, with the
         same ``image_size``, ``target_spacing`` and ``label``) instead of preparing
         the files: several times faster every epoch, with memory that does not grow
         with the data set. The slices are those of the uncached stream (images
@@ -564,8 +527,8 @@ def unet_dataset(
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.dataset import discover_cases
-    >>> from prostseg.phantom import write_phantom_dataset
+    >>> from prostseg.data.dataset import discover_cases
+    >>> from prostseg.data.phantom import write_phantom_dataset
     >>> folder = tempfile.mkdtemp()
     >>> _ = write_phantom_dataset(folder, n_cases=1, shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
     >>> dataset = unet_dataset(discover_cases(folder), image_size=64, batch_size=4, shuffle=False)
@@ -580,14 +543,12 @@ def unet_dataset(
 
     def stream() -> tf.data.Dataset:
         if slice_cache is not None:
-            from prostseg.slice_cache import SliceSpec, cached_slices
-
             spec = SliceSpec("unet", image_size, target_spacing, label)
             return cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                  shuffle_buffer=shuffle_buffer, seed=seed)
         return _slice_stream(
             cases,
-            lambda case: _load_unet_case(case, label, image_size, target_spacing),
+            lambda case: UNET_SLICING.prepare_case(case, label, image_size, target_spacing=target_spacing),
             (1, 1),
             image_size,
             shuffle=shuffle,
@@ -643,7 +604,7 @@ def pix2pix_dataset(
     """Stream (registered stack slice, one-hot zone slice) batches for Pix2Pix.
 
     Each case's ``aligned/stack`` (written by
-    :func:`prostseg.registration.register_case`) and ``zones`` files are read,
+    :func:`prostseg.preparation.registration.register_case`) and ``zones`` files are read,
     checked to share a grid and prepared with :func:`prepare_pix2pix_volume` and
     :func:`prepare_zone_labels`.
 
@@ -690,7 +651,7 @@ def pix2pix_dataset(
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.dataset import Case
+    >>> from prostseg.data.dataset import Case
     >>> pix2pix_dataset([Case("p1", tempfile.gettempdir(), {"zones": "zones.nii.gz"})])
     Traceback (most recent call last):
     ...
@@ -743,7 +704,7 @@ def pix2pix_epochs(
     Examples
     --------
     >>> import tempfile
-    >>> from prostseg.dataset import Case
+    >>> from prostseg.data.dataset import Case
     >>> epochs = pix2pix_epochs([Case("p1", tempfile.gettempdir(), {"zones": "zones.nii.gz"})])
     >>> next(epochs)
     Traceback (most recent call last):
@@ -752,19 +713,18 @@ def pix2pix_epochs(
     """
     cases = _checked_cases(cases, ("zones",))
     for case in cases:
-        _stack_path(case)
+        PIX2PIX_SLICING.input_path(case)
     image_size, batch_size = _positive(image_size, "image_size"), _positive(batch_size, "batch_size")
     shuffle_buffer = _positive(shuffle_buffer, "shuffle_buffer")
     _one_cache(cache, slice_cache)
     if slice_cache is not None:
-        from prostseg.slice_cache import SliceSpec, cached_slices
-
         spec = SliceSpec("pix2pix", image_size, target_spacing)
         for epoch in itertools.count(operator.index(first_epoch)):
             slices = cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                    shuffle_buffer=shuffle_buffer, seed=seed + epoch)
             yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
-    stream = dict(load_case=lambda case: _load_pix2pix_case(case, image_size, target_spacing),
+    stream = dict(load_case=lambda case: PIX2PIX_SLICING.prepare_case(case, "zones", image_size,
+                                                                   target_spacing=target_spacing),
                   channels=(3, NUM_ZONE_CLASSES), image_size=image_size)
     cached_volumes = _volumes(cases, **stream).cache() if cache else None
     epoch = operator.index(first_epoch)

@@ -2,7 +2,7 @@
 does, and where it must not be trusted.
 
 :func:`write_model_card` writes ``MODEL_CARD.md`` into a run folder of
-:mod:`prostseg.training`, beside the model files. It records:
+:mod:`prostseg.training.loop`, beside the model files. It records:
 
 * the data: the data folder, its licence, and the patient ids of the split;
 * the configuration (``config.json``), the software versions and the hardware;
@@ -15,7 +15,7 @@ does, and where it must not be trusted.
   patients...), stated from the facts of the run, plus any the caller adds.
 
 The training code calls nothing here; call :func:`write_model_card` when a run ends
-(``prostseg.training`` may call it as its last step).
+(``prostseg.training.loop`` may call it as its last step).
 """
 
 from __future__ import annotations
@@ -29,8 +29,14 @@ import numpy as np
 
 from prostseg import __version__
 from prostseg.atomic import atomic_path
-from prostseg.dataset import PHANTOM_FILE
+from prostseg.data.dataset import NUM_ZONE_CLASSES, PHANTOM_FILE, find_case
+from prostseg.data.io import load_volume
 from prostseg.errors import InputError
+from prostseg.networks.metrics import dice, iou, per_class_dice
+from prostseg.networks.recipes import recipe
+from prostseg.networks.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
+from prostseg.preparation.splits import PatientSplit
+from prostseg.use.inference import input_volume, predict_volume, resolve_model
 
 __all__ = ["MODEL_CARD_FILE", "bootstrap_ci", "evaluate_patients", "write_model_card"]
 
@@ -92,14 +98,14 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
     ----------
     model : keras.Model or str or os.PathLike
         A U-Net or Pix2Pix generator, or its file (see
-        :func:`prostseg.inference.resolve_model`).
+        :func:`prostseg.use.inference.resolve_model`).
     data_dir : str or os.PathLike
         The data folder holding the cases.
     case_ids : iterable of str
     label : {"lesion", "zones", "gland"}, optional
         What a single-channel U-Net segments (``"zones"``, ``"gland"``: the whole gland).
     target_spacing : float, optional
-        See :func:`prostseg.inference.resolve_model`.
+        See :func:`prostseg.use.inference.resolve_model`.
 
     Returns
     -------
@@ -107,11 +113,6 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
         ``{case_id: {"dice": ..., "iou": ...}}`` of the foreground (U-Net), or
         ``{case_id: {"dice": mean zone Dice}}`` (Pix2Pix, zones present in either map).
     """
-    from prostseg.dataset import NUM_ZONE_CLASSES, find_case
-    from prostseg.inference import _input_volume, predict_volume, resolve_model
-    from prostseg.io import load_volume
-    from prostseg.metrics import dice, iou, per_class_dice
-
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
     zone_classes = model.output_shape[-1] > 1
     scores = {}
@@ -119,7 +120,7 @@ def evaluate_patients(model, data_dir: str | os.PathLike, case_ids, *, label: st
         case_dir = Path(data_dir) / case_id
         truth_name = "zones" if zone_classes else label
         truth = load_volume(find_case(case_dir, require=(truth_name,)).path(truth_name), label=True).data
-        volume, _ = _input_volume(case_dir, model_recipe)
+        volume, _ = input_volume(case_dir, model_recipe)
         pred = predict_volume(model, volume, target_spacing=target_spacing, kind=model_recipe.kind)
         if zone_classes:
             scores[case_id] = {"dice": float(np.nanmean(per_class_dice(pred, truth, NUM_ZONE_CLASSES)[1:]))}
@@ -179,7 +180,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     Parameters
     ----------
     run_dir : str or os.PathLike
-        A run folder of :mod:`prostseg.training` (``config.json``, ``split.json``,
+        A run folder of :mod:`prostseg.training.loop` (``config.json``, ``split.json``,
         ``history.csv`` and the model files).
     model_file : str, optional
         The model the card describes; by default ``best.keras`` or ``model.keras``
@@ -202,16 +203,13 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     Returns
     -------
     pathlib.Path
+        The card, ``run_dir/MODEL_CARD.md``.
 
     Raises
     ------
     InputError
         When the folder is not a run folder or holds no model file.
     """
-    from prostseg.recipes import recipe
-    from prostseg.runs import CONFIG_FILE, HISTORY_FILE, SPLIT_FILE, load_config, read_history
-    from prostseg.splits import PatientSplit
-
     run_dir = Path(run_dir)
     card = run_dir / MODEL_CARD_FILE
     if card.exists() and not overwrite:
@@ -248,7 +246,7 @@ def write_model_card(run_dir: str | os.PathLike, *, model_file: str | None = Non
     limits.extend(known_limits)
 
     lines = [f"# Model card: {run_dir.name}", "",
-             f"Written {datetime.date.today().isoformat()} by `prostseg.model_card` for "
+             f"Written {datetime.date.today().isoformat()} by `prostseg.use.model_card` for "
              f"`{model_path.name}`: {task}.", "",
              "## Intended use", "", intended_use, "",
              "## Known limits", ""] + [f"- {limit}" for limit in limits] + [""]

@@ -2,7 +2,7 @@
 
 Slices of one patient are strongly correlated, so a split must never put slices of the
 same patient into two parts. A split is made of *case ids* (case folders, see
-:mod:`prostseg.dataset`), and a :class:`PatientSplit` cannot be built with a case in
+:mod:`prostseg.data.dataset`), and a :class:`PatientSplit` cannot be built with a case in
 two parts. Usually a case is a patient; in collections with several examinations per
 patient (PI-CAI names its cases ``<patient_id>_<study_id>``) the cases of one patient
 are grouped: :func:`split_patients` takes a ``patient_ids`` mapping (case id to patient
@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from prostseg.atomic import atomic_path
+from prostseg.data.dataset import PATIENTS_FILE
 from prostseg.errors import InputError
+from prostseg.preparation.preprocessing import resize_image
 
 __all__ = [
-    "PATIENTS_FILE",
     "PatientSplit",
     "patients_across_parts",
     "read_patient_ids",
@@ -49,8 +50,6 @@ __all__ = [
 
 _PARTS = ("train", "val", "test")
 
-#: File of a data folder mapping case ids to patient ids (a JSON object of strings).
-PATIENTS_FILE = "patients.json"
 
 
 def _checked_ids(case_ids: Iterable[str]) -> list[str]:
@@ -276,7 +275,7 @@ def _patient_map(case_ids: list[str], patient_ids: Mapping[str, str] | None) -> 
 def read_patient_ids(data_dir: str | os.PathLike, case_ids: Iterable[str]) -> dict[str, str]:
     """The patient id of each case of a data folder.
 
-    From ``data_dir/patients.json`` (:data:`PATIENTS_FILE`, a JSON object mapping case
+    From ``data_dir/patients.json`` (:data:`prostseg.data.dataset.PATIENTS_FILE`, a JSON object mapping case
     ids to patient ids) when the folder has one, else every case is its own patient.
 
     Raises
@@ -491,8 +490,6 @@ _LEAKAGE_COLUMNS = {
 
 def _slice_features(volumes: Mapping[str, np.ndarray], slices: list[SliceId], size: int) -> np.ndarray:
     """Each slice resized to ``size`` x ``size`` and z-scored, one row per slice."""
-    from prostseg.preprocessing import resize_image
-
     rows = []
     for case_id, k in slices:
         pixels = resize_image(np.asarray(volumes[case_id])[:, :, k].astype(np.float64), size).ravel()
@@ -523,7 +520,7 @@ def slice_leakage(
     volumes : mapping of case id to array (X, Y, Z), optional
         Image volumes (e.g. ``load_volume(case.path("t2w")).data``) for the
         nearest-neighbour search: every slice is resized to ``size`` x ``size``
-        (:func:`prostseg.preprocessing.resize_image`) and compared by Pearson
+        (:func:`prostseg.preparation.preprocessing.resize_image`) and compared by Pearson
         correlation of its pixels.
     size : int, optional
         Side of the resized slices.

@@ -549,7 +549,7 @@ def itk_to_volume(image, path: str | os.PathLike | None = None) -> Volume:
 
 
 def volume_to_itk(volume: Volume):
-    """Convert a :class:`~prostseg.io.Volume` to an ``itk.Image[itk.F, 3]``.
+    """Convert a :class:`~prostseg.data.io.Volume` to an ``itk.Image[itk.F, 3]``.
 
     The inverse of :func:`itk_to_volume`; elastix works on such images.
 

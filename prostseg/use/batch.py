@@ -5,11 +5,11 @@ case folders, volume files, DICOM series folders, data folders holding any of th
 or text files listing them) and writes, for each case ``CASE_ID``, into ``out_dir``:
 
 * ``CASE_ID.nii.gz`` -- the label map, in the geometry of the case's source image
-  (the layout :func:`prostseg.inference.evaluate_folder` scores);
+  (the layout :func:`prostseg.use.inference.evaluate_folder` scores);
 * ``probabilities/CASE_ID.nii.gz`` -- optionally, the probabilities, one channel per
-  output class, in 16 bits (:func:`prostseg.inference.write_nifti_like`);
+  output class, in 16 bits (:func:`prostseg.use.inference.write_nifti_like`);
 * ``CASE_ID.seg.dcm`` -- optionally, for DICOM input, a DICOM Segmentation that
-  references the source instances (:mod:`prostseg.dicom_seg`);
+  references the source instances (:mod:`prostseg.use.dicom_seg`);
 * ``summary.csv`` -- one row per case: status, seconds, predicted volume, files.
 
 Every file is written atomically, so a file that exists is complete. A case whose
@@ -20,13 +20,13 @@ and the others go on.
 
 Examples
 --------
->>> import tempfile
->>> from prostseg.models import build_unet
->>> from prostseg.phantom import write_phantom_dataset
->>> data = Path(tempfile.mkdtemp())
+>>> from tempfile import mkdtemp
+>>> from prostseg.data.phantom import write_phantom_dataset
+>>> from prostseg.networks.models import build_unet
+>>> data = Path(mkdtemp())
 >>> _ = write_phantom_dataset(data, n_cases=2, seed=0, shape=(40, 40, 4))
 >>> model = build_unet((32, 32, 1), base_filters=2, depth=2)
->>> out = Path(tempfile.mkdtemp())
+>>> out = Path(mkdtemp())
 >>> result = predict_batch(model, [data], out, progress=False)
 >>> [(row["case_id"], row["status"]) for row in result.rows]
 [('phantom-000', 'predicted'), ('phantom-001', 'predicted')]
@@ -48,9 +48,19 @@ from pathlib import Path
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.dataset import find_case
+from prostseg.data.dataset import find_case
 from prostseg.errors import InputError
-from prostseg.io import SUPPORTED_EXTENSIONS, load_volume
+from prostseg.data.io import SUPPORTED_EXTENSIONS, load_volume
+from prostseg.networks.runs import model_run_config
+from prostseg.use.dicom_seg import SEGMENT_CODES, write_dicom_seg
+from prostseg.use.export import preprocessing_contract
+from prostseg.use.inference import (
+    input_volume,
+    postprocess,
+    predict_probabilities,
+    resolve_model,
+    write_nifti_like,
+)
 
 __all__ = ["BatchResult", "SUMMARY_FILE", "PROBABILITIES_DIR", "collect_inputs", "predict_batch"]
 
@@ -95,7 +105,7 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
     Parameters
     ----------
     paths : iterable of str or os.PathLike
-        Each one is a case folder (:mod:`prostseg.dataset` layout), a volume file, a
+        Each one is a case folder (:mod:`prostseg.data.dataset` layout), a volume file, a
         DICOM series folder (a folder of files only), a data folder (any other folder
         with sub-folders: each sub-folder is a case folder or DICOM series folder) or
         a text file (``.txt``, ``.lst``) listing such paths, one a line, relative to
@@ -172,15 +182,8 @@ def _foreground_ml(labels: np.ndarray, spacing) -> float:
 def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, overwrite: bool) -> float:
     """Predict one case, write the outputs that are missing (all with ``overwrite``);
     return the predicted foreground volume in ml."""
-    from prostseg.inference import (
-        _input_volume,
-        postprocess,
-        predict_probabilities,
-        write_nifti_like,
-    )
-
     model_recipe = options["recipe"]
-    volume, reference = _input_volume(source, model_recipe)
+    volume, reference = input_volume(source, model_recipe)
     probabilities = predict_probabilities(model, volume, target_spacing=options["target_spacing"],
                                           tta=options["tta"], kind=model_recipe.kind)
     labels = postprocess(model_recipe.decode(probabilities, options["threshold"]),
@@ -188,8 +191,6 @@ def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, o
                          min_lesion_size=options["min_lesion_size"], spacing=volume.spacing)
     todo = {name: path for name, path in outputs.items() if overwrite or not path.exists()}
     if "dicom_seg" in todo:
-        from prostseg.dicom_seg import write_dicom_seg
-
         write_dicom_seg(labels, reference, source, todo["dicom_seg"], label_names=options["classes"],
                         overwrite=True)
     if "probabilities" in todo:
@@ -201,12 +202,11 @@ def _predict_one(model, source: Path, outputs: dict[str, Path], options: dict, o
 
 def _label_names(model, model_path: Path | None, kind: str) -> dict[int, str]:
     """``{label value: name}`` of the foreground labels the model predicts."""
-    from prostseg.export import _run_settings, preprocessing_contract
-
     contract = getattr(model, "contract", None)
     if contract is None:
         in_run = model_path is not None and model_path.suffix == ".keras"
-        label = _run_settings(model_path)[1] if in_run else None
+        config = model_run_config(model_path) if in_run else None
+        label = getattr(config, "label", None)
         contract = preprocessing_contract(model, label=label, kind=kind)
     classes = contract["output"]["classes"]
     return {1: classes[0]} if len(classes) == 1 else {i: name for i, name in enumerate(classes) if i}
@@ -222,14 +222,14 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
     Parameters
     ----------
     model : keras.Model or str or os.PathLike
-        A model or model file (:func:`prostseg.inference.resolve_model`: a ``.keras``
-        file in its run folder, or an export of :mod:`prostseg.export`).
+        A model or model file (:func:`prostseg.use.inference.resolve_model`: a ``.keras``
+        file in its run folder, or an export of :mod:`prostseg.use.export`).
     inputs : iterable of str or os.PathLike
         See :func:`collect_inputs`.
     out_dir : str or os.PathLike
         Output folder (created).
     threshold, target_spacing, largest_component, min_lesion_size, tta : optional
-        See :func:`prostseg.inference.predict_volume`.
+        See :func:`prostseg.use.inference.predict_volume`.
     probabilities : bool, optional
         Also write the probability maps.
     dicom_seg : bool, optional
@@ -253,8 +253,6 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
     """
     from tqdm.auto import tqdm
 
-    from prostseg.inference import resolve_model
-
     cases = collect_inputs(inputs)
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
@@ -262,8 +260,6 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
                    min_lesion_size=min_lesion_size, tta=tta, recipe=model_recipe,
                    classes=_label_names(model, model_path, model_recipe.kind))
     if dicom_seg:
-        from prostseg.dicom_seg import SEGMENT_CODES
-
         if not set(options["classes"].values()) <= set(SEGMENT_CODES):
             raise InputError(model_path, "the model does not record what it segments (lesion or gland), "
                              "which a DICOM SEG must say: keep the .keras file in its run folder, or "

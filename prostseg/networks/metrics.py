@@ -18,7 +18,7 @@ Conventions for empty masks
   segmentation most slices, and some patients, have no lesion; a prediction of "no
   lesion" there is exactly right and scoring it 0 (or dropping it) would reward models
   that hallucinate lesions less harshly than ones that stay silent. This is also the
-  limit of the smoothed Dice loss in :mod:`prostseg.losses`.
+  limit of the smoothed Dice loss in :mod:`prostseg.networks.losses`.
 * Binary masks, exactly one empty: 0.0 (no overlap; follows from the formulas).
 * Per-class scores, class absent from both label maps: **NaN** (``empty_score``).
   A per-class vector is averaged over classes and cases; a class that is not annotated
@@ -310,11 +310,15 @@ class _ThresholdedOverlap(keras.metrics.Metric):
 
     The score is computed from the totals (pooled over every pixel seen since the last
     reset), not averaged per image. State variables are sums, so replicas of a
-    ``tf.distribute`` strategy are combined by adding them.
+    ``tf.distribute`` strategy are combined by adding them. Subclasses give the score
+    (``result``) and the default ``name``.
     """
 
+    #: The name of the metric in training logs, unless one is given.
+    default_name: str
+
     def __init__(self, threshold: float = 0.5, name: str | None = None, dtype=None):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name or self.default_name, dtype=dtype)
         self.threshold = float(threshold)
         self.intersection = self.add_variable((), "zeros", name="intersection")
         self.predicted = self.add_variable((), "zeros", name="predicted")
@@ -358,14 +362,14 @@ class ThresholdedIoU(_ThresholdedOverlap):
 
     Examples
     --------
-    >>> metric = ThresholdedIoU()
-    >>> metric.update_state([[0.0, 1.0, 1.0]], [[0.2, 0.7, 0.4]])
-    >>> round(float(metric.result()), 4)
-    0.5
+    >>> for metric in (ThresholdedIoU(), ThresholdedDice()):
+    ...     metric.update_state([[0.0, 1.0, 1.0]], [[0.2, 0.7, 0.4]])
+    ...     print(metric.name, round(float(metric.result()), 4))
+    iou 0.5
+    dice 0.6667
     """
 
-    def __init__(self, threshold: float = 0.5, name: str = "iou", dtype=None):
-        super().__init__(threshold, name=name, dtype=dtype)
+    default_name = "iou"
 
     def result(self):
         union = self.predicted + self.true - self.intersection
@@ -380,21 +384,11 @@ class ThresholdedDice(_ThresholdedOverlap):
 
     Parameters
     ----------
-    threshold : float
-        Probabilities above it count as foreground.
-    name : str
-        Name in training logs.
-
-    Examples
-    --------
-    >>> metric = ThresholdedDice()
-    >>> metric.update_state([[0.0, 1.0, 1.0]], [[0.2, 0.7, 0.4]])
-    >>> round(float(metric.result()), 4)
-    0.6667
+    threshold, name
+        As for :class:`ThresholdedIoU` (examples there).
     """
 
-    def __init__(self, threshold: float = 0.5, name: str = "dice", dtype=None):
-        super().__init__(threshold, name=name, dtype=dtype)
+    default_name = "dice"
 
     def result(self):
         total = self.predicted + self.true

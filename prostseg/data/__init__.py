@@ -1,0 +1,12 @@
+"""Stage 1, data: MRI cases on disk and in memory (chapters 2 and 12).
+
+* :mod:`~prostseg.data.io` reads and writes volumes (NIfTI, DICOM series) in one
+  canonical order;
+* :mod:`~prostseg.data.dataset` is the case layout: which file of a case folder holds
+  what, and how cases are found;
+* :mod:`~prostseg.data.phantom` writes synthetic phantom cases in that layout;
+* :mod:`~prostseg.data.manifests` brings public datasets into it (``prostseg data``).
+
+Imports: the plumbing at the top of the package (:mod:`prostseg.errors`,
+:mod:`prostseg.atomic`) and nothing of the later stages.
+"""
