@@ -645,11 +645,16 @@ def gland_training_split(data_dir: str | os.PathLike, *, test: tuple[str, ...] =
     >>> split.train, split.val, split.test  # doctest: +NORMALIZE_WHITESPACE
     (('ProstateX-0101', 'ProstateX-0152', 'ProstateX-0199', 'phantom-000', 'phantom-001'),
      ('phantom-002',), ('ProstateX-0000',))
+    >>> gland_training_split(folder, phantoms=0).train  # the real patients alone
+    ('ProstateX-0101', 'ProstateX-0152', 'ProstateX-0199')
+    >>> gland_training_split(folder, real=False, val_phantoms=1).train
+    ('phantom-000', 'phantom-001')
     """
     cases = [case.case_id for case in discover_cases(data_dir, require=("t2w", "gland"))]
     made = [case_id for case_id in cases if _CASE_NAME.fullmatch(case_id)][:phantoms]
     val = made[len(made) - val_phantoms:] if 0 < val_phantoms < len(made) else []
-    train = [case_id for case_id in cases if case_id not in made and case_id not in test] if real else []
+    others = [case_id for case_id in cases if not _CASE_NAME.fullmatch(case_id) and case_id not in test]
+    train = others if real else []
     return PatientSplit(train=train + made[:len(made) - len(val)], val=val, test=list(test), seed=None)
 
 
