@@ -66,11 +66,8 @@ CROP_VOXELS = 224
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def taps_weights(wheel: Path | None, work: Path) -> tuple[Path, str]:
