@@ -211,6 +211,9 @@ def test_real_data_cuts_masks_of_a_full_scan_to_the_shipped_crop(tmp_path, monke
     stamp = case.path("zones").stat().st_mtime_ns
     real_data(tmp_path / "outputs")  # up to date: not written again
     assert case.path("zones").stat().st_mtime_ns == stamp
+    case.path("zones").write_bytes(b"damaged")
+    real_data(tmp_path / "outputs")  # a damaged cut copy is made again
+    np.testing.assert_array_equal(np.asarray(nib.load(case.path("zones")).dataobj), expected)
 
 
 def test_real_data_refuses_another_scan_under_a_shipped_id(tmp_path, monkeypatch):

@@ -485,8 +485,8 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
 
     Notes
     -----
-    Copies are checked against their sources (SHA-256 of the source, recorded) and
-    renewed when they differ; copies whose source is gone (the variable was unset) are
+    Copies are renewed when their source or the copy itself changed (the SHA-256 of
+    both is recorded); copies whose source is gone (the variable was unset) are
     deleted. Everything else in the folder, such as ``aligned/`` written by
     registration, is left alone. Which file came from where is recorded in
     ``real-data/.sources.json`` and reported by :func:`describe_source`.
@@ -513,26 +513,27 @@ def real_data(root: str | os.PathLike | None = None) -> Path:
         written = {}
     for key in sorted(set(written) - set(wanted)):  # copies whose source is gone
         (out_dir / key).unlink(missing_ok=True)
-    digests = {}
+    entries = {}
     for key, copy in wanted.items():
         target = out_dir / key
-        digests[key] = _sha256(copy.source)
+        entry = {"source": str(copy.source), "origin": copy.origin, "sha256": _sha256(copy.source),
+                 "onto": None if copy.onto is None else str(copy.onto)}
         recorded = written.get(key, {})
-        if target.is_file() and recorded.get("sha256") == digests[key] and recorded.get("onto") == (
-                None if copy.onto is None else str(copy.onto)) and (copy.onto is not None or _sha256(target) == digests[key]):
+        if target.is_file() and all(recorded.get(name) == value for name, value in entry.items()) \
+                and recorded.get("copy_sha256") == _sha256(target):
+            entries[key] = recorded
             continue
         if target.exists() and key not in written:
             raise InputError(target, f"was not written by prostseg.book.data.real_data (its source would be "
                              f"{copy.source}); move it elsewhere")
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_copy(copy, target)
+        entries[key] = {**entry, "copy_sha256": _sha256(target)}
     emptied = {parent for key in written for parent in (out_dir / key).parents if out_dir in parent.parents}
     for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    index = {"files": {key: {"source": str(copy.source), "origin": copy.origin, "sha256": digests[key],
-                             "onto": None if copy.onto is None else str(copy.onto)}
-                       for key, copy in wanted.items()}}
+    index = {"files": entries}
     with atomic_path(index_path) as tmp:
         tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return out_dir
