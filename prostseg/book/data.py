@@ -46,12 +46,14 @@ from prostseg.dataset import (
     ALIGNED_FOLDER,
     CASE_ROLES,
     PHANTOM_FILE,
+    STACK,
     discover_cases,
     find_case,
     volume_file,
 )
 from prostseg.errors import InputError
 from prostseg.phantom import GENERATOR_VERSION, write_phantom_dataset
+from prostseg.splits import PatientSplit
 
 __all__ = [
     "PHANTOM_CASES",
@@ -62,6 +64,9 @@ __all__ = [
     "SAMPLE_DIR",
     "outputs_root",
     "tutorial_data",
+    "PIX2PIX_FOLDER",
+    "PIX2PIX_PHANTOMS",
+    "pix2pix_data",
     "real_data",
     "real_data_dir",
     "describe_source",
@@ -77,6 +82,12 @@ PHANTOM_CASES = 6
 OUTPUTS_FOLDER = "outputs"
 #: Name of the phantom dataset folder inside ``root``.
 PHANTOM_FOLDER = "phantom-data"
+#: Name of the folder, inside ``root``, of the data chapter 10's Pix2Pix trains on (:func:`pix2pix_data`).
+PIX2PIX_FOLDER = "pix2pix-data"
+#: The phantom patients of :func:`pix2pix_data`: how many, their seed (other patients
+#: than the book's, seed :data:`PHANTOM_SEED`) and their contrast (about half of the
+#: scans with a random level per tissue in T2W, ADC and DWI).
+PIX2PIX_PHANTOMS = {"cases": 32, "seed": 1, "contrast": "mixed", "random_channels": ["t2w", "adc", "dwi"]}
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
 #: The real study that ships with prostseg, in the case layout (read-only package data).
@@ -84,6 +95,8 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 #: Where :func:`describe_source` says a shipped case comes from.
 SAMPLE_ORIGIN = "shipped with prostseg"
 
+# pix2pix_data() records here what its folder holds.
+_PIX2PIX_RECIPE = ".recipe.json"
 # real_data() records here which file of the real-data folder it copied from where.
 _SOURCES = ".sources.json"
 
@@ -269,6 +282,101 @@ def tutorial_data(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def pix2pix_data(
+    data_dir: str | os.PathLike,
+    split: PatientSplit,
+    *,
+    root: str | os.PathLike | None = None,
+    **phantoms,
+) -> tuple[Path, PatientSplit]:
+    """A folder to train Pix2Pix on randomised phantoms and to score it on the book's patients.
+
+    ``root/pix2pix-data`` receives phantom patients written by
+    :func:`prostseg.phantom.write_phantom_dataset` with ``aligned_stack=True`` (the
+    stack of a perfect registration, so they need no elastix run) and the settings of
+    :data:`PIX2PIX_PHANTOMS` updated with ``phantoms``, and a copy of every validation and
+    test case of ``split`` (registered, ``aligned/`` included), named ``book-<case id>``.
+    The split returned trains on the phantoms and keeps the validation and test patients
+    of ``split`` under their new names.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        The data folder of ``split``; its validation and test cases must be registered.
+    split : PatientSplit
+        The split of ``data_dir`` whose validation and test patients to copy.
+    root : str or os.PathLike, optional
+        Folder that holds ``pix2pix-data``; default :func:`outputs_root`.
+    **phantoms
+        Changes to :data:`PIX2PIX_PHANTOMS`: ``cases`` (number of phantom patients),
+        ``seed`` (their dataset seed; not :data:`PHANTOM_SEED`, whose patients are the
+        book's), and keywords of :func:`prostseg.phantom.make_phantom_case`.
+
+    Returns
+    -------
+    (pathlib.Path, PatientSplit)
+        The folder and the split to train on.
+
+    Raises
+    ------
+    InputError
+        When a validation or test case of ``split`` has no zones or registered stack, or
+        when ``root/pix2pix-data`` exists but was not written by this function.
+
+    Notes
+    -----
+    The folder is reused as long as its ``.recipe.json`` records the same phantoms,
+    data folder, validation and test patients and generator version; otherwise it is
+    deleted and written again.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root, grid = Path(tempfile.mkdtemp()), dict(shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
+    >>> book = write_phantom_dataset(root / "book", n_cases=2, aligned_stack=True, **grid)  # registered
+    >>> split = PatientSplit(train=["phantom-000"], val=[], test=["phantom-001"], seed=0)
+    >>> folder, training = pix2pix_data(root / "book", split, root=root, cases=2, **grid)
+    >>> folder.name, training.train, training.test
+    ('pix2pix-data', ('phantom-000', 'phantom-001'), ('book-phantom-001',))
+    """
+    settings = {**PIX2PIX_PHANTOMS, **phantoms}
+    cases, seed = settings.pop("cases"), settings.pop("seed")
+    if seed == PHANTOM_SEED:
+        raise ValueError(f"seed {PHANTOM_SEED} draws the book's own patients; choose another seed")
+    data_dir = Path(data_dir)
+    held_out = {f"book-{case_id}": case_id for case_id in (*split.val, *split.test)}
+    for case_id in held_out.values():
+        find_case(data_dir / case_id, require=("zones", STACK))
+    recipe = {"generator_version": GENERATOR_VERSION, "cases": cases, "seed": seed,
+              "case_kwargs": json.loads(json.dumps(settings)), "data_dir": str(data_dir.resolve()),
+              "held_out": held_out}
+    out_dir = Path(outputs_root() if root is None else root) / PIX2PIX_FOLDER
+    recipe_file = out_dir / _PIX2PIX_RECIPE
+    if out_dir.exists():
+        try:
+            found = json.loads(recipe_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise InputError(out_dir, f"exists but holds no readable {_PIX2PIX_RECIPE}, so prostseg did not "
+                             "write it; move it elsewhere") from None
+        if found != recipe:
+            shutil.rmtree(out_dir)
+    if not out_dir.exists():
+        staging = Path(tempfile.mkdtemp(prefix=".pix2pix-data-", dir=out_dir.parent))
+        try:
+            write_phantom_dataset(staging, n_cases=cases, seed=seed, aligned_stack=True, **settings)
+            for name, case_id in held_out.items():
+                shutil.copytree(data_dir / case_id, staging / name)
+            with atomic_path(staging / _PIX2PIX_RECIPE) as tmp:
+                tmp.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+            staging.rename(out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    phantom_ids = [_case_name(index) for index in range(cases)]
+    rename = {case_id: name for name, case_id in held_out.items()}
+    return out_dir, PatientSplit(train=phantom_ids, val=[rename[c] for c in split.val],
+                                 test=[rename[c] for c in split.test], seed=split.seed)
 
 
 def real_data_dir() -> Path | None:
