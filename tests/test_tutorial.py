@@ -204,10 +204,15 @@ def test_pix2pix_data_trains_on_other_phantoms_and_holds_the_book_patients_out(r
     book_seeds = {json.loads((book_dir / case_id / "phantom.json").read_text(encoding="utf-8"))["case_seed"]
                   for case_id in ("phantom-000", "phantom-001", "phantom-002")}
     assert not seeds & book_seeds
-    # ... with random tissue levels in all three channels in some of the scans.
+    # ... drawn with the settings asked for.
+    metadata = json.loads((folder / "phantom-000" / "phantom.json").read_text(encoding="utf-8"))
+    assert metadata["case_kwargs"] == {key: list(value) for key, value in SMALL_GRID.items()}
+    folder, _ = pix2pix_data(book_dir, split, root=tmp_path, cases=1, contrast="mixed",
+                             random_channels=("t2w", "adc", "dwi"), **SMALL_GRID)
     metadata = json.loads((folder / "phantom-000" / "phantom.json").read_text(encoding="utf-8"))
     assert metadata["case_kwargs"]["contrast"] == "mixed"
     assert metadata["case_kwargs"]["random_channels"] == ["t2w", "adc", "dwi"]
+    assert not (folder / "phantom-001").exists()  # rewritten for the new settings
 
 
 def test_pix2pix_data_is_reused_and_rewritten_when_the_recipe_changes(registered_book, tmp_path):

@@ -84,10 +84,11 @@ OUTPUTS_FOLDER = "outputs"
 PHANTOM_FOLDER = "phantom-data"
 #: Name of the folder, inside ``root``, of the data chapter 10's Pix2Pix trains on (:func:`pix2pix_data`).
 PIX2PIX_FOLDER = "pix2pix-data"
-#: The phantom patients of :func:`pix2pix_data`: how many, their seed (other patients
-#: than the book's, seed :data:`PHANTOM_SEED`) and their contrast (about half of the
-#: scans with a random level per tissue in T2W, ADC and DWI).
-PIX2PIX_PHANTOMS = {"cases": 32, "seed": 1, "contrast": "mixed", "random_channels": ["t2w", "adc", "dwi"]}
+#: The phantom patients of :func:`pix2pix_data`: how many, and their seed (other patients
+#: than the book's, seed :data:`PHANTOM_SEED`). Their contrast is the realistic one:
+#: random tissue levels in the channels did not bring Pix2Pix closer to a real scan
+#: (``benchmarks/results/zones_to_real.md``).
+PIX2PIX_PHANTOMS = {"cases": 32, "seed": 1}
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
 #: The real study that ships with prostseg, in the case layout (read-only package data).
@@ -296,7 +297,7 @@ def pix2pix_data(
     ``root/pix2pix-data`` receives phantom patients written by
     :func:`prostseg.phantom.write_phantom_dataset` with ``aligned_stack=True`` (the
     stack of a perfect registration, so they need no elastix run) and the settings of
-    :data:`PIX2PIX_PHANTOMS` updated with ``phantoms``, and a copy of every validation and
+    :data:`PIX2PIX_PHANTOMS` updated with ``phantoms`` (e.g. ``contrast="mixed"``), and a copy of every validation and
     test case of ``split`` (registered, ``aligned/`` included), named ``book-<case id>``.
     The split returned trains on the phantoms and keeps the validation and test patients
     of ``split`` under their new names.
