@@ -245,7 +245,8 @@ def main(argv=None) -> int:
                              "registrations found there (default: a temporary folder); runs are retrained "
                              "unless --rescore")
     parser.add_argument("--rescore", action="store_true",
-                        help="score the finished runs of an earlier invocation in --work again, without training")
+                        help="score the finished runs of earlier invocations in --work again, without training "
+                             "(variants and seeds without a run there are skipped)")
     args = parser.parse_args(argv)
     real = common.real_data_dir()
     if real is None or not (real / REAL_CASE).is_dir():
@@ -266,7 +267,11 @@ def main(argv=None) -> int:
         runs = []
         for name in args.variants:
             for seed in seeds:
-                print(f"variant {name}, seed {seed}: training and scoring", flush=True)
+                if args.rescore and not (work / f"run-{name}-{seed}").is_dir():
+                    print(f"variant {name}, seed {seed}: no run in {work}, skipped", flush=True)
+                    continue
+                print(f"variant {name}, seed {seed}: {'scoring' if args.rescore else 'training and scoring'}",
+                      flush=True)
                 runs.append(run_variant(name, seed, book_dir, real_case, extra, work, args.quick, args.rescore))
                 print(runs[-1]["real"], runs[-1]["phantom_mean"], f"{runs[-1]['train_s']:.0f} s", flush=True)
     results = {"benchmark": NAME, "quick": args.quick, "machine": info, "new_patients": len(extra),

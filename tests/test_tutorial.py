@@ -192,7 +192,7 @@ def test_pix2pix_data_trains_on_other_phantoms_and_holds_the_book_patients_out(r
 
     book_dir, split = registered_book
     folder, training = pix2pix_data(book_dir, split, root=tmp_path, cases=3, **SMALL_GRID)
-    assert training.train == ("phantom-000", "phantom-001", "phantom-002")
+    assert training.train == ("training-000", "training-001", "training-002")
     assert (training.val, training.test) == (("book-phantom-001",), ("book-phantom-002",))
     cases = {case.case_id: case for case in discover_cases(folder, require=("zones", "stack"))}
     assert sorted(cases) == sorted(training.train + training.val + training.test)
@@ -205,14 +205,14 @@ def test_pix2pix_data_trains_on_other_phantoms_and_holds_the_book_patients_out(r
                   for case_id in ("phantom-000", "phantom-001", "phantom-002")}
     assert not seeds & book_seeds
     # ... drawn with the settings asked for.
-    metadata = json.loads((folder / "phantom-000" / "phantom.json").read_text(encoding="utf-8"))
+    metadata = json.loads((folder / "training-000" / "phantom.json").read_text(encoding="utf-8"))
     assert metadata["case_kwargs"] == {key: list(value) for key, value in SMALL_GRID.items()}
     folder, _ = pix2pix_data(book_dir, split, root=tmp_path, cases=1, contrast="mixed",
                              random_channels=("t2w", "adc", "dwi"), **SMALL_GRID)
-    metadata = json.loads((folder / "phantom-000" / "phantom.json").read_text(encoding="utf-8"))
+    metadata = json.loads((folder / "training-000" / "phantom.json").read_text(encoding="utf-8"))
     assert metadata["case_kwargs"]["contrast"] == "mixed"
     assert metadata["case_kwargs"]["random_channels"] == ["t2w", "adc", "dwi"]
-    assert not (folder / "phantom-001").exists()  # rewritten for the new settings
+    assert not (folder / "training-001").exists()  # rewritten for the new settings
 
 
 def test_pix2pix_data_is_reused_and_rewritten_when_the_recipe_changes(registered_book, tmp_path):
@@ -224,7 +224,7 @@ def test_pix2pix_data_is_reused_and_rewritten_when_the_recipe_changes(registered
     assert pix2pix_data(book_dir, split, root=tmp_path, cases=2, **SMALL_GRID)[0] == folder
     assert stamps(folder) == before
     _, training = pix2pix_data(book_dir, split, root=tmp_path, cases=3, **SMALL_GRID)
-    assert len(training.train) == 3 and (folder / "phantom-002").is_dir()
+    assert len(training.train) == 3 and (folder / "training-002").is_dir()
     with pytest.raises(ValueError, match="book's own patients"):
         pix2pix_data(book_dir, split, root=tmp_path, seed=0, **SMALL_GRID)
 

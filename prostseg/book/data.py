@@ -285,6 +285,10 @@ def tutorial_data(
     return out_dir
 
 
+def _training_name(index: int) -> str:
+    return f"training-{index:03d}"
+
+
 def pix2pix_data(
     data_dir: str | os.PathLike,
     split: PatientSplit,
@@ -294,7 +298,7 @@ def pix2pix_data(
 ) -> tuple[Path, PatientSplit]:
     """A folder to train Pix2Pix on randomised phantoms and to score it on the book's patients.
 
-    ``root/pix2pix-data`` receives phantom patients written by
+    ``root/pix2pix-data`` receives phantom patients (``training-000``, ...) written by
     :func:`prostseg.phantom.write_phantom_dataset` with ``aligned_stack=True`` (the
     stack of a perfect registration, so they need no elastix run) and the settings of
     :data:`PIX2PIX_PHANTOMS` updated with ``phantoms`` (e.g. ``contrast="mixed"``), and a copy of every validation and
@@ -340,7 +344,7 @@ def pix2pix_data(
     >>> split = PatientSplit(train=["phantom-000"], val=[], test=["phantom-001"], seed=0)
     >>> folder, training = pix2pix_data(root / "book", split, root=root, cases=2, **grid)
     >>> folder.name, training.train, training.test
-    ('pix2pix-data', ('phantom-000', 'phantom-001'), ('book-phantom-001',))
+    ('pix2pix-data', ('training-000', 'training-001'), ('book-phantom-001',))
     """
     settings = {**PIX2PIX_PHANTOMS, **phantoms}
     cases, seed = settings.pop("cases"), settings.pop("seed")
@@ -366,7 +370,9 @@ def pix2pix_data(
     if not out_dir.exists():
         staging = Path(tempfile.mkdtemp(prefix=".pix2pix-data-", dir=out_dir.parent))
         try:
-            write_phantom_dataset(staging, n_cases=cases, seed=seed, aligned_stack=True, **settings)
+            for index, folder in enumerate(write_phantom_dataset(staging, n_cases=cases, seed=seed,
+                                                                 aligned_stack=True, **settings)):
+                folder.rename(staging / _training_name(index))
             for name, case_id in held_out.items():
                 shutil.copytree(data_dir / case_id, staging / name)
             with atomic_path(staging / _PIX2PIX_RECIPE) as tmp:
@@ -374,7 +380,7 @@ def pix2pix_data(
             staging.rename(out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    phantom_ids = [_case_name(index) for index in range(cases)]
+    phantom_ids = [_training_name(index) for index in range(cases)]
     rename = {case_id: name for name, case_id in held_out.items()}
     return out_dir, PatientSplit(train=phantom_ids, val=[rename[c] for c in split.val],
                                  test=[rename[c] for c in split.test], seed=split.seed)
