@@ -82,6 +82,8 @@ VARIANTS = {
                               "pix2pix": {"epochs": 10, "decay_epochs": 5, "intensity_augment": True}},
     "realistic32_shape": {"phantoms": {"n_cases": 32, "seed": 1},
                           "pix2pix": {"epochs": 10, "decay_epochs": 5, "shape_augment": True}},
+    "realistic16_shape": {"phantoms": {"n_cases": 16, "seed": 1},
+                          "pix2pix": {"epochs": 20, "decay_epochs": 10, "shape_augment": True}},
     "mixed_t2w_shape": {"phantoms": {"n_cases": 32, "seed": 1, "contrast": "mixed"},
                         "pix2pix": {"epochs": 10, "decay_epochs": 5, "shape_augment": True}},
     "mixed3_shape": {"phantoms": {"n_cases": 32, "seed": 1, "contrast": "mixed", "random_channels": ALL_CHANNELS},
@@ -219,6 +221,8 @@ def markdown(results: dict, info: dict, quick: bool) -> str:
              "AFS count as TZ), largest-component clean-up; one real case is the only real check. Phantom: mean "
              "Dice over chapter 10's validation and test patients and "
              f"{results['new_patients']} new realistic phantom patients (seed 1000), never trained on.", ""]
+    if results["rescore"]:
+        lines += ["Runs trained by earlier invocations (`--work`), scored again here (`--rescore`).", ""]
     rows = [[run["variant"], run["seed"], run["training_patients"], run["epochs"], run["real"]["gland"],
              run["real"]["PZ"], run["real"]["TZ"], *(run["phantom_mean"][key] for key in ("gland", *ZONES)),
              run["train_s"] if run["train_s_recorded"] else f"{run['train_s']:.3g}*"] for run in results["runs"]]
@@ -274,7 +278,8 @@ def main(argv=None) -> int:
                       flush=True)
                 runs.append(run_variant(name, seed, book_dir, real_case, extra, work, args.quick, args.rescore))
                 print(runs[-1]["real"], runs[-1]["phantom_mean"], f"{runs[-1]['train_s']:.0f} s", flush=True)
-    results = {"benchmark": NAME, "quick": args.quick, "machine": info, "new_patients": len(extra),
+    results = {"benchmark": NAME, "quick": args.quick, "rescore": args.rescore, "machine": info,
+               "new_patients": len(extra),
                "real_case": str(REAL_CASE), "runs": runs}
     common.write_results(args.out, NAME, results, markdown(results, info, args.quick))
     return 0
