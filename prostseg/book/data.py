@@ -8,7 +8,9 @@ whole book: no chapter parameter changes it, so no chapter rewrites the data tha
 others read. With a folder it checks that the folder follows the case layout of
 :mod:`prostseg.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
 ``outputs`` folder of the repository when a chapter runs in its ``book/`` folder,
-else ``outputs`` next to the notebook.
+else ``outputs`` next to the notebook. Chapter 10's Pix2Pix trains on other phantom
+patients: :func:`pix2pix_data` writes them to ``<root>/pix2pix-data``, next to copies of
+the book's validation and test patients.
 
 Real MRI comes from :func:`real_data`: one real study, ProstateX-0000 (T2W, ADC,
 high-b DWI and a lesion mask; CC BY 3.0), ships inside the package (:data:`SAMPLE_DIR`,
