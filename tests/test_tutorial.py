@@ -219,11 +219,12 @@ def test_pix2pix_data_is_reused_and_rewritten_when_the_recipe_changes(registered
     from prostseg.book.data import pix2pix_data
 
     book_dir, split = registered_book
-    folder, _ = pix2pix_data(book_dir, split, root=tmp_path, cases=2, **SMALL_GRID)
+    folder, _ = pix2pix_data(book_dir, split, root=tmp_path / "new" / "root", cases=2, **SMALL_GRID)
+    assert folder == tmp_path / "new" / "root" / "pix2pix-data"  # the root is made when missing
     before = stamps(folder)
-    assert pix2pix_data(book_dir, split, root=tmp_path, cases=2, **SMALL_GRID)[0] == folder
+    assert pix2pix_data(book_dir, split, root=tmp_path / "new" / "root", cases=2, **SMALL_GRID)[0] == folder
     assert stamps(folder) == before
-    _, training = pix2pix_data(book_dir, split, root=tmp_path, cases=3, **SMALL_GRID)
+    _, training = pix2pix_data(book_dir, split, root=tmp_path / "new" / "root", cases=3, **SMALL_GRID)
     assert len(training.train) == 3 and (folder / "training-002").is_dir()
     with pytest.raises(ValueError, match="book's own patients"):
         pix2pix_data(book_dir, split, root=tmp_path, seed=0, **SMALL_GRID)

@@ -370,6 +370,7 @@ def pix2pix_data(
         if found != recipe:
             shutil.rmtree(out_dir)
     if not out_dir.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".pix2pix-data-", dir=out_dir.parent))
         try:
             for index, folder in enumerate(write_phantom_dataset(staging, n_cases=cases, seed=seed,
