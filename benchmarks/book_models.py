@@ -43,14 +43,18 @@ NAME = "book_models"
 #: The parameter cell of book/07_train-unet.ipynb (the values that decide the model).
 CHAPTER_7 = dict(epochs=30, steps_per_epoch=20, batch_size=4, image_size=96, target_spacing=1.0, base_filters=16,
                  depth=3, loss="bce_dice", learning_rate=1e-3, foreground_fraction=None, cache=True)
-#: The parameter cell of book/10_train-pix2pix.ipynb.
-CHAPTER_10 = dict(epochs=80, image_size=64, target_spacing=1.5, base_filters=16, batch_size=8,
-                  learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=40,
-                  generator_upsampling="transpose", augment=False, cache=True)
+#: The parameter cell of book/10_train-pix2pix.ipynb (``training_phantoms``: the phantom
+#: patients it trains on, :func:`prostseg.book.data.pix2pix_data`; the rest are
+#: ``Pix2PixTrainingConfig`` fields).
+CHAPTER_10 = dict(training_phantoms=32, epochs=10, image_size=64, target_spacing=1.5, base_filters=16,
+                  batch_size=8, learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=5,
+                  generator_upsampling="transpose", augment=False, shape_augment=True, cache=True)
 #: Tiny settings of ``--quick`` (checks that the script works; measures nothing).
 QUICK_7 = {**CHAPTER_7, "epochs": 1, "image_size": 32, "base_filters": 4, "target_spacing": 4.0}
-QUICK_10 = {**CHAPTER_10, "epochs": 2, "image_size": 32, "base_filters": 4, "target_spacing": 4.0,
-            "decay_epochs": 1, "batch_size": 2}
+QUICK_10 = {**CHAPTER_10, "training_phantoms": 2, "epochs": 2, "image_size": 32, "base_filters": 4,
+            "target_spacing": 4.0, "decay_epochs": 1, "batch_size": 2}
+#: Phantom grid of ``--quick`` (the tutorial data and the training phantoms).
+QUICK_GRID = dict(shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0))
 ZONES = ("PZ", "TZ", "CZ", "AFS")
 
 
@@ -92,7 +96,7 @@ def prepare_data(folder: Path, quick: bool) -> tuple[Path, float]:
 
     if quick:
         data_dir = folder / "phantom-data"
-        phantom.write_phantom_dataset(data_dir, n_cases=6, seed=0, shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0))
+        phantom.write_phantom_dataset(data_dir, n_cases=6, seed=0, **QUICK_GRID)
     else:
         data_dir = tutorial_data(root=folder)
     seconds = 0.0
@@ -108,7 +112,7 @@ def new_patients(folder: Path, count: int, quick: bool) -> list:
 
     if count == 0:
         return []
-    grid = dict(shape=(48, 48, 8), spacing=(3.0, 3.0, 6.0)) if quick else {}
+    grid = QUICK_GRID if quick else {}
     phantom.write_phantom_dataset(folder / "new-patients", n_cases=count, seed=1000, **grid)
     cases = dataset.discover_cases(folder / "new-patients")
     for case in cases:
@@ -116,15 +120,19 @@ def new_patients(folder: Path, count: int, quick: bool) -> list:
     return dataset.discover_cases(folder / "new-patients", require=("t2w", "zones", "stack"))
 
 
-def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix: dict) -> dict:
+def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix: dict, quick: bool = False) -> dict:
     """Split the patients with ``seed`` and train both models with the given settings.
 
-    Returns the split, both configurations and results, and the seconds of each
-    training (used by ``real_data_report.py`` as well).
+    Pix2Pix trains as chapter 10 does: on ``pix2pix["training_phantoms"]`` other phantom
+    patients (:func:`prostseg.book.data.pix2pix_data`, in ``work``; on :data:`QUICK_GRID`
+    with ``quick``), validated and tested on the split's patients, or, with 0, on the
+    split's training patients. Returns the split, both configurations and results, and
+    the seconds of each training (used by ``real_data_report.py`` as well).
     """
     from prostseg.data import dataset
     from prostseg.preparation import splits
     from prostseg.training import loop as training
+    from prostseg.book.data import pix2pix_data
 
     cases = {case.case_id: case for case in dataset.discover_cases(data_dir, require=("t2w", "zones", "stack"))}
     split = splits.split_patients(list(cases), val_fraction=0.15, test_fraction=0.15, seed=seed)
@@ -132,8 +140,15 @@ def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix
     unet_config = training.UNetTrainingConfig(
         data_dir, work / f"unet-{seed}", split_file=split_file, seed=seed, label="zones", verbose=0, **unet)
     unet_seconds, unet_result = common.timed(lambda: training.train_unet(unet_config))
+    pix2pix = dict(pix2pix)
+    phantoms = pix2pix.pop("training_phantoms")
+    pix2pix_dir, pix2pix_split_file = data_dir, split_file
+    if phantoms:
+        pix2pix_dir, pix2pix_split = pix2pix_data(data_dir, split, root=work / f"phantoms-{seed}", cases=phantoms,
+                                                  **(QUICK_GRID if quick else {}))
+        pix2pix_split_file = pix2pix_split.to_json(work / f"pix2pix-split-{seed}.json", overwrite=True)
     pix2pix_config = training.Pix2PixTrainingConfig(
-        data_dir, work / f"pix2pix-{seed}", split_file=split_file, seed=seed,
+        pix2pix_dir, work / f"pix2pix-{seed}", split_file=pix2pix_split_file, seed=seed,
         discriminator_filters=pix2pix["base_filters"], verbose=0, **pix2pix)
     pix2pix_seconds, pix2pix_result = common.timed(lambda: training.train_pix2pix(pix2pix_config))
     return {"cases": cases, "split": split, "unet_config": unet_config, "unet_result": unet_result,
@@ -142,12 +157,13 @@ def train_book_models(seed: int, data_dir: Path, work: Path, unet: dict, pix2pix
             "pix2pix_seconds": pix2pix_seconds, "pix2pix_model": pix2pix_result.model_path}
 
 
-def run_seed(seed: int, data_dir: Path, extra_cases: list, work: Path, unet: dict, pix2pix: dict) -> dict:
+def run_seed(seed: int, data_dir: Path, extra_cases: list, work: Path, unet: dict, pix2pix: dict,
+             quick: bool) -> dict:
     from prostseg.data import dataset, io
     from prostseg.networks import metrics
     from prostseg.use import inference
 
-    trained = train_book_models(seed, data_dir, work, unet, pix2pix)
+    trained = train_book_models(seed, data_dir, work, unet, pix2pix, quick)
     cases, split = trained["cases"], trained["split"]
     unet_config, pix2pix_config = trained["unet_config"], trained["pix2pix_config"]
     unet_result, pix2pix_result = trained["unet_result"], trained["pix2pix_result"]
@@ -240,7 +256,7 @@ def main(argv=None) -> int:
         runs = []
         for seed in seeds:
             print(f"seed {seed}: training both models", flush=True)
-            runs.append(run_seed(seed, data_dir, extra, work / f"seed-{seed}", unet, pix2pix))
+            runs.append(run_seed(seed, data_dir, extra, work / f"seed-{seed}", unet, pix2pix, args.quick))
     results = {"benchmark": NAME, "quick": args.quick, "machine": info, "seeds": seeds,
                "new_patients": len(extra), "registration_s": registration_s,
                "settings": {"chapter_7": unet, "chapter_10": pix2pix},

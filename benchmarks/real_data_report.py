@@ -182,7 +182,7 @@ def book_models_on_real_case(real: Path, work: Path, quick: bool) -> dict:
     data_dir, _ = book_models.prepare_data(work / "book", quick)
     unet, pix2pix = (book_models.QUICK_7, book_models.QUICK_10) if quick else (
         book_models.CHAPTER_7, book_models.CHAPTER_10)
-    trained = book_models.train_book_models(0, data_dir, work / "book", unet, pix2pix)
+    trained = book_models.train_book_models(0, data_dir, work / "book", unet, pix2pix, quick)
     transfer = {**PHANTOM_TO_REAL["unet"], **(phantom_to_real.QUICK_UNET if quick else {})}
     transfer_data = work / "phantom-to-real-data"
     grid = phantom_to_real.QUICK_GRID if quick else {}

@@ -291,6 +291,26 @@ def test_real_data_report_quick(real_data_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.real_data
+def test_zones_to_real_quick(real_data_dir, tmp_path):
+    _run("zones_to_real.py", tmp_path, "--variants", "chapter10", "mixed3_shape", real_data=real_data_dir)
+    results = _results(tmp_path, "zones_to_real")
+    _assert_finite(results)
+    assert [run["variant"] for run in results["runs"]] == ["chapter10", "mixed3_shape"]
+    chapter10, mixed = results["runs"]
+    assert chapter10["phantoms"] is None and chapter10["training_patients"] == 4
+    assert mixed["phantoms"]["random_channels"] == ["t2w", "adc", "dwi"] and mixed["pix2pix"]["shape_augment"]
+    assert mixed["training_patients"] == 2  # --quick: two phantom patients
+    for run in results["runs"]:
+        assert set(run["real"]) == {"gland", "PZ", "TZ"} and all(0 <= v <= 1 for v in run["real"].values())
+        assert run["real_reference_voxels"] > 0
+        assert [row["part"] for row in run["phantom_rows"]] == ["val", "test", "new"]
+        _positive(run["train_s"])
+    assert "ProstateX-0000" in (tmp_path / "zones_to_real.md").read_text(encoding="utf-8")
+    assert not list(real_data_dir.rglob("aligned"))  # the data folder is read only
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_phantom_to_real_quick(real_data_dir, tmp_path):
     _run("phantom_to_real.py", tmp_path, "--recipes", "synthetic", "chapter7", real_data=real_data_dir)
     results = _results(tmp_path, "phantom_to_real")

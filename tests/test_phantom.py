@@ -356,6 +356,74 @@ def test_mixed_contrast_gives_both_kinds_of_scan(cases):
     assert set(kinds) == {"realistic", "random"}, kinds
 
 
+def test_random_contrast_of_all_channels(cases):
+    """random_channels: ADC and DWI get random tissue levels too, each channel its own."""
+    pz_over_tz = {"adc": [], "dwi": []}
+    for seed, realistic in enumerate(cases):
+        shuffled = make_phantom_case(seed, contrast="random", random_channels=("t2w", "adc", "dwi"), **SMALL)
+        t2w_only = make_phantom_case(seed, contrast="random", **SMALL)
+        for name in ("zones", "tissues", "dwi_zones", "dwi_affine"):
+            np.testing.assert_array_equal(getattr(shuffled, name), getattr(realistic, name), err_msg=name)
+        np.testing.assert_array_equal(shuffled.t2w, t2w_only.t2w)  # the T2W draw comes first, as before
+        assert shuffled.adc.dtype == shuffled.dwi.dtype == np.float32
+        assert shuffled.adc.min() >= 0 and shuffled.dwi.min() >= 0
+        for channel in ("adc", "dwi"):
+            values = getattr(shuffled, channel)
+            assert not np.array_equal(values, getattr(realistic, channel)), channel
+            pz_over_tz[channel].append(np.median(values[shuffled.dwi_zones == PZ])
+                                       / np.median(values[shuffled.dwi_zones == TZ]))
+    # Realistic scans always show the PZ above the TZ on ADC and below it on high-b DWI;
+    # random scans put either zone above the other.
+    assert min(pz_over_tz["adc"]) < 1 < max(pz_over_tz["adc"]), pz_over_tz
+    assert min(pz_over_tz["dwi"]) < 1 < max(pz_over_tz["dwi"]), pz_over_tz
+    # ADC alone: the DWI changes with it (the high-b signal falls with the ADC), T2W does not.
+    adc_only = make_phantom_case(0, contrast="random", random_channels=("adc",), **SMALL)
+    np.testing.assert_array_equal(adc_only.t2w, cases[0].t2w)
+    assert not np.array_equal(adc_only.dwi, cases[0].dwi)
+    with pytest.raises(ValueError, match="random_channels"):
+        make_phantom_case(0, contrast="random", random_channels=("t1w",), **SMALL)
+
+
+def test_aligned_stack_shows_the_t2w_anatomy():
+    """The stack of a perfect registration: DWI zones land on the T2W zones."""
+    case = make_phantom_case(2, **SMALL)
+    stack = case.aligned_stack()
+    assert stack.shape == (*case.t2w.shape, 3) and stack.dtype == np.float32
+    np.testing.assert_array_equal(stack[..., 0], case.t2w)
+    # Resample the DWI zone map the same way: it must overlay the T2W zone map far
+    # better than a header-only resampling, which leaves the misalignment in.
+    true = nib.affines.apply_affine(np.linalg.inv(case.dwi_true_affine) @ case.t2w_affine,
+                                    np.argwhere(case.zones >= 0)).T
+    nominal = nib.affines.apply_affine(np.linalg.inv(case.dwi_affine) @ case.t2w_affine,
+                                       np.argwhere(case.zones >= 0)).T
+    gland = case.zones.ravel() > 0
+
+    def overlap(coordinates):
+        sampled = ndimage.map_coordinates(case.dwi_zones, coordinates, order=0).ravel() > 0
+        return 2 * (sampled & gland).sum() / (sampled.sum() + gland.sum())
+
+    assert overlap(true) > 0.9 and overlap(true) > overlap(nominal)
+    # ADC inside the gland: the stack's ADC channel shows the gland's diffusion there.
+    assert stack[..., 2][case.zones > 0].mean() > 0.7 * case.adc[case.dwi_zones > 0].mean()
+
+
+def test_dataset_with_aligned_stacks(tmp_path):
+    from prostseg.data.dataset import discover_cases
+    from prostseg.preparation.registration import registration_state
+
+    folders = write_phantom_dataset(tmp_path, n_cases=2, seed=3, aligned_stack=True, **SMALL)
+    for index, folder in enumerate(folders):
+        case = make_phantom_case(json.loads((folder / "phantom.json").read_text(encoding="utf-8"))["case_seed"],
+                                 **SMALL)
+        stack = load_volume(folder / "aligned" / "stack.nii.gz", channels=3)
+        np.testing.assert_allclose(stack.data, case.aligned_stack())
+        np.testing.assert_allclose(stack.affine, load_volume(folder / "t2w.nii.gz").affine)
+        # Registration keeps a stack it did not make, unless told to overwrite.
+        assert not registration_state(folder).replaceable
+    assert [case.case_id for case in discover_cases(tmp_path, require=("zones", "stack"))] == \
+        [folder.name for folder in folders]
+
+
 def test_lesions_lie_inside_the_gland_and_are_counted(cases):
     for case in cases:
         assert set(np.unique(case.lesion).tolist()) <= {0, 1}

@@ -15,6 +15,7 @@ from prostseg.errors import InputError  # noqa: E402
 from prostseg.data.io import Volume, load_volume, save_like  # noqa: E402
 from prostseg.preparation.pipeline import (  # noqa: E402
     augment_intensity,
+    augment_stack_intensity,
     augment_pair,
     augment_shape,
     count_slices,
@@ -476,6 +477,42 @@ def test_pix2pix_dataset_augmented_zones_stay_one_hot(registered_cases):
     assert stacks.dtype == zones.dtype == np.float32 and np.isfinite(stacks).all()
     assert set(np.unique(zones)) == {0.0, 1.0}
     assert (zones.sum(axis=-1) == 1).all()
+
+
+def test_pix2pix_dataset_randomises_each_channel_of_the_stacks_only(registered_cases):
+    options = dict(image_size=64, batch_size=4, augment=False, shuffle=False)
+    plain, plain_zones = collect(pix2pix_dataset(registered_cases, **options))
+    stacks, zones = collect(pix2pix_dataset(registered_cases, intensity_augment=True, **options))
+    again, _ = collect(pix2pix_dataset(registered_cases, intensity_augment=True, **options))
+    np.testing.assert_array_equal(zones, plain_zones)
+    np.testing.assert_array_equal(stacks, again)
+    assert np.isfinite(stacks).all()
+    shown = [i for i, stack in enumerate(plain) if np.ptp(stack[..., 0]) > 0]
+    assert shown
+    for i in shown:
+        for channel in (0, 1):  # T2W and its square root: randomised, each slice keeps its mean and spread
+            before, after = plain[i][..., channel], stacks[i][..., channel]
+            assert not np.allclose(after, before)
+            assert after.mean() == pytest.approx(before.mean(), abs=1e-4)
+            assert after.std() == pytest.approx(before.std(), rel=1e-3)
+    np.testing.assert_array_equal(stacks[..., 2], plain[..., 2])  # a constant channel stays constant
+    # Each channel gets draws of its own: three copies of one slice come out different.
+    copies = tf.repeat(tf.constant(plain[shown[0]][..., :1]), 3, axis=-1)
+    out = augment_stack_intensity(copies, tf.constant([1, 2])).numpy()
+    assert not np.allclose(out[..., 0], out[..., 1]) and not np.allclose(out[..., 1], out[..., 2])
+
+
+def test_pix2pix_dataset_warps_stacks_and_zones_together(registered_cases):
+    options = dict(image_size=64, batch_size=4, augment=False, shuffle=False)
+    plain, plain_zones = collect(pix2pix_dataset(registered_cases, **options))
+    stacks, zones = collect(pix2pix_dataset(registered_cases, shape_augment=True, **options))
+    assert set(np.unique(zones)) == {0.0, 1.0} and (zones.sum(axis=-1) == 1).all()  # still one-hot
+    warped = [i for i in range(len(plain)) if plain_zones[i][..., 1:].any()]
+    assert warped and all(not np.array_equal(zones[i], plain_zones[i]) for i in warped)
+    for i in warped:  # the zones follow the warped T2W: gland pixels stay where the T2W shows the gland
+        gland = zones[i][..., 1:].sum(axis=-1) > 0
+        expected = plain[i][..., 0][plain_zones[i][..., 1:].sum(axis=-1) > 0].mean()
+        assert abs(stacks[i][..., 0][gland].mean() - expected) < 0.5 * plain[i][..., 0].std()
 
 
 def test_pix2pix_dataset_without_stack_says_register_first(cases):

@@ -8,7 +8,9 @@ whole book: no chapter parameter changes it, so no chapter rewrites the data tha
 others read. With a folder it checks that the folder follows the case layout of
 :mod:`prostseg.data.dataset` and returns it. ``<root>`` is :func:`outputs_root`: the
 ``outputs`` folder of the repository when a chapter runs in its ``book/`` folder,
-else ``outputs`` next to the notebook.
+else ``outputs`` next to the notebook. Chapter 10's Pix2Pix trains on other phantom
+patients: :func:`pix2pix_data` writes them to ``<root>/pix2pix-data``, next to copies of
+the book's validation and test patients.
 
 Real MRI comes from :func:`real_data`: one real study, ProstateX-0000 (T2W, ADC,
 high-b DWI and a lesion mask; CC BY 3.0), ships inside the package (:data:`SAMPLE_DIR`,
@@ -50,6 +52,7 @@ from prostseg.data.dataset import (
     ALIGNED_FOLDER,
     CASE_ROLES,
     PHANTOM_FILE,
+    STACK,
     discover_cases,
     find_case,
     volume_file,
@@ -72,6 +75,9 @@ __all__ = [
     "SAMPLE_DIR",
     "outputs_root",
     "tutorial_data",
+    "PIX2PIX_FOLDER",
+    "PIX2PIX_PHANTOMS",
+    "pix2pix_data",
     "real_data",
     "gland_training_data",
     "gland_training_split",
@@ -89,6 +95,13 @@ PHANTOM_CASES = 6
 OUTPUTS_FOLDER = "outputs"
 #: Name of the phantom dataset folder inside ``root``.
 PHANTOM_FOLDER = "phantom-data"
+#: Name of the folder, inside ``root``, of the data chapter 10's Pix2Pix trains on (:func:`pix2pix_data`).
+PIX2PIX_FOLDER = "pix2pix-data"
+#: The phantom patients of :func:`pix2pix_data`: how many, and their seed (other patients
+#: than the book's, seed :data:`PHANTOM_SEED`). Their contrast is the realistic one:
+#: random tissue levels in the channels did not bring Pix2Pix closer to a real scan
+#: (``benchmarks/results/zones_to_real.md``).
+PIX2PIX_PHANTOMS = {"cases": 32, "seed": 1}
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
 #: Folder of :func:`gland_training_data`: real cases and phantoms for the gland U-Net.
@@ -104,6 +117,8 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 #: Where :func:`describe_source` says a shipped case comes from.
 SAMPLE_ORIGIN = "shipped with prostseg"
 
+# pix2pix_data() records here what its folder holds.
+_PIX2PIX_RECIPE = ".recipe.json"
 # real_data() records here which file of the real-data folder it copied from where.
 _SOURCES = ".sources.json"
 
@@ -299,6 +314,108 @@ def _phantom_cases(out_dir: Path, cases: int, seed: int, case_kwargs: dict,
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _training_name(index: int) -> str:
+    return f"training-{index:03d}"
+
+
+def pix2pix_data(
+    data_dir: str | os.PathLike,
+    split: PatientSplit,
+    *,
+    root: str | os.PathLike | None = None,
+    **phantoms,
+) -> tuple[Path, PatientSplit]:
+    """A folder to train Pix2Pix on randomised phantoms and to score it on the book's patients.
+
+    ``root/pix2pix-data`` receives phantom patients (``training-000``, ...) written by
+    :func:`prostseg.data.phantom.write_phantom_dataset` with ``aligned_stack=True`` (the
+    stack of a perfect registration, so they need no elastix run) and the settings of
+    :data:`PIX2PIX_PHANTOMS` updated with ``phantoms`` (e.g. ``contrast="mixed"``), and a copy of every validation and
+    test case of ``split`` (registered, ``aligned/`` included), named ``book-<case id>``.
+    The split returned trains on the phantoms and keeps the validation and test patients
+    of ``split`` under their new names.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        The data folder of ``split``; its validation and test cases must be registered.
+    split : PatientSplit
+        The split of ``data_dir`` whose validation and test patients to copy.
+    root : str or os.PathLike, optional
+        Folder that holds ``pix2pix-data``; default :func:`outputs_root`.
+    **phantoms
+        Changes to :data:`PIX2PIX_PHANTOMS`: ``cases`` (number of phantom patients),
+        ``seed`` (their dataset seed; not :data:`PHANTOM_SEED`, whose patients are the
+        book's), and keywords of :func:`prostseg.data.phantom.make_phantom_case`.
+
+    Returns
+    -------
+    (pathlib.Path, PatientSplit)
+        The folder and the split to train on.
+
+    Raises
+    ------
+    InputError
+        When a validation or test case of ``split`` has no zones or registered stack, or
+        when ``root/pix2pix-data`` exists but was not written by this function.
+
+    Notes
+    -----
+    The folder is reused as long as its ``.recipe.json`` records the same phantoms,
+    data folder, validation and test patients and generator version; otherwise it is
+    deleted and written again.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root, grid = Path(tempfile.mkdtemp()), dict(shape=(48, 48, 12), spacing=(2.5, 2.5, 4.0))
+    >>> book = write_phantom_dataset(root / "book", n_cases=2, aligned_stack=True, **grid)  # registered
+    >>> split = PatientSplit(train=["phantom-000"], val=[], test=["phantom-001"], seed=0)
+    >>> folder, training = pix2pix_data(root / "book", split, root=root, cases=2, **grid)
+    >>> folder.name, training.train, training.test
+    ('pix2pix-data', ('training-000', 'training-001'), ('book-phantom-001',))
+    """
+    settings = {**PIX2PIX_PHANTOMS, **phantoms}
+    cases, seed = settings.pop("cases"), settings.pop("seed")
+    if seed == PHANTOM_SEED:
+        raise ValueError(f"seed {PHANTOM_SEED} draws the book's own patients; choose another seed")
+    data_dir = Path(data_dir)
+    held_out = {f"book-{case_id}": case_id for case_id in (*split.val, *split.test)}
+    for case_id in held_out.values():
+        find_case(data_dir / case_id, require=("zones", STACK))
+    recipe = {"generator_version": GENERATOR_VERSION, "cases": cases, "seed": seed,
+              "case_kwargs": json.loads(json.dumps(settings)), "data_dir": str(data_dir.resolve()),
+              "held_out": held_out}
+    out_dir = Path(outputs_root() if root is None else root) / PIX2PIX_FOLDER
+    recipe_file = out_dir / _PIX2PIX_RECIPE
+    if out_dir.exists():
+        try:
+            found = json.loads(recipe_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise InputError(out_dir, f"exists but holds no readable {_PIX2PIX_RECIPE}, so prostseg did not "
+                             "write it; move it elsewhere") from None
+        if found != recipe:
+            shutil.rmtree(out_dir)
+    if not out_dir.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".pix2pix-data-", dir=out_dir.parent))
+        try:
+            for index, folder in enumerate(write_phantom_dataset(staging, n_cases=cases, seed=seed,
+                                                                 aligned_stack=True, **settings)):
+                folder.rename(staging / _training_name(index))
+            for name, case_id in held_out.items():
+                shutil.copytree(data_dir / case_id, staging / name)
+            with atomic_path(staging / _PIX2PIX_RECIPE) as tmp:
+                tmp.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+            staging.rename(out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    phantom_ids = [_training_name(index) for index in range(cases)]
+    rename = {case_id: name for name, case_id in held_out.items()}
+    return out_dir, PatientSplit(train=phantom_ids, val=[rename[c] for c in split.val],
+                                 test=[rename[c] for c in split.test], seed=split.seed)
 
 
 def real_data_dir() -> Path | None:

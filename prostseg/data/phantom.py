@@ -123,13 +123,14 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from prostseg.data.dataset import PHANTOM_FILE, ZONE_NAMES, volume_file
+from prostseg.data.dataset import ALIGNED_FOLDER, PHANTOM_FILE, STACK, ZONE_NAMES, volume_file
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
 
 __all__ = [
     "GENERATOR_VERSION",
     "CONTRASTS",
+    "RANDOM_CHANNELS",
     "TISSUE_NAMES",
     "RigidTransform",
     "PhantomCase",
@@ -161,6 +162,17 @@ CONTRASTS = ("realistic", "random", "mixed")
 
 #: Range of the random T2W level of a tissue, relative to the scan's fat signal.
 RANDOM_T2W_RANGE = (0.02, 1.2)
+
+#: Volumes whose tissue levels a random contrast can redraw (``random_channels`` of
+#: :func:`make_phantom_case`).
+RANDOM_CHANNELS = ("t2w", "adc", "dwi")
+
+#: Range of the random ADC of a tissue (1e-6 mm^2/s).
+RANDOM_ADC_RANGE = (50.0, 3000.0)
+
+#: Range of the random high-b DWI level of a tissue, relative to the scan's DWI scale
+#: (realistic tissues lie between about 0.002, fat, and 0.33, a lesion).
+RANDOM_DWI_RANGE = (0.005, 0.4)
 
 _PZ, _TZ, _CZ, _AFS = (
     ZONE_NAMES.index(name)
@@ -352,6 +364,32 @@ class PhantomCase:
     def dwi_true_affine(self) -> np.ndarray:
         """Affine that maps a diffusion voxel to the T2W world position of what it shows."""
         return np.linalg.inv(self.misalignment.matrix) @ self.dwi_affine
+
+    def aligned_stack(self) -> np.ndarray:
+        """T2W, DWI and ADC on the T2W grid, aligned through the known misalignment.
+
+        What a perfect registration gives: DWI and ADC are resampled (trilinear, 0 outside
+        their field of view) from the positions that :attr:`dwi_true_affine` says show
+        each T2W voxel's anatomy, and stacked after the T2W volume in the channel order
+        of :func:`prostseg.preparation.registration.register_case`'s ``stack``.
+
+        Returns
+        -------
+        ndarray of float32, shape (X, Y, Z, 3)
+
+        Examples
+        --------
+        >>> case = make_phantom_case(1, shape=(48, 48, 8), spacing=(2.5, 2.5, 5.0))
+        >>> stack = case.aligned_stack()
+        >>> stack.shape, bool((stack[..., 0] == case.t2w).all())
+        ((48, 48, 8, 3), True)
+        """
+        to_dwi = np.linalg.inv(self.dwi_true_affine) @ self.t2w_affine
+        channels = [self.t2w.astype(np.float32)]
+        for volume in (self.dwi, self.adc):
+            channels.append(ndimage.affine_transform(volume, to_dwi[:3, :3], to_dwi[:3, 3], output_shape=self.t2w.shape,
+                                                     order=1, mode="constant", cval=0.0))
+        return np.stack(channels, axis=-1).astype(np.float32)
 
     def volumes(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Map each file name of the case layout to ``(array, header affine)``.
@@ -1148,16 +1186,26 @@ def _draw_scan(rng: np.random.Generator) -> _Scan:
     )
 
 
-def _random_contrast(rng: np.random.Generator, scan: _Scan) -> _Scan:
-    """The scan with a T2W level drawn at random for every tissue but air (SynthSeg style).
+def _random_contrast(rng: np.random.Generator, scan: _Scan, channels: Sequence[str]) -> _Scan:
+    """The scan with levels drawn at random for every tissue but air (SynthSeg style).
 
-    Levels are uniform in :data:`RANDOM_T2W_RANGE` times the scan's fat signal, so the
-    scanner scale and noise stay those of the scan; texture, DWI and ADC are unchanged.
+    For each of ``channels``, in the order of :data:`RANDOM_CHANNELS`, one level per
+    tissue, independently of the other channels: T2W uniform in
+    :data:`RANDOM_T2W_RANGE` times the scan's fat signal, ADC uniform in
+    :data:`RANDOM_ADC_RANGE`, the high-b DWI level uniform in :data:`RANDOM_DWI_RANGE`
+    times the scan's DWI scale (the b = 0 signal of the tissue is set to give it, with
+    the tissue's ADC). The scanner scales, noise and texture stay those of the scan.
     """
     properties = scan.properties.copy()
-    fat_signal = properties[_TISSUE_ID["fat"], 0]
-    levels = rng.uniform(*RANDOM_T2W_RANGE, size=len(properties) - 1)
-    properties[1:, 0] = fat_signal * levels  # air (the first tissue) stays black
+    tissues = len(properties) - 1  # air (the first tissue) stays black
+    if "t2w" in channels:
+        fat_signal = properties[_TISSUE_ID["fat"], 0]
+        properties[1:, 0] = fat_signal * rng.uniform(*RANDOM_T2W_RANGE, size=tissues)
+    if "adc" in channels:
+        properties[1:, 1] = rng.uniform(*RANDOM_ADC_RANGE, size=tissues)
+    if "dwi" in channels:
+        dwi_levels = rng.uniform(*RANDOM_DWI_RANGE, size=tissues)
+        properties[1:, 2] = dwi_levels * np.exp(B_VALUE * 1e-6 * properties[1:, 1])
     return replace(scan, properties=properties)
 
 
@@ -1297,6 +1345,7 @@ def make_phantom_case(
     misalignment: RigidTransform | None = None,
     endorectal_coil: bool | None = None,
     contrast: str = "realistic",
+    random_channels: Sequence[str] = ("t2w",),
 ) -> PhantomCase:
     """Draw one synthetic prostate MRI case.
 
@@ -1332,14 +1381,23 @@ def make_phantom_case(
         Scan with an endorectal coil; by default drawn from the seed (a fraction
         :data:`ENDORECTAL_COIL_FRACTION` of the patients).
     contrast : {"realistic", "random", "mixed"}, optional
-        T2W tissue contrast. ``"realistic"`` (the default) follows the tissue table
-        with small variations per scan. ``"random"`` draws, per scan, the T2W level of
-        every tissue but air uniformly in :data:`RANDOM_T2W_RANGE` times the fat signal
+        Tissue contrast of the volumes named in ``random_channels``. ``"realistic"``
+        (the default) follows the tissue table with small variations per scan.
+        ``"random"`` draws, per scan, the level of every tissue but air: T2W uniformly
+        in :data:`RANDOM_T2W_RANGE` times the fat signal, ADC in
+        :data:`RANDOM_ADC_RANGE`, the high-b DWI level in :data:`RANDOM_DWI_RANGE`
+        times the scan's DWI scale, each channel independently of the others
         (synthetic-data training in the style of SynthSeg: a network trained on such
         scans must find the gland by its shape and boundaries, not by its grey
-        values). ``"mixed"`` tosses a coin per scan (from the seed) between the two.
-        The patient, the grids, the noise and the DWI and ADC volumes are those of the
-        realistic scan of the same seed; only the T2W grey values change.
+        values). ``"mixed"`` tosses one coin per scan (from the seed) between the two,
+        for all of ``random_channels`` together. The patient, the grids and the noise
+        are those of the realistic scan of the same seed; only the grey values of the
+        channels in ``random_channels`` change.
+    random_channels : sequence of {"t2w", "adc", "dwi"}, optional
+        Volumes whose tissue levels a random contrast redraws (:data:`RANDOM_CHANNELS`);
+        by default T2W only. A random ADC changes the DWI volume too (the high-b signal
+        falls with the ADC) unless ``"dwi"`` is listed as well, which sets the DWI levels
+        themselves.
 
     Returns
     -------
@@ -1366,16 +1424,26 @@ def make_phantom_case(
     ...                              contrast="random")
     >>> bool((shuffled.zones == case.zones).all()), bool((shuffled.t2w == case.t2w).all())
     (True, False)
+    >>> bool((shuffled.adc == case.adc).all())  # by default only T2W
+    True
+    >>> everywhere = make_phantom_case(3, shape=(64, 64, 12), spacing=(2.0, 2.0, 4.0), n_lesions=1,
+    ...                                contrast="random", random_channels=("t2w", "adc", "dwi"))
+    >>> bool((everywhere.adc == case.adc).all()), bool((everywhere.dwi == case.dwi).all())
+    (False, False)
     """
     if n_lesions is not None and n_lesions < 0:
         raise ValueError(f"n_lesions must be >= 0, got {n_lesions}")
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    random_channels = tuple(random_channels)
+    unknown = sorted(set(random_channels) - set(RANDOM_CHANNELS))
+    if unknown or not random_channels:
+        raise ValueError(f"random_channels must name some of {RANDOM_CHANNELS}, got {random_channels!r}")
     patient_rng, scan_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     scan = _draw_scan(scan_rng)
     # Drawn after the realistic scan, which stays the same.
     if contrast == "random" or (contrast == "mixed" and scan_rng.random() < 0.5):
-        scan = _random_contrast(scan_rng, scan)
+        scan = _random_contrast(scan_rng, scan, random_channels)
     coil = scan.coil if endorectal_coil is None else bool(endorectal_coil)
     patient = _draw_patient(patient_rng, coil)
     fov_centre = np.asarray(FOV_CENTRE_MM, dtype=float)
@@ -1450,6 +1518,7 @@ def write_phantom_dataset(
     seed: int = 0,
     *,
     overwrite: bool = False,
+    aligned_stack: bool = False,
     **case_kwargs,
 ) -> list[Path]:
     """Write phantom cases in the case layout of :mod:`prostseg.data.dataset`.
@@ -1478,6 +1547,12 @@ def write_phantom_dataset(
         (holding ``phantom.json``) are touched, and only the files listed above are
         replaced; anything else in them (such as ``aligned/`` from an earlier
         registration) is left alone, so delete it yourself if it is stale.
+    aligned_stack : bool, optional
+        Also write ``aligned/stack.nii.gz``, the stack a perfect registration would give
+        (:meth:`PhantomCase.aligned_stack`), so that the cases can train Pix2Pix without
+        :func:`prostseg.preparation.registration.register_case` (seconds per case). No
+        ``registration.json`` is written with it: registration functions see a stack
+        that prostseg's registration did not make, and keep it unless told to overwrite.
     **case_kwargs
         Passed to :func:`make_phantom_case` (``shape``, ``spacing``, ...).
 
@@ -1543,7 +1618,7 @@ def write_phantom_dataset(
         }
         new_folder = not case_dir.exists()
         try:
-            _write_case_files(case, case_dir, metadata)
+            _write_case_files(case, case_dir, metadata, aligned_stack)
         except BaseException:
             if new_folder:  # no half-written case that a rerun would refuse to replace
                 shutil.rmtree(case_dir, ignore_errors=True)
@@ -1551,11 +1626,16 @@ def write_phantom_dataset(
     return case_dirs
 
 
-def _write_case_files(case: PhantomCase, case_dir: Path, metadata: dict) -> None:
-    """The volumes of ``case``, then its metadata (which marks the case complete)."""
+def _write_case_files(case: PhantomCase, case_dir: Path, metadata: dict, aligned_stack: bool) -> None:
+    """The volumes of ``case`` (and its aligned stack), then its metadata (which marks
+    the case complete)."""
     case_dir.mkdir(parents=True, exist_ok=True)
-    for name, (array, affine) in case.volumes().items():
-        with atomic_path(case_dir / volume_file(name)) as tmp:
+    volumes = {volume_file(name): (array, affine) for name, (array, affine) in case.volumes().items()}
+    if aligned_stack:
+        (case_dir / ALIGNED_FOLDER).mkdir(exist_ok=True)
+        volumes[f"{ALIGNED_FOLDER}/{volume_file(STACK)}"] = (case.aligned_stack(), case.t2w_affine)
+    for name, (array, affine) in volumes.items():
+        with atomic_path(case_dir / name) as tmp:
             nib.save(_las_nifti(array, affine), tmp)
     with atomic_path(case_dir / _METADATA) as tmp:
         tmp.write_text(json.dumps(metadata, indent=2) + "\n")

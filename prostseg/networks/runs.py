@@ -356,6 +356,14 @@ class Pix2PixTrainingConfig(_TrainingConfig):
         probabilities and the true zones, added to the generator loss
         (:func:`prostseg.networks.losses.categorical_crossentropy`). 0 (the paper) leaves it
         out. Unlike L1, its gradient does not fade on pixels given to a wrong zone.
+    intensity_augment : bool
+        Randomise the intensities of every training stack slice, each channel on its
+        own (gamma, bias field, contrast, noise;
+        :func:`prostseg.preparation.pipeline.augment_stack_intensity`), e.g. to train on phantoms
+        for real scans.
+    shape_augment : bool
+        Warp every training stack slice and its zones together (random scale, rotation,
+        shear, shift and elastic deformation; :func:`prostseg.preparation.pipeline.augment_shape`).
     decay_epochs : int
         Decay both learning rates linearly over the last ``decay_epochs`` epochs, to
         ``learning_rate / (decay_epochs + 1)`` in the last one (the schedule of the
@@ -396,6 +404,8 @@ class Pix2PixTrainingConfig(_TrainingConfig):
     discriminator_downsamples: int = 3
     l1_weight: float = 100.0
     crossentropy_weight: float = 0.0
+    intensity_augment: bool = False
+    shape_augment: bool = False
     decay_epochs: int = 0
     beta_1: float = 0.5
 

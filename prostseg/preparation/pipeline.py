@@ -64,6 +64,7 @@ from prostseg.preparation.slices import (
 __all__ = [
     "augment_pair",
     "augment_intensity",
+    "augment_stack_intensity",
     "augment_shape",
     "count_slices",
     "unet_dataset",
@@ -172,6 +173,52 @@ def augment_intensity(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image + noise, 0.0, 1.0)
 
 
+def augment_stack_intensity(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Randomise the intensities of a Pix2Pix stack slice, each channel on its own.
+
+    Each channel (z-scores, :func:`prepare_pix2pix_volume`) is mapped linearly onto
+    [0, 1] by its minimum and maximum over the slice, randomised with
+    :func:`augment_intensity` (gamma, bias field, contrast, noise) under a seed of its
+    own derived from ``seed``, and mapped back to the mean and standard deviation it had
+    on the slice. T2W, DWI and ADC thus get independent gamma curves and bias fields,
+    as scans from other scanners and coils would show them.
+
+    Parameters
+    ----------
+    image : tf.Tensor, shape (H, W, C), float
+        A prepared stack slice.
+    seed : tf.Tensor, shape (2,), int32 or int64
+        Seed of the stateless random draws.
+
+    Returns
+    -------
+    tf.Tensor
+        The randomised slice, same shape; each channel keeps its mean and standard
+        deviation over the slice (a constant channel stays as it is).
+
+    Examples
+    --------
+    >>> ramps = tf.stack([tf.reshape(tf.linspace(-1.0, 1.0, 64), (8, 8))] * 3, axis=-1)
+    >>> out = augment_stack_intensity(ramps, seed=tf.constant([3, 4]))
+    >>> out.shape, [round(float(tf.math.reduce_std(out[..., c])), 3) for c in range(3)]
+    (TensorShape([8, 8, 3]), [0.586, 0.586, 0.586])
+    >>> bool(tf.reduce_any(out[..., 0] != out[..., 1]))  # the channels are randomised apart
+    True
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    seed = tf.cast(seed, tf.int64)
+    channels = []
+    for channel in range(image.shape[-1]):
+        values = image[..., channel:channel + 1]
+        low, high = tf.reduce_min(values), tf.reduce_max(values)
+        mean, std = tf.reduce_mean(values), tf.math.reduce_std(values)
+        unit = (values - low) / tf.maximum(high - low, 1e-6)
+        randomised = augment_intensity(unit, seed=seed + tf.constant([0, (channel + 1) << 36], tf.int64))
+        spread = tf.math.reduce_std(randomised)
+        channels.append((randomised - tf.reduce_mean(randomised)) * (std / tf.maximum(spread, 1e-6)) + mean)
+    return tf.concat(channels, axis=-1)
+
+
 def _bilinear(tensor: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     """``tensor`` (H, W, C) sampled at fractional pixel positions (edges extended outside)."""
     last_row = tf.cast(tf.shape(tensor)[0] - 1, tf.float32)
@@ -192,28 +239,31 @@ def _bilinear(tensor: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
 def augment_shape(
     image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Deform an image and its binary mask with the same smooth random warp.
+    """Deform an image and its mask (binary or one-hot) with the same smooth random warp.
 
     Every draw comes from ``seed`` alone: an affine map about the slice centre (scale
     ``exp(U(-0.25, 0.25))`` along each axis, rotation up to +-20 degrees, shear up to
     +-0.1, shift up to +-8 % of the side) plus an elastic displacement (a random 4 x 4
     grid of offsets, up to about 4 % of the side, smoothly interpolated over the slice).
-    Both tensors are sampled bilinearly (edge pixels extended outside); the mask is then
-    thresholded at 0.5, so it stays binary and follows the warped image. It makes a
-    network trained on few phantom patients see many more gland shapes, sizes and
-    positions.
+    Both tensors are sampled bilinearly (edge pixels extended outside); a one-channel
+    mask is then thresholded at 0.5, so it stays binary and follows the warped image, and
+    a one-hot label map (several channels) gets the most probable class of each pixel,
+    so it stays one-hot. It makes a network trained on few phantom patients see many
+    more gland shapes, sizes and positions.
 
     Parameters
     ----------
     image, label : tf.Tensor, shape (H, W, C)
-        A prepared slice and its binary mask (values 0 and 1), on the same grid.
+        A prepared slice and its binary mask (values 0 and 1) or one-hot label map, on
+        the same grid.
     seed : tf.Tensor, shape (2,), int32 or int64
         Seed of the stateless random draws; the same seed gives the same warp.
 
     Returns
     -------
     image, label : tf.Tensor
-        Warped copies, same shapes; the label holds 0 and 1 only.
+        Warped copies, same shapes; the label holds 0 and 1 only (one 1 per pixel for
+        a one-hot label map).
 
     Examples
     --------
@@ -247,7 +297,11 @@ def augment_shape(
     source_rows += displacement[..., 0] + centre[0]
     source_cols += displacement[..., 1] + centre[1]
     warped_image = _bilinear(image, source_rows, source_cols)
-    warped_label = tf.cast(_bilinear(label, source_rows, source_cols) >= 0.5, tf.float32)
+    sampled = _bilinear(label, source_rows, source_cols)
+    if label.shape[-1] == 1:
+        warped_label = tf.cast(sampled >= 0.5, tf.float32)
+    else:
+        warped_label = tf.one_hot(tf.argmax(sampled, axis=-1), label.shape[-1], dtype=tf.float32)
     return tf.ensure_shape(warped_image, image.shape), tf.ensure_shape(warped_label, label.shape)
 
 
@@ -345,7 +399,8 @@ def _finish(dataset: tf.data.Dataset, *, augment: bool, seed: int, batch_size: i
                 shape_seed = element_seed + tf.constant([0, 1 << 41], tf.int64)
                 image, label = augment_shape(image, label, seed=shape_seed)
             if intensity:
-                image = augment_intensity(image, seed=element_seed + tf.constant([0, 1 << 40], tf.int64))
+                randomise = augment_intensity if image.shape[-1] == 1 else augment_stack_intensity
+                image = randomise(image, seed=element_seed + tf.constant([0, 1 << 40], tf.int64))
             return image, label
 
         dataset = dataset.enumerate().map(transform, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -600,6 +655,8 @@ def pix2pix_dataset(
     target_spacing: float | None = None,
     cache: bool = False,
     slice_cache: str | os.PathLike | None = None,
+    intensity_augment: bool = False,
+    shape_augment: bool = False,
 ) -> tf.data.Dataset:
     """Stream (registered stack slice, one-hot zone slice) batches for Pix2Pix.
 
@@ -635,6 +692,13 @@ def pix2pix_dataset(
         Stream the prepared slices from this cache folder (``prostseg prepare --model
         pix2pix`` with the same ``image_size`` and ``target_spacing``), as for
         :func:`unet_dataset` (stacks rounded to float16, zones exact). Not with ``cache``.
+    intensity_augment : bool, optional
+        Randomise the intensities of every stack slice, each channel on its own
+        (:func:`augment_stack_intensity`, after ``augment``'s turn and flip), seeded like
+        ``augment``; the zones do not change.
+    shape_augment : bool, optional
+        Warp every stack slice and its zones together with :func:`augment_shape`
+        (after ``augment``, before ``intensity_augment``), seeded like ``augment``.
 
     Returns
     -------
@@ -660,7 +724,7 @@ def pix2pix_dataset(
     return next(pix2pix_epochs(
         cases, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
         shuffle_buffer=shuffle_buffer, target_spacing=target_spacing, cache=cache,
-        slice_cache=slice_cache,
+        slice_cache=slice_cache, intensity_augment=intensity_augment, shape_augment=shape_augment,
     ))
 
 
@@ -677,6 +741,8 @@ def pix2pix_epochs(
     target_spacing: float | None = None,
     cache: bool = False,
     slice_cache: str | os.PathLike | None = None,
+    intensity_augment: bool = False,
+    shape_augment: bool = False,
 ) -> Iterator[tf.data.Dataset]:
     """Yield one :func:`pix2pix_dataset` per epoch, epoch ``e`` seeded by ``seed + e``.
 
@@ -695,6 +761,8 @@ def pix2pix_epochs(
         As for :func:`pix2pix_dataset` (``seed`` is the seed of epoch 0).
     slice_cache : path, optional
         As for :func:`pix2pix_dataset`: every epoch streams the prepared slices on disk.
+    intensity_augment, shape_augment : bool, optional
+        As for :func:`pix2pix_dataset`.
 
     Yields
     ------
@@ -722,7 +790,8 @@ def pix2pix_epochs(
         for epoch in itertools.count(operator.index(first_epoch)):
             slices = cached_slices(cases, spec, slice_cache, shuffle=shuffle,
                                    shuffle_buffer=shuffle_buffer, seed=seed + epoch)
-            yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
+            yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size,
+                          intensity=intensity_augment, shape=shape_augment)
     stream = dict(load_case=lambda case: PIX2PIX_SLICING.prepare_case(case, "zones", image_size,
                                                                    target_spacing=target_spacing),
                   channels=(3, NUM_ZONE_CLASSES), image_size=image_size)
@@ -731,5 +800,6 @@ def pix2pix_epochs(
     while True:
         slices = _slice_stream(cases, **stream, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed + epoch,
                                cached_volumes=cached_volumes)
-        yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size)
+        yield _finish(slices, augment=augment, seed=seed + epoch, batch_size=batch_size,
+                      intensity=intensity_augment, shape=shape_augment)
         epoch += 1

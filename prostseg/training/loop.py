@@ -673,6 +673,7 @@ def train_pix2pix(
                 train_cases, first_epoch=epoch, image_size=config.image_size, batch_size=global_batch,
                 augment=config.augment, shuffle=config.shuffle, seed=config.seed,
                 target_spacing=config.target_spacing, cache=config.cache, slice_cache=slice_cache,
+                intensity_augment=config.intensity_augment, shape_augment=config.shape_augment,
             )
         data = next(epochs_data).rebatch(global_batch, drop_remainder=True)
         return strategy.experimental_distribute_dataset(data)
