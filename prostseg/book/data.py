@@ -90,7 +90,7 @@ PIX2PIX_FOLDER = "pix2pix-data"
 #: than the book's, seed :data:`PHANTOM_SEED`). Their contrast is the realistic one:
 #: random tissue levels in the channels did not bring Pix2Pix closer to a real scan
 #: (``benchmarks/results/zones_to_real.md``).
-PIX2PIX_PHANTOMS = {"cases": 32, "seed": 1}
+PIX2PIX_PHANTOMS = {"cases": 16, "seed": 1}
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
 #: The real study that ships with prostseg, in the case layout (read-only package data).
