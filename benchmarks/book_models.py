@@ -46,8 +46,8 @@ CHAPTER_7 = dict(epochs=30, steps_per_epoch=20, batch_size=4, image_size=96, tar
 #: The parameter cell of book/10_train-pix2pix.ipynb (``training_phantoms``: the phantom
 #: patients it trains on, :func:`prostseg.book.data.pix2pix_data`; the rest are
 #: ``Pix2PixTrainingConfig`` fields).
-CHAPTER_10 = dict(training_phantoms=32, epochs=10, image_size=64, target_spacing=1.5, base_filters=16,
-                  batch_size=8, learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=5,
+CHAPTER_10 = dict(training_phantoms=16, epochs=20, image_size=64, target_spacing=1.5, base_filters=16,
+                  batch_size=8, learning_rate=2e-3, l1_weight=100.0, crossentropy_weight=10.0, decay_epochs=10,
                   generator_upsampling="transpose", augment=False, shape_augment=True, cache=True)
 #: Tiny settings of ``--quick`` (checks that the script works; measures nothing).
 QUICK_7 = {**CHAPTER_7, "epochs": 1, "image_size": 32, "base_filters": 4, "target_spacing": 4.0}

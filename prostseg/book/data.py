@@ -101,7 +101,7 @@ PIX2PIX_FOLDER = "pix2pix-data"
 #: than the book's, seed :data:`PHANTOM_SEED`). Their contrast is the realistic one:
 #: random tissue levels in the channels did not bring Pix2Pix closer to a real scan
 #: (``benchmarks/results/zones_to_real.md``).
-PIX2PIX_PHANTOMS = {"cases": 32, "seed": 1}
+PIX2PIX_PHANTOMS = {"cases": 16, "seed": 1}
 #: Name of the folder of real cases that :func:`real_data` keeps inside ``root``.
 REAL_FOLDER = "real-data"
 #: Folder of :func:`gland_training_data`: real cases and phantoms for the gland U-Net.
