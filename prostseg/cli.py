@@ -25,6 +25,7 @@ import typing
 import warnings
 from pathlib import Path
 
+from prostseg import console
 from prostseg.data import manifests, phantom
 from prostseg.data.dataset import ALIGNED_FOLDER, FILE_ALIASES, MASKS, REGISTRATION_FILE, STACK, volume_file
 from prostseg.data.io import load_volume, save_like
@@ -508,11 +509,20 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``prostseg COMMAND: error: ...``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``prostseg`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prostseg", description="Prostate MRI segmentation: data, training, evaluation."
     )
+    parser.add_argument("--verbose", action="store_true", dest="show_native_output",
+                        help="show what TensorFlow, CUDA, ITK and elastix print (hidden by default)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_phantom_command(subparsers)
     _add_data_commands(subparsers)
@@ -596,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    console.show_native_output(args.show_native_output)
+    with warnings.catch_warnings(), console.native_output_captured():
         warnings.showwarning = _show_warning
         try:
             return args.handler(args)

@@ -36,7 +36,7 @@ TOP_LEVEL_EXTRAS = {"__init__", "__main__", "cli"}
 HEAVY = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "highdicom", "dask", "distributed", "itk"}
 #: The order of the stages: a module imports only from its own place and earlier ones.
 ORDER = (
-    {"prostseg", "prostseg.errors", "prostseg.atomic", "prostseg.parallel", "prostseg.figure_png"},
+    {"prostseg", "prostseg.errors", "prostseg.console", "prostseg.atomic", "prostseg.parallel", "prostseg.figure_png"},
     {"prostseg.data"},
     {"prostseg.preparation"},
     {"prostseg.networks"},

@@ -42,7 +42,9 @@ constant image to zeros instead of dividing by zero.
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from prostseg.atomic import atomic_path
+from prostseg.console import native_output_captured
 from prostseg.errors import InputError
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
@@ -63,6 +66,17 @@ SUPPORTED_EXTENSIONS = NIFTI_EXTENSIONS + ITK_EXTENSIONS
 
 GRID_TOLERANCE = 0.05
 """Largest voxel displacement, in voxels, that :func:`check_same_grid` ignores."""
+
+MAX_VOXELS = 2**28
+"""The most voxels (channels included) a file may declare: 1 GiB as ``float32``.
+
+A header that declares more is refused before anything is allocated."""
+
+ITK_COMPONENT_TYPES = ("unsigned_char", "char", "unsigned_short", "short", "unsigned_int", "int",
+                       "unsigned_long", "long", "unsigned_long_long", "long_long", "float", "double")
+"""Voxel types read from NRRD and MetaImage files, by ITK's names."""
+
+_CIFTI_INTENTS = range(3000, 3100)
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _RAS = orientations.axcodes2ornt("RAS")
@@ -257,10 +271,10 @@ def load_volume(
     >>> mask.data.dtype, int(mask.data.sum())
     (dtype('uint8'), 3)
     """
-    path = Path(path)
+    path = _as_path(path)
     if num_classes is not None:
         label = True
-    array, affine, header = _read(path)
+    array, affine, header = _read(path, components=1 if channels is None else None)
     array = _checked_shape(array, path, channels)
     volume = _canonical_volume(array, affine, path, header)
     data = volume.data
@@ -300,8 +314,9 @@ def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
     >>> shape, affine[0, 0]
     ((4, 5, 6), np.float64(2.0))
     """
-    path = Path(path)
+    path = _as_path(path)
     _check_readable(path)
+    _check_header(path, components=None)
     if path.is_dir():
         array, affine, _ = _read_itk_volume(path)
         shape = array.shape
@@ -583,6 +598,235 @@ def volume_to_itk(volume: Volume):
     return image
 
 
+# --- the gate: a file's header is checked before any voxel is read ------------------
+
+
+def _as_path(path) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; anything else is an :class:`InputError`."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(None, f"expected the path of a file or folder, got {type(path).__name__} {path!r}")
+    if not os.fspath(path):
+        raise InputError(None, "expected the path of a file or folder, got an empty path")
+    return Path(path)
+
+
+def _check_header(path: Path, *, components: int | None = 1) -> None:
+    """Refuse a file whose header cannot describe a volume prostseg can read.
+
+    Checks, before any voxel is read or allocated: the image kind (a NIfTI volume, not
+    CIFTI), the voxel type, the number of components per voxel (``None``: any), the
+    declared size (against :data:`MAX_VOXELS` and, for uncompressed files, the bytes
+    the file holds) and the geometry (finite, non-singular, positive spacing).
+    """
+    if path.is_dir():
+        return
+    if _is_nifti(path):
+        _check_nifti_header(path)
+    else:
+        _check_itk_header(path, components)
+
+
+def _read_nifti_header(path: Path) -> nib.Nifti1Header:
+    """The header as stored (nibabel's automatic fixes, such as zero spacing -> 1, left undone)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(path) as fileobj:
+            block = fileobj.read(540)
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(path, f"cannot read NIfTI file: {err.strerror or err}") from None
+    if len(block) < 348:
+        raise InputError(path, f"cannot read NIfTI file: {len(block)} bytes, shorter than a NIfTI header")
+    sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+    try:
+        header = klass(block[:klass.sizeof_hdr], check=False)
+    except (HeaderDataError, ValueError) as err:
+        raise InputError(path, f"cannot read NIfTI file: {err}") from None
+    if header["magic"].item() not in (b"n+1", b"ni1", b"n+2", b"ni2"):
+        raise InputError(path, "cannot read NIfTI file: no NIfTI magic in its header (not a NIfTI file?)")
+    return header
+
+
+def _check_nifti_header(path: Path) -> None:
+    header = _read_nifti_header(path)
+    if int(header["intent_code"]) in _CIFTI_INTENTS:
+        raise InputError(path, f"is a CIFTI file (intent code {int(header['intent_code'])}), "
+                               "not a volume; give a 3D NIfTI volume")
+    dims = [int(n) for n in header["dim"]]
+    ndim = dims[0]
+    if not 1 <= ndim <= 7:
+        raise InputError(path, f"header declares {ndim} dimensions; a NIfTI file has 1 to 7")
+    shape = tuple(dims[1:ndim + 1])
+    if min(shape) < 1:
+        raise InputError(path, f"header declares shape {shape}, with an axis of no voxels")
+    try:
+        dtype = header.get_data_dtype()
+    except (HeaderDataError, KeyError, ValueError):
+        raise InputError(path, f"unsupported voxel type (NIfTI datatype code {int(header['datatype'])})") from None
+    if dtype.fields is not None or dtype.kind == "V":
+        raise InputError(path, f"holds RGB or other multi-component voxels ({dtype}); "
+                               "expected one real number per voxel")
+    if dtype.kind not in "biuf":
+        raise InputError(path, f"unsupported voxel type {dtype}; expected real numbers")
+    _check_voxel_count(path, shape)
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    offset = int(header["vox_offset"])
+    if not path.name.lower().endswith(".gz"):
+        available = path.stat().st_size - offset
+        if available < declared:
+            raise InputError(path, f"cannot read NIfTI file: its header declares {_size_text(shape, dtype.itemsize)} "
+                                   f"of voxels, the file holds {max(available, 0):,} after the header "
+                                   "(truncated, or a wrong header)")
+    _check_nifti_geometry(path, header, ndim)
+
+
+def _check_nifti_geometry(path: Path, header, ndim: int) -> None:
+    """The affine nibabel will use must be finite, with positive spacing, and invertible."""
+    spatial = min(ndim, 3)
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    if int(header["sform_code"]) > 0:
+        rows = np.array([header["srow_x"], header["srow_y"], header["srow_z"]], dtype=np.float64)
+        _check_affine(path, rows, "sform")
+        return
+    if not np.isfinite(pixdim[:spatial]).all() or (pixdim[:spatial] <= 0).any():
+        raise InputError(path, f"voxel spacing (pixdim) {tuple(float(v) for v in pixdim)} is not "
+                               "positive and finite: the file's geometry is unknown")
+    if int(header["qform_code"]) > 0:
+        quaternion = [float(header[name]) for name in
+                      ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")]
+        if not np.isfinite(quaternion).all():
+            raise InputError(path, "qform holds NaN or infinite values: the file's geometry is unknown")
+        _check_affine(path, header.get_qform()[:3], "qform")
+
+
+def _check_affine(path: Path, rows: np.ndarray, name: str) -> None:
+    """``rows``: the top 3 rows of a voxel-to-world affine."""
+    if not np.isfinite(rows).all():
+        raise InputError(path, f"{name} holds NaN or infinite values: the file's geometry is unknown")
+    spacing = np.linalg.norm(rows[:, :3], axis=0)
+    if (spacing == 0).any():
+        raise InputError(path, f"{name} gives voxel spacing {tuple(round(float(v), 6) for v in spacing)}: "
+                               "an axis of zero size")
+    if abs(np.linalg.det(rows[:, :3] / spacing)) < 1e-6:
+        raise InputError(path, f"{name} is singular (its axes are not independent): "
+                               "the file's geometry is unknown")
+
+
+def _check_voxel_count(path: Path, shape: tuple[int, ...]) -> None:
+    voxels = int(np.prod(shape, dtype=object))
+    if voxels > MAX_VOXELS:
+        raise InputError(path, f"header declares shape {shape} = {voxels:,} voxels, more than "
+                               f"the {MAX_VOXELS:,} prostseg reads (prostseg.data.io.MAX_VOXELS)")
+
+
+def _size_text(shape: tuple[int, ...], itemsize: int) -> str:
+    return f"shape {shape} ({int(np.prod(shape, dtype=object)) * itemsize:,} bytes)"
+
+
+def _check_itk_header(path: Path, components: int | None) -> None:
+    _check_text_header_numbers(path)
+    itk = _itk()
+    with native_output_captured():
+        image_io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+        if image_io is None:
+            raise InputError(path, "cannot read file: no ITK reader recognises its contents")
+        image_io.SetFileName(str(path))
+        try:
+            image_io.ReadImageInformation()
+        except RuntimeError as err:
+            raise InputError(path, f"cannot read file: {_itk_reason(err)}") from None
+    component = image_io.GetComponentTypeAsString(image_io.GetComponentType())
+    if component not in ITK_COMPONENT_TYPES:
+        raise InputError(path, f"unsupported voxel type {component!r}; expected real numbers")
+    pixel = image_io.GetPixelTypeAsString(image_io.GetPixelType())
+    count = int(image_io.GetNumberOfComponents())
+    if pixel in ("complex", "fixed_array") or "complex" in pixel:
+        raise InputError(path, f"holds {pixel} voxels; expected real numbers")
+    if components is not None and count != components:
+        wanted = "one value per voxel" if components == 1 else f"{components} channels per voxel"
+        raise InputError(path, f"holds {count}-component ({pixel}) voxels; expected {wanted}")
+    shape = tuple(int(image_io.GetDimensions(i)) for i in range(image_io.GetNumberOfDimensions()))
+    _check_voxel_count(path, shape + ((count,) if count > 1 else ()))
+    spacing = np.array([image_io.GetSpacing(i) for i in range(len(shape))], dtype=np.float64)
+    if not np.isfinite(spacing).all() or (spacing <= 0).any():
+        raise InputError(path, f"voxel spacing {tuple(float(v) for v in spacing)} is not positive and finite")
+    direction = np.array([image_io.GetDirection(i) for i in range(len(shape))], dtype=np.float64).T
+    _check_affine(path, direction * spacing, "direction matrix")
+    _check_attached_data_size(path, shape, count * image_io.GetComponentSize())
+
+
+def _text_header(path: Path) -> tuple[dict[str, str], int]:
+    """The fields of a NRRD or MetaImage text header and where its voxels start.
+
+    The offset is 0 when the voxels are not stored raw right after the header
+    (a separate data file, or compressed data).
+    """
+    with open(path, "rb") as file:
+        head = file.read(65536)
+    fields, offset, nrrd = {}, 0, head.startswith(b"NRRD")
+    lines = head.split(b"\n")
+    position = 0
+    for raw in lines[:-1]:
+        position += len(raw) + 1
+        line = raw.decode("latin-1").strip()
+        if nrrd and not line:
+            offset = position
+            break
+        key, sep, value = line.partition(":=" if ":=" in line else (":" if nrrd else "="))
+        if not sep or line.startswith("#"):
+            continue
+        key = key.strip().lower()
+        fields[key] = value.strip()
+        if not nrrd and key == "elementdatafile":
+            offset = position if value.strip().upper() == "LOCAL" else 0
+            break
+    compressed = fields.get("compresseddata", "false").lower() == "true" or \
+        fields.get("encoding", "raw").lower() not in ("raw",)
+    if compressed or "data file" in fields or "datafile" in fields:
+        offset = 0
+    return fields, offset
+
+
+_GEOMETRY_FIELDS = ("spacings", "space directions", "space origin", "elementspacing", "elementsize",
+                    "transformmatrix", "offset", "origin", "position", "rotation", "orientation")
+
+
+def _check_text_header_numbers(path: Path) -> None:
+    """NaN or infinite numbers in a NRRD/MetaImage geometry field (ITK would read them as 1 mm)."""
+    try:
+        fields, _ = _text_header(path)
+    except OSError as err:
+        raise InputError(path, f"cannot read file: {err.strerror or err}") from None
+    for key in _GEOMETRY_FIELDS:
+        value = fields.get(key)
+        if value is None:
+            continue
+        numbers = [token for token in re.split(r"[\s,()]+", value) if token and token.lower() != "none"]
+        for token in numbers:
+            try:
+                number = float(token)
+            except ValueError:
+                continue
+            if not math.isfinite(number):
+                raise InputError(path, f"header field '{key}' holds {token}: the file's geometry is unknown")
+
+
+def _check_attached_data_size(path: Path, shape: tuple[int, ...], voxel_bytes: int) -> None:
+    """A NRRD or MetaImage file with raw voxels after its header must hold all of them."""
+    _, offset = _text_header(path)
+    if not offset:
+        return
+    declared = int(np.prod(shape, dtype=object)) * voxel_bytes
+    available = path.stat().st_size - offset
+    if available < declared:
+        raise InputError(path, f"cannot read file: its header declares shape {shape} ({declared:,} bytes) "
+                               f"of voxels, the file holds {max(available, 0):,} after the header "
+                               "(truncated, or a wrong header)")
+
+
 # --- reading -----------------------------------------------------------------------
 
 
@@ -603,9 +847,10 @@ def _check_readable(path: Path) -> None:
         )
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
+def _read(path: Path, *, components: int | None = 1) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
     """Voxels in the file's order ``(x, y, z, ...)``, its RAS affine and NIfTI header."""
     _check_readable(path)
+    _check_header(path, components=components)
     if path.is_dir() or not _is_nifti(path):
         return _read_itk_volume(path)
     try:
@@ -627,11 +872,12 @@ def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
     source = _dicom_series_files(itk, path) if path.is_dir() else str(path)
     kind = "DICOM series" if path.is_dir() else "file"
     try:
-        try:
-            image = itk.imread(source)
-        except itk.TemplateTypeError:  # pixel type not wrapped in ITK Python, e.g. int8
-            image = itk.imread(source, itk.F)
-    except RuntimeError as err:
+        with native_output_captured():
+            try:
+                image = itk.imread(source)
+            except itk.TemplateTypeError:  # pixel type not wrapped in ITK Python, e.g. int8
+                image = itk.imread(source, itk.F)
+    except (RuntimeError, KeyError) as err:
         raise InputError(path, f"cannot read {kind}: {_itk_reason(err)}") from err
     array, affine = _itk_array_affine(image)
     return array, affine, None
@@ -654,8 +900,9 @@ def dicom_series_files(folder: str | os.PathLike) -> list[Path]:
 def _dicom_series_files(itk, folder: Path) -> list[str]:
     names = itk.GDCMSeriesFileNames.New()
     names.SetUseSeriesDetails(True)
-    names.SetDirectory(str(folder))
-    series = names.GetSeriesUIDs()
+    with native_output_captured():
+        names.SetDirectory(str(folder))
+        series = names.GetSeriesUIDs()
     if not series:
         raise InputError(folder, "folder holds no DICOM series; give a file or a folder of DICOM slices")
     if len(series) > 1:
@@ -690,7 +937,8 @@ def _itk_header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         raise InputError(path, "cannot read file: no ITK reader recognises its contents")
     image_io.SetFileName(str(path))
     try:
-        image_io.ReadImageInformation()
+        with native_output_captured():
+            image_io.ReadImageInformation()
     except RuntimeError as err:
         raise InputError(path, f"cannot read file: {_itk_reason(err)}") from err
     axes = range(image_io.GetNumberOfDimensions())
