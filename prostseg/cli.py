@@ -27,14 +27,38 @@ from pathlib import Path
 
 from prostseg import console
 from prostseg.data import manifests, phantom
-from prostseg.data.dataset import ALIGNED_FOLDER, FILE_ALIASES, MASKS, REGISTRATION_FILE, STACK, volume_file
+from prostseg.data.dataset import (
+    ALIGNED_FOLDER, FILE_ALIASES, LESION_VALUES, MASKS, REGISTRATION_FILE, STACK, check_output_outside_inputs, volume_file,
+)
 from prostseg.data.io import load_volume, save_like
-from prostseg.errors import InputError, ProstsegError
+from prostseg.errors import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, PROBABILITY, InputError, Interval, ProstsegError
 from prostseg.networks import runs
 from prostseg.networks.recipes import recipe, recipes
 from prostseg.preparation import registration
 from prostseg.preparation.slice_cache import SliceSpec, prepare_dataset
 from prostseg.use.export import export_model, load_exported
+
+
+def _within(interval: Interval):
+    """An argparse type: the number a flag's text stands for, if ``interval`` holds it."""
+    def parse(text: str):
+        try:
+            return interval.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = interval.describe()
+    return parse
+
+
+#: Suffixes of files the commands write, by what they hold.
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _check_suffix(path: Path, suffixes: tuple[str, ...], what: str, flag: str = "--out") -> None:
+    """Refuse an output name that does not end in one of ``suffixes``."""
+    if not path.name.lower().endswith(suffixes):
+        raise ProstsegError(f"{flag} {path}: {what} is written as {' or '.join(suffixes)}; "
+                            f"give a name ending in {suffixes[0]}")
 
 
 def _add_phantom_command(subparsers) -> None:
@@ -45,8 +69,8 @@ def _add_phantom_command(subparsers) -> None:
                     "patient on a grid of its own.",
     )
     parser.add_argument("out_dir", type=Path, help="folder to write the cases into")
-    parser.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--cases", type=_within(COUNT), default=8, help="number of cases (default 8)")
+    parser.add_argument("--seed", type=_within(NON_NEGATIVE_INT), default=0, help="random seed (default 0)")
     parser.add_argument("--contrast", choices=("realistic", "random", "mixed"),
                         help="T2W tissue contrast: realistic (default), random per tissue and scan "
                              "(SynthSeg style), or a coin toss per scan between the two")
@@ -145,7 +169,7 @@ def _add_transforms_flag(parser) -> None:
 def _add_where_flags(parser) -> None:
     """Where the cases of a data folder run: --workers here, or --scheduler on Dask."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="cases at a time on this machine "
+    where.add_argument("--workers", type=_within(COUNT), help="cases at a time on this machine "
                        "(default: its cores; 1: one after the other in this process)")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run on the Dask cluster of this scheduler (e.g. tcp://node1:8786)")
@@ -199,7 +223,7 @@ def _add_register_commands(subparsers) -> None:
     )
     dataset_parser.add_argument("data_dir", type=Path, help="folder of case folders")
     _add_where_flags(dataset_parser)
-    dataset_parser.add_argument("--threads", type=int, help="elastix/ITK threads per case "
+    dataset_parser.add_argument("--threads", type=_within(COUNT), help="elastix/ITK threads per case "
                                 "(default: cores / workers; 1 on Dask)")
     _add_transforms_flag(dataset_parser)
     dataset_parser.add_argument("--summary", type=Path,
@@ -212,6 +236,10 @@ def _add_register_commands(subparsers) -> None:
 
 
 def _run_register(args) -> int:
+    _check_suffix(args.out, _NIFTI_SUFFIXES, "the aligned volume")
+    transform_path = args.out.with_name(args.out.name.split(".")[0] + "_transform.txt")
+    for path in (args.out, transform_path):
+        check_output_outside_inputs(path, [args.fixed, args.moving, args.transform], flag="--out")
     fixed = load_volume(args.fixed)
     if args.label:
         if args.transform is None:
@@ -219,7 +247,6 @@ def _run_register(args) -> int:
         aligned = registration.resample_to(args.moving, fixed, args.transform, label=True)
         print(save_like(aligned.data, fixed, args.out, overwrite=args.overwrite))
         return 0
-    transform_path = args.out.with_name(args.out.name.split(".")[0] + "_transform.txt")
     for path in (args.out, transform_path):
         if path.exists() and not args.overwrite:
             raise InputError(path, "already exists; pass --overwrite to replace it")
@@ -266,9 +293,9 @@ def _add_prepare_command(subparsers) -> None:
     parser.add_argument("data_dir", type=Path, help="folder of case folders")
     parser.add_argument("--model", choices=("unet", "pix2pix"), required=True,
                         help="the model: U-Net (T2W + mask) or Pix2Pix (registered stack + zones)")
-    parser.add_argument("--image-size", type=int,
+    parser.add_argument("--image-size", type=_within(COUNT),
                         help="side of the square slices (default 384 U-Net, 256 Pix2Pix)")
-    parser.add_argument("--target-spacing", type=float, metavar="MM",
+    parser.add_argument("--target-spacing", type=_within(POSITIVE), metavar="MM",
                         help="resample slices to this in-plane spacing (mm), as in training")
     parser.add_argument("--label", choices=MASKS, default="lesion",
                         help="U-Net mask: lesion, the whole gland as non-zero zones, or a gland mask")
@@ -335,6 +362,8 @@ def _add_config_flags(parser, config_class) -> None:
         options = {"dest": field.name, "help": docs[field.name]}
         if kind is bool:
             options.update(action=argparse.BooleanOptionalAction, default=None)
+        elif field.name in runs.FIELD_RANGES:
+            options.update(type=_within(runs.FIELD_RANGES[field.name]))
         else:
             options.update(type=kind, choices=runs.FIELD_CHOICES.get(field.name))
         parser.add_argument(flag, **options)
@@ -374,6 +403,11 @@ def _training_config(args):
     for field in dataclasses.fields(config_class):
         if getattr(args, field.name) is not None:
             settings[field.name] = getattr(args, field.name)
+    if settings.get("split_file") is not None:
+        given = [flag for flag in ("val_fraction", "test_fraction") if getattr(args, flag) is not None]
+        if given:
+            raise ProstsegError(f"--{given[0].replace('_', '-')} has no effect with a split file "
+                                "(--split-file), which fixes the patients of each part; give one of the two")
     for key in ("data_dir", "output_dir"):
         if key not in settings:
             raise ProstsegError(f"--{_TRAIN_FLAGS.get(key, key).replace('_', '-')} is required "
@@ -409,10 +443,11 @@ def _add_predict_command(subparsers) -> None:
                         help="case folders, volume files (T2W for a U-Net, registered stack for Pix2Pix), "
                              "DICOM series folders, data folders of them, or .txt lists of them")
     parser.add_argument("--out", type=Path, required=True, help="output .nii.gz file, or output folder")
-    parser.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold")
+    parser.add_argument("--threshold", type=_within(PROBABILITY), default=0.5,
+                        help="U-Net probability threshold, in (0, 1) (default 0.5)")
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest connected component of the predicted gland (removes islands)")
-    parser.add_argument("--min-lesion-size", type=float, default=None, metavar="MM3",
+    parser.add_argument("--min-lesion-size", type=_within(NON_NEGATIVE), default=None, metavar="MM3",
                         help="remove predicted components smaller than this volume (mm³)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over the 8 flips and quarter turns")
@@ -420,7 +455,7 @@ def _add_predict_command(subparsers) -> None:
                         help="also write OUT/probabilities/CASE_ID.nii.gz (16-bit; folder output only)")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write OUT/CASE_ID.seg.dcm, a DICOM Segmentation, for DICOM series inputs")
-    parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+    parser.add_argument("--target-spacing", type=_within(POSITIVE), default=None, metavar="MM",
                         help="in-plane spacing the model was trained at; read from the run's config.json "
                              "when the model file lies in its run folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -435,7 +470,10 @@ def _run_predict(args) -> int:
     options = dict(threshold=args.threshold, target_spacing=args.target_spacing,
                    largest_component=args.largest_component, min_lesion_size=args.min_lesion_size,
                    tta=args.tta, overwrite=args.overwrite)
-    if args.out.name.lower().endswith((".nii", ".nii.gz")):
+    if args.out.suffix and not args.out.is_dir() and not args.out.name.lower().endswith(_NIFTI_SUFFIXES):
+        raise ProstsegError(f"--out {args.out}: predict writes a NIfTI file (.nii.gz) for one image, "
+                            "or a folder (a name without an extension) for several")
+    if args.out.name.lower().endswith(_NIFTI_SUFFIXES):
         if len(args.image) != 1 or args.probabilities or args.dicom_seg:
             raise ProstsegError("--out FILE.nii.gz takes one --image and writes labels only; "
                                 "give an output folder for several images, --probabilities or --dicom-seg")
@@ -464,7 +502,7 @@ def _add_export_command(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write the exports into")
     parser.add_argument("--format", dest="formats", action="append", choices=("savedmodel", "onnx"),
                         help="format to write (repeat for both; default both)")
-    parser.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+    parser.add_argument("--target-spacing", type=_within(POSITIVE), default=None, metavar="MM",
                         help="in-plane spacing the model was trained at, when no run config.json records it")
     parser.add_argument("--label", choices=MASKS, default=None,
                         help="what a one-channel U-Net segments, when no run config.json records it")
@@ -492,7 +530,9 @@ def _add_evaluate_command(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     parser.add_argument("--label", choices=MASKS, default="lesion", help="truth mask (default lesion)")
     parser.add_argument("--per-zone", action="store_true", help="score each zone (needs --label zones)")
-    parser.add_argument("--figure", type=Path, help="image file for a best/worst case overlay")
+    parser.add_argument("--figure", type=Path, help="PNG file for a best/worst case overlay")
+    parser.add_argument("--lesion-value", type=int, choices=LESION_VALUES, default=1,
+                        help="value of lesion voxels in the lesion masks and predictions (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(handler=_run_evaluate)
 
@@ -502,8 +542,12 @@ def _run_evaluate(args) -> int:
 
     if args.per_zone and args.label != "zones":
         raise ProstsegError("--per-zone needs --label zones")
+    _check_suffix(args.out, (".csv",), "the score table")
+    if args.figure is not None:
+        _check_suffix(args.figure, (".png",), "the figure", "--figure")
     result = evaluate_folder(args.pred_dir, args.truth_dir, out_csv=args.out, label=args.label,
-                             per_zone=args.per_zone, out_figure=args.figure, overwrite=args.overwrite)
+                             per_zone=args.per_zone, out_figure=args.figure, lesion_value=args.lesion_value,
+                             overwrite=args.overwrite)
     print(f"{len(result.rows)} case(s): mean IoU {result.mean['iou']:.4f}, mean Dice {result.mean['dice']:.4f}")
     print(result.csv_path)
     return 0
@@ -573,7 +617,7 @@ def command_line_wording(message: str, parser: argparse.ArgumentParser) -> str:
         return f"{option} {match[2]}"
 
     message = re.sub(r"\s*\(CLI: [^)]*\)", "", message)
-    return re.sub(r"\b([a-z][a-z0-9_]*)=(True|False|[\w.]+)", flag, message)
+    return re.sub(r"\b([a-z][a-z0-9_]*)=(True|False|-?[\w.]+)", flag, message)
 
 
 def _pipeline_error(err: Exception) -> ProstsegError | None:

@@ -1,12 +1,16 @@
-"""Exceptions raised by prostseg.
+"""Exceptions raised by prostseg, and the ranges of numeric arguments that raise them.
 
 Every problem with a user's file is reported as an :class:`InputError` whose message
 starts with the file's path, so that a traceback in a notebook says which file to fix.
+A number outside its :class:`Interval` is an :class:`InputError` naming the argument.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+from dataclasses import dataclass
 
 
 class ProstsegError(Exception):
@@ -57,3 +61,102 @@ class OutputError(InputError):
 
 class DataWarning(UserWarning):
     """Data that can be used but probably not as the user meant (e.g. only empty masks)."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The values a numeric argument may take: finite numbers between two bounds.
+
+    One interval serves the command line (:meth:`parse`, a flag's type), the
+    configuration dataclasses and the public functions (:meth:`check`), so that all
+    three refuse the same values with the same words.
+
+    Parameters
+    ----------
+    low, high : float
+        The bounds; ``inf`` for none. NaN and infinite values are always refused.
+    low_open, high_open : bool
+        Exclude the bound itself.
+    integer : bool
+        Whole numbers only (``bool`` is not one).
+
+    Examples
+    --------
+    >>> PROBABILITY.check(0.5, "threshold")
+    0.5
+    >>> PROBABILITY.check(2.0, "threshold")
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: threshold=2.0 is out of range: must be a number in (0, 1)
+    >>> COUNT.parse("0")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a whole number >= 1, got 0
+    >>> POSITIVE.parse("inf")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a finite number > 0, got inf
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        """The interval in words, e.g. ``'a number in (0, 1)'``."""
+        kind = "a whole number" if self.integer else "a number"
+        if math.isinf(self.high):
+            if math.isinf(self.low):
+                return f"{kind}, finite"
+            kind = kind if self.integer else "a finite number"
+            return f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
+        if math.isinf(self.low):
+            return f"{kind} {'<' if self.high_open else '<='} {_num(self.high)}"
+        return (f"{kind} in {'(' if self.low_open else '['}{_num(self.low)}, "
+                f"{_num(self.high)}{')' if self.high_open else ']'}")
+
+    def __contains__(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.integer and not isinstance(value, numbers.Integral):
+            return False
+        value = float(value)
+        return (math.isfinite(value)
+                and (value > self.low if self.low_open else value >= self.low)
+                and (value < self.high if self.high_open else value <= self.high))
+
+    def check(self, value, name: str):
+        """Return ``value``, or raise :class:`InputError` naming ``name`` and the interval."""
+        if value not in self:
+            raise InputError(None, f"{name}={value!r} is out of range: must be {self.describe()}")
+        return value
+
+    def parse(self, text: str):
+        """The number ``text`` stands for (the type of a command-line flag); ``ValueError`` otherwise."""
+        try:
+            value = int(text) if self.integer else float(text)
+        except ValueError:
+            raise ValueError(f"must be {self.describe()}, got {text!r}") from None
+        if value not in self:
+            raise ValueError(f"must be {self.describe()}, got {text}")
+        return value
+
+
+def _num(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+#: A probability or threshold strictly between 0 and 1.
+PROBABILITY = Interval(0, 1, low_open=True, high_open=True)
+#: A share of something that may be none of it but not all of it.
+FRACTION = Interval(0, 1, high_open=True)
+#: Counts, sizes and workers.
+COUNT = Interval(1, integer=True)
+#: Seeds and other whole numbers that may be 0.
+NON_NEGATIVE_INT = Interval(0, integer=True)
+#: Rates, spacings and other sizes that must be above 0.
+POSITIVE = Interval(0, low_open=True)
+#: Weights and volumes that may be 0.
+NON_NEGATIVE = Interval(0)

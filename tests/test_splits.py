@@ -181,7 +181,7 @@ def test_to_json_refuses_to_overwrite_unless_asked(tmp_path):
         ('{"seed": "zero", "train": ["a"], "val": [], "test": []}', "seed must be"),
         ('{"seed": 0, "train": [], "val": ["a"], "test": []}', "training part is empty"),
         ('["a", "b"]', "expected a JSON object"),
-        ('{"seed": 0, "train": [', "not valid JSON"),
+        ('{"seed": 0, "train": [', "not a JSON split file"),
     ],
 )
 def test_from_json_names_the_file_and_the_problem(tmp_path, content, message):

@@ -89,6 +89,7 @@ __all__ = [
     "LESION_VALUES",
     "find_case",
     "case_folders",
+    "check_output_outside_inputs",
     "discover_cases",
     "load_mask",
     "stack_file",
@@ -231,6 +232,69 @@ def _file_name(path: Path) -> str | None:
         stem = lowered[: -len(ending)]
     stem = FILE_ALIASES.get(stem, stem)
     return stem if stem in MODALITIES or stem in MASKS else None
+
+
+def _holds_case(folder: Path) -> bool:
+    """Whether ``folder`` is a case folder: it holds a file or folder of the layout."""
+    try:
+        return folder.is_dir() and any(_file_name(entry) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def check_output_outside_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                                *, flag: str = "output") -> None:
+    """Refuse an output that is one of a command's inputs or lies inside an input case folder.
+
+    ``overwrite`` replaces a command's earlier outputs, never its inputs: a prediction
+    written over its own T2W, or a score table inside a case folder, would destroy or
+    mix up the user's data.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The file or folder the command is about to write.
+    inputs : iterable of str or os.PathLike or None
+        What the command reads: files, case folders, data folders (their case folders
+        are inputs too). A file inside a case folder makes its folder an input.
+        ``None`` entries are skipped.
+    flag : str, optional
+        How the output is named in the message (``--out`` on the command line).
+
+    Raises
+    ------
+    InputError
+        Naming the output and the input it would write into.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> data = Path(tempfile.mkdtemp())
+    >>> (data / "case-01").mkdir()
+    >>> (data / "case-01" / "t2w.nii.gz").touch()
+    >>> check_output_outside_inputs(data / "predictions", [data])  # beside the cases: fine
+    >>> check_output_outside_inputs(data / "case-01" / "t2w.nii.gz", [data])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...t2w.nii.gz: output lies inside the input case folder ...case-01; ...
+    """
+    out = Path(os.path.abspath(output))
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(os.path.abspath(given))
+        if out == source or (out.exists() and source.exists() and os.path.samefile(out, source)):
+            raise InputError(output, f"{flag} is one of this command's inputs; write it elsewhere")
+        if source.is_dir():
+            cases = [source] if _holds_case(source) else [
+                folder for folder in (source / part for part in out.relative_to(source).parts[:1])
+                if _holds_case(folder)] if out.is_relative_to(source) else []
+        else:
+            cases = [source.parent] if _holds_case(source.parent) else []
+        for case in cases:
+            if out.is_relative_to(case):
+                raise InputError(output, f"{flag} lies inside the input case folder {case}; "
+                                         "write outputs outside the case folders")
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -636,7 +636,7 @@ def _read_nifti_header(path: Path) -> nib.Nifti1Header:
         with ImageOpener(path) as fileobj:
             block = fileobj.read(540)
     except (OSError, EOFError, zlib.error) as err:
-        raise InputError(path, f"cannot read NIfTI file: {err.strerror or err}") from None
+        raise InputError(path, f"cannot read NIfTI file: {getattr(err, 'strerror', None) or err}") from None
     if len(block) < 348:
         raise InputError(path, f"cannot read NIfTI file: {len(block)} bytes, shorter than a NIfTI header")
     sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")}

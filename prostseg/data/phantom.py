@@ -125,7 +125,7 @@ from scipy import ndimage
 
 from prostseg.data.dataset import ALIGNED_FOLDER, PHANTOM_FILE, STACK, ZONE_NAMES, volume_file
 from prostseg.atomic import atomic_path
-from prostseg.errors import InputError
+from prostseg.errors import COUNT, NON_NEGATIVE_INT, InputError
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -1581,10 +1581,8 @@ def write_phantom_dataset(
     ...
     prostseg.errors.InputError: ...phantom-000: already exists; pass overwrite=True ...
     """
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    COUNT.check(n_cases, "n_cases")
+    NON_NEGATIVE_INT.check(seed, "seed")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "exists and is not a folder")

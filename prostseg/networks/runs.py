@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prostseg.atomic import atomic_path
-from prostseg.data.dataset import LESION_VALUES, MASKS
-from prostseg.errors import InputError
+from prostseg.data.dataset import LESION_VALUES, MASKS, check_output_outside_inputs
+from prostseg.errors import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, InputError, Interval
 from prostseg.preparation.splits import PatientSplit, patients_across_parts, read_patient_ids, split_patients
 
 __all__ = [
     "CONFIG_FILE",
     "FIELD_CHOICES",
+    "FIELD_RANGES",
     "HISTORY_FILE",
     "PIX2PIX_UPSAMPLING",
     "SPLIT_FILE",
@@ -88,6 +89,19 @@ FIELD_CHOICES = {
     "lesion_value": LESION_VALUES,
     "generator_upsampling": PIX2PIX_UPSAMPLING,
     "verbose": (0, 1, 2),
+}
+
+#: The values a numeric configuration field may take (``None`` stays allowed where the
+#: field is optional); the command line's flags parse with the same intervals.
+FIELD_RANGES = {
+    **dict.fromkeys(("image_size", "batch_size", "epochs", "base_filters", "checkpoint_every", "depth",
+                     "steps_per_epoch", "generator_levels", "discriminator_filters",
+                     "discriminator_downsamples"), COUNT),
+    **dict.fromkeys(("seed", "decay_epochs"), NON_NEGATIVE_INT),
+    **dict.fromkeys(("val_fraction", "test_fraction", "beta_1"), FRACTION),
+    **dict.fromkeys(("learning_rate", "target_spacing"), POSITIVE),
+    **dict.fromkeys(("l1_weight", "crossentropy_weight"), NON_NEGATIVE),
+    "foreground_fraction": Interval(0, 1, low_open=True),
 }
 
 CONFIG_FILE = "config.json"
@@ -141,17 +155,14 @@ class _TrainingConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, os.fspath(value))
-        for name in ("image_size", "batch_size", "epochs", "base_filters", "checkpoint_every"):
-            _check_positive_int(getattr(self, name), name)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name, interval in FIELD_RANGES.items():
+            if getattr(self, name, None) is not None:
+                interval.check(getattr(self, name), name)
         if self.target_spacing is not None:
-            if isinstance(self.target_spacing, bool) or not isinstance(self.target_spacing, (int, float)) \
-                    or not 0 < self.target_spacing < math.inf:
-                raise ValueError(f"target_spacing must be a positive number of mm or None, got {self.target_spacing!r}")
             object.__setattr__(self, "target_spacing", float(self.target_spacing))
+        if self.val_fraction + self.test_fraction >= 1:
+            raise InputError(None, f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} "
+                                   "leave no patient to train on: their sum must be below 1")
         for name, allowed in FIELD_CHOICES.items():
             if hasattr(self, name) and getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -312,13 +323,9 @@ class UNetTrainingConfig(_TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_positive_int(self.depth, "depth")
-        if self.steps_per_epoch is not None:
-            _check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         if self.image_size % 2**self.depth:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by 2**depth = {2**self.depth}"
-            )
+            raise InputError(None, f"image_size={self.image_size} does not fit a U-Net of depth={self.depth}: "
+                                   f"it must be a multiple of 2**depth = {2**self.depth}")
 
 
 @dataclass(frozen=True)
@@ -411,16 +418,17 @@ class Pix2PixTrainingConfig(_TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("discriminator_filters", "discriminator_downsamples"):
-            _check_positive_int(getattr(self, name), name)
-        if self.generator_levels is not None:
-            _check_positive_int(self.generator_levels, "generator_levels")
-        if isinstance(self.decay_epochs, bool) or not isinstance(self.decay_epochs, int) or self.decay_epochs < 0:
-            raise ValueError(f"decay_epochs must be an int >= 0, got {self.decay_epochs!r}")
-        for name in ("l1_weight", "crossentropy_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-
+        size, levels, downsamples = self.image_size, self.generator_levels, self.discriminator_downsamples
+        if levels is None and size & (size - 1):
+            raise InputError(None, f"image_size={size} does not fit the Pix2Pix generator: it must be a power "
+                                   "of two (or give generator_levels)")
+        if levels is not None and size % 2**levels:
+            raise InputError(None, f"image_size={size} does not fit the Pix2Pix generator: it must be a "
+                                   f"multiple of 2**generator_levels = {2**levels}")
+        if size % 2**downsamples or size // 2**downsamples < 3:
+            raise InputError(None, f"image_size={size} does not fit the PatchGAN: it must be a multiple of "
+                                   f"2**discriminator_downsamples = {2**downsamples}, at least "
+                                   f"{3 * 2**downsamples}")
 
     def learning_rate_at(self, epoch: int) -> float:
         """The learning rate of both optimisers in (0-based) ``epoch``.
@@ -436,11 +444,6 @@ class Pix2PixTrainingConfig(_TrainingConfig):
         """
         decayed = max(0, epoch + 1 - (self.epochs - self.decay_epochs))
         return self.learning_rate * (1.0 - decayed / (self.decay_epochs + 1))
-
-
-def _check_positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 _CONFIG_CLASSES = {cls.KIND: cls for cls in (UNetTrainingConfig, Pix2PixTrainingConfig)}
@@ -537,6 +540,7 @@ def prepare_run_folder(config: _TrainingConfig, worker: str | None, overwrite: b
     worker writes to ``output_dir/workers/<worker>``.
     """
     output_dir = Path(config.output_dir)
+    check_output_outside_inputs(output_dir, [config.data_dir, config.split_file], flag="the run folder")
     if worker is not None:
         folder = output_dir / WORKERS_FOLDER / worker
         folder.mkdir(parents=True, exist_ok=True)

@@ -52,27 +52,34 @@ def _in_plane_size(size: int | tuple[int, int]) -> tuple[int, int]:
     """Return ``size`` as a pair of positive ints ``(h, w)``."""
     pair = (size, size) if np.ndim(size) == 0 else tuple(size)
     if len(pair) != 2:
-        raise ValueError(f"size must be an int or a pair (h, w), got {size!r}")
+        raise InputError(None, f"size must be an int or a pair (h, w), got {size!r}")
     height, width = (operator.index(value) for value in pair)
     if height < 1 or width < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise InputError(None, f"size must be positive, got {size!r}")
     return height, width
 
 
 def _at_least_2d(array: ArrayLike) -> np.ndarray:
-    """Return ``array`` as an ndarray, raising ValueError when it has fewer than 2 axes."""
+    """Return ``array`` as an ndarray, raising InputError when it has fewer than 2 axes or no values."""
     array = np.asarray(array)
     if array.ndim < 2:
-        raise ValueError(f"expected an array with at least 2 (in-plane) axes, got shape {array.shape}")
+        raise InputError(None, f"expected an array with at least 2 (in-plane) axes, got shape {array.shape}")
+    _non_empty(array)
+    return array
+
+
+def _non_empty(array: np.ndarray) -> np.ndarray:
+    if array.size == 0:
+        raise InputError(None, f"expected an array with values, got an empty array of shape {array.shape}")
     return array
 
 
 def _finite_float64(array: ArrayLike) -> np.ndarray:
-    """Return ``array`` as float64, raising ValueError when it holds NaN or Inf."""
-    values = np.asarray(array, dtype=np.float64)
+    """Return ``array`` as float64, raising InputError when it is empty or holds NaN or Inf."""
+    values = _non_empty(np.asarray(array, dtype=np.float64))
     bad = np.count_nonzero(~np.isfinite(values))
     if bad:
-        raise ValueError(f"array holds {bad} NaN or Inf value(s) out of {values.size}; fix or mask them first")
+        raise InputError(None, f"array holds {bad} NaN or Inf value(s) out of {values.size}; fix or mask them first")
     return values
 
 

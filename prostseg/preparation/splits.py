@@ -153,8 +153,8 @@ class PatientSplit:
         """
         try:
             content = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise InputError(path, f"not valid JSON ({error})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputError(path, f"not a JSON split file ({error})") from None
         if not isinstance(content, dict):
             raise InputError(path, f"expected a JSON object, got {type(content).__name__}")
         expected = {"seed", *_PARTS}

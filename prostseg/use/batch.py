@@ -48,13 +48,14 @@ from pathlib import Path
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.data.dataset import find_case
+from prostseg.data.dataset import check_output_outside_inputs, find_case
 from prostseg.errors import InputError
 from prostseg.data.io import SUPPORTED_EXTENSIONS, load_volume
 from prostseg.networks.runs import model_run_config
 from prostseg.use.dicom_seg import SEGMENT_CODES, write_dicom_seg
 from prostseg.use.export import preprocessing_contract
 from prostseg.use.inference import (
+    check_prediction_options,
     input_volume,
     postprocess,
     predict_probabilities,
@@ -81,7 +82,10 @@ def _expand(path: Path, from_list: Path | None) -> list[tuple[str, Path]]:
     where = from_list or path
     if path.is_file():
         if path.suffix.lower() in _LIST_SUFFIXES and from_list is None:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise InputError(path, "not a text list of paths (not UTF-8 text)") from None
             entries = [line.strip() for line in lines
                        if line.strip() and not line.lstrip().startswith("#")]
             return [pair for entry in entries for pair in _expand(path.parent / entry, path)]
@@ -253,8 +257,11 @@ def predict_batch(model, inputs: Iterable[str | os.PathLike], out_dir: str | os.
     """
     from tqdm.auto import tqdm
 
+    check_prediction_options(threshold=threshold, target_spacing=target_spacing, min_lesion_size=min_lesion_size)
+    inputs = list(inputs)
     cases = collect_inputs(inputs)
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    check_output_outside_inputs(out_dir, [model_path, *inputs, *(source for _, source in cases)])
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
     options = dict(threshold=threshold, target_spacing=target_spacing, largest_component=largest_component,
                    min_lesion_size=min_lesion_size, tta=tta, recipe=model_recipe,

@@ -48,8 +48,11 @@ from pathlib import Path
 import numpy as np
 
 from prostseg.atomic import atomic_path
-from prostseg.data.dataset import MASK_CLASSES, MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, discover_cases, find_case
-from prostseg.errors import InputError
+from prostseg.data.dataset import (
+    LESION_VALUES, MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, check_output_outside_inputs, discover_cases,
+    find_case, load_mask,
+)
+from prostseg.errors import NON_NEGATIVE, POSITIVE, PROBABILITY, InputError
 from prostseg.figure_png import save_png
 from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.networks.metrics import dice, iou, per_class_dice, per_class_iou
@@ -257,6 +260,7 @@ def predict_volume(model, volume: Volume | np.ndarray, *, image_size: int | None
     >>> labels.shape, labels.dtype
     ((40, 30, 3), dtype('uint8'))
     """
+    check_prediction_options(threshold=threshold, target_spacing=target_spacing, min_lesion_size=min_lesion_size)
     if min_lesion_size is not None and not isinstance(volume, Volume):
         raise ValueError("min_lesion_size (mm³) needs the volume's spacing: pass a prostseg.data.io.Volume")
     probabilities = predict_probabilities(model, volume, image_size=image_size, batch_size=batch_size,
@@ -397,6 +401,17 @@ def resolve_model(model, target_spacing: float | None = None
     return model, recorded if recorded is not None else target_spacing, model_recipe
 
 
+def check_prediction_options(*, threshold: float = 0.5, target_spacing: float | None = None,
+                             min_lesion_size: float | None = None) -> None:
+    """Raise :class:`InputError` for a threshold outside (0, 1), a spacing that is not a
+    finite positive number of mm, or a negative or non-finite ``min_lesion_size``."""
+    PROBABILITY.check(threshold, "threshold")
+    if target_spacing is not None:
+        POSITIVE.check(target_spacing, "target_spacing")
+    if min_lesion_size is not None:
+        NON_NEGATIVE.check(min_lesion_size, "min_lesion_size")
+
+
 def _check_nifti_target(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise InputError(path, "file exists; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -481,8 +496,10 @@ def predict_case(model, image: str | os.PathLike, out_path: str | os.PathLike, *
         model, ``target_spacing`` contradicts the model's run, or the image cannot be
         read or does not suit the model.
     """
+    check_prediction_options(threshold=threshold, target_spacing=target_spacing, min_lesion_size=min_lesion_size)
     outputs = [Path(out_path)] + ([Path(probabilities_path)] if probabilities_path is not None else [])
     for path in outputs:
+        check_output_outside_inputs(path, [image, model if isinstance(model, (str, os.PathLike)) else None])
         _check_nifti_target(path, overwrite)
     model, target_spacing, model_recipe = resolve_model(model, target_spacing)
     volume, reference = input_volume(Path(image), model_recipe)
@@ -550,12 +567,12 @@ def _scores(pred: np.ndarray, truth: np.ndarray, per_zone: bool) -> dict[str, fl
     return row
 
 
-def _truth_and_prediction(case, pred_path: Path, label: str) -> tuple[Volume, Volume]:
-    """The truth mask and the prediction; zone maps (either) must hold labels 0..4, gland
-    masks 0 and 1."""
-    num_classes = MASK_CLASSES.get(label)
-    truth = load_volume(case.path(label), label=True, num_classes=num_classes)
-    return truth, load_volume(pred_path, label=True, num_classes=num_classes)
+def _truth_and_prediction(case, pred_path: Path, label: str, lesion_value: int) -> tuple[Volume, Volume]:
+    """The truth mask and the prediction, each holding the values its kind allows, as in
+    training (:func:`prostseg.data.dataset.load_mask`): zone maps 0..4, gland masks 0 and
+    1, lesion masks 0 and ``lesion_value``."""
+    return (load_mask(case.path(label), label, lesion_value=lesion_value),
+            load_mask(pred_path, label, lesion_value=lesion_value))
 
 
 def _nanmean(values) -> float:
@@ -565,7 +582,8 @@ def _nanmean(values) -> float:
 
 def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
                     out_csv: str | os.PathLike, label: str = "lesion", per_zone: bool = False,
-                    out_figure: str | os.PathLike | None = None, overwrite: bool = False) -> EvaluationResult:
+                    out_figure: str | os.PathLike | None = None, lesion_value: int = 1,
+                    overwrite: bool = False) -> EvaluationResult:
     """Score a folder of predicted label maps against the masks of a data folder.
 
     Scores are computed on whole 3D volumes with :mod:`prostseg.networks.metrics` (an empty
@@ -590,6 +608,9 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
     out_figure : str or os.PathLike, optional
         PNG (or any Matplotlib format) showing the best and the worst case by Dice:
         the T2W slice with the most true foreground, truth and prediction outlined.
+    lesion_value : {1, 255}, optional
+        The value of lesion voxels in the lesion masks and predictions, as in training;
+        a mask holding any other non-zero value is refused.
     overwrite : bool, optional
         Replace existing output files.
 
@@ -607,8 +628,11 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
         raise ValueError(f"label must be one of {MASKS}, got {label!r}")
     if per_zone and label != "zones":
         raise ValueError("per_zone=True compares zone labels: use label='zones'")
+    if lesion_value not in LESION_VALUES:
+        raise InputError(None, f"lesion_value must be one of {LESION_VALUES}, got {lesion_value!r}")
     outputs = [Path(out_csv)] + ([Path(out_figure)] if out_figure is not None else [])
     for path in outputs:
+        check_output_outside_inputs(path, [pred_dir, truth_dir])
         if path.exists() and not overwrite:
             raise InputError(path, "file exists; pass overwrite=True (CLI: --overwrite) to replace it")
     predictions = _prediction_files(Path(pred_dir))
@@ -619,7 +643,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
 
     rows = []
     for case_id, pred_path in predictions.items():
-        truth, pred = _truth_and_prediction(cases[case_id], pred_path, label)
+        truth, pred = _truth_and_prediction(cases[case_id], pred_path, label, lesion_value)
         check_same_grid(truth, pred)
         rows.append({"case_id": case_id, **_scores(pred.data, truth.data, per_zone)})
     columns = list(rows[0])
@@ -633,11 +657,13 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
 
     figure_path = None
     if out_figure is not None:
-        figure_path = _best_worst_figure(rows, predictions, cases, label, per_zone, Path(out_figure))
+        figure_path = _best_worst_figure(rows, predictions, cases, label, per_zone, Path(out_figure),
+                                         lesion_value)
     return EvaluationResult(rows, mean, out_csv, figure_path)
 
 
-def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, path: Path) -> Path:
+def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, path: Path,
+                       lesion_value: int) -> Path:
     """Save an overlay of the best and the worst case by Dice (foreground outlines
     unless ``per_zone``, as the scores were computed)."""
     from matplotlib.figure import Figure
@@ -650,7 +676,7 @@ def _best_worst_figure(rows, predictions, cases, label: str, per_zone: bool, pat
         case = cases[row["case_id"]]
         image = load_volume(case.path("t2w"))
         truth, pred = (volume.data for volume in
-                       _truth_and_prediction(case, predictions[row["case_id"]], label))
+                       _truth_and_prediction(case, predictions[row["case_id"]], label, lesion_value))
         if not per_zone:
             truth, pred = truth > 0, pred > 0
         areas = np.count_nonzero(truth, axis=(0, 1)) if truth.any() else np.count_nonzero(pred, axis=(0, 1))
