@@ -292,3 +292,22 @@ def test_options_an_archive_source_cannot_honour_are_refused(tmp_path, capsys):
     assert main(["data", "fetch", "prostatex-zones", str(tmp_path / "d"), "--workers", "0"]) == 2
     assert "--workers 0: give at least 1" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_the_fetch_chapter_12_prints_runs_against_a_mirror(tmp_path, capsys):
+    from test_printed_commands import PROSTSEG
+
+    (printed,) = [c for c in PROSTSEG if c.complete and c.source.startswith("book/12_scale.ipynb")
+                  and c.words[1:4] == ("data", "fetch", "prostatex-zones") and "--workers" not in c.words]
+    words = list(printed.words[1:])
+    chosen = sorted(INDEX)[: int(words[words.index("--cases") + 1])]
+    for seed, case_id in enumerate(chosen):
+        _write_case(tmp_path / "mirror", case_id, seed)
+    served = _Mirror(tmp_path / "mirror")
+    words[3] = str(tmp_path / "data")  # the destination, relative to the repository in the book
+    try:
+        assert main([*words, "--mirror", served.url, "--cache", str(tmp_path / "cache")]) == 0
+    finally:
+        served.close()
+    assert f"{len(chosen)} case(s) written" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.is_dir()) == chosen
