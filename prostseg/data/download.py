@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from prostseg.atomic import atomic_path
 from prostseg.errors import InputError
@@ -120,8 +121,8 @@ def download(
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            with atomic_path(target) as part:
-                record = _fetch_once(url, part, timeout)
+            with atomic_path(target) as part, open(part, "wb") as out:
+                record = _fetch_once(url, out, timeout)
                 _check(url, record, expected)
             return record
         except _Transient as err:
@@ -135,13 +136,12 @@ class _Transient(Exception):
     take that for a failure to write the target)."""
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> FileRecord:
-    """One GET of ``url`` into ``part``; raises on any failure, including a short body."""
+def _fetch_once(url: str, out: BinaryIO, timeout: float) -> FileRecord:
+    """One GET of ``url`` written to ``out``; raises on any failure, including a short body."""
     digest, size, announced = hashlib.sha256(), 0, None
     request = urllib.request.Request(url, headers={"User-Agent": "prostseg"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, \
-                open(part, "wb") as out:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             announced = response.headers.get("Content-Length")
             for block in iter(lambda: response.read(_BLOCK), b""):
                 digest.update(block)

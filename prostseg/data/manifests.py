@@ -38,6 +38,7 @@ import textwrap
 import warnings
 import zipfile
 from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -605,8 +606,6 @@ def _fetch_cases(
     backoff: float,
 ) -> list[Path]:
     """Download the files of the ``chosen`` cases of an index and write the cases."""
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
     from tqdm.auto import tqdm
 
     if workers < 1:
@@ -715,13 +714,17 @@ def import_local(
     list of Path
         The case folders written, sorted.
 
+    A case that cannot be converted (label values the manifest does not map, masks
+    whose grid differs from the T2W image) is refused with one
+    :class:`~prostseg.errors.DataWarning` line naming the file; the other cases are
+    still written, and then an :class:`InputError` says how many were refused.
+
     Raises
     ------
     InputError
         Naming the file or folder at fault: a checksum mismatch, no case found, an
-        ambiguous or missing required file, label values the manifest does not map,
-        masks whose grid differs from the T2W image, or an existing case without
-        ``overwrite=True``.
+        ambiguous or missing required file, an existing case without
+        ``overwrite=True``, or (after the others were written) refused cases.
     """
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     source = Path(source_dir)
