@@ -103,8 +103,16 @@ def _add_data_commands(subparsers) -> None:
                  name_help="manifest name (see 'prostseg data list') or JSON path")
     fetch = _data_action(actions, "fetch", "download (needs network) and import a dataset", _run_data_fetch)
     fetch.add_argument("dest", type=Path, help="folder to write the cases into")
-    fetch.add_argument("--cache", type=Path, help="folder for the downloaded archives")
+    fetch.add_argument("--cache", type=Path, help="folder for the downloaded archives or files")
     fetch.add_argument("--overwrite", action="store_true", help="replace existing cases")
+    which = fetch.add_mutually_exclusive_group()
+    which.add_argument("--cases", type=int, metavar="N",
+                       help="only the first N cases of the manifest's index, in sorted order")
+    which.add_argument("--case-ids", nargs="+", metavar="ID", help="only these cases")
+    fetch.add_argument("--workers", type=int, default=1, metavar="K",
+                       help="files downloaded at the same time (default 1)")
+    fetch.add_argument("--mirror", metavar="BASE_URL",
+                       help="download from this copy of the source (same file paths below it)")
     imp = _data_action(actions, "import", "import a dataset you already have (offline)", _run_data_import)
     imp.add_argument("source", type=Path, help="folder with the archives or their contents")
     imp.add_argument("dest", type=Path, help="folder to write the cases into")
@@ -135,8 +143,9 @@ def _run_data_show(args) -> int:
 
 
 def _run_data_fetch(args) -> int:
-    return _written(manifests.fetch(args.name, args.dest, overwrite=args.overwrite, cache_dir=args.cache),
-                    args.dest)
+    return _written(manifests.fetch(args.name, args.dest, overwrite=args.overwrite, cache_dir=args.cache,
+                                    cases=args.cases, case_ids=args.case_ids, workers=args.workers,
+                                    mirror=args.mirror), args.dest)
 
 
 def _run_data_import(args) -> int:

@@ -35,18 +35,21 @@ import sys
 import tarfile
 import tempfile
 import textwrap
+import warnings
 import zipfile
 from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import jsonschema
 
-from prostseg.atomic import atomic_path
+from prostseg.atomic import atomic_path, remove_leftovers
 from prostseg.data.dataset import CASE_ROLES, MASKS, PATIENTS_FILE, volume_file
+from prostseg.data.download import LOCK_FILE, FileRecord, NetworkError, download, read_lock, write_lock
 from prostseg.data.io import check_same_grid, header_volume
-from prostseg.errors import InputError, ProstsegError
+from prostseg.errors import DataWarning, InputError, ProstsegError
 
 # A manifest fills the roles of prostseg.data.dataset.CASE_ROLES, in that order; the label maps
 # among them (prostseg.data.dataset.MASKS) are written as uint8.
@@ -91,6 +94,43 @@ _FILE_SPEC_SCHEMA: dict[str, Any] = {
         "required": {"type": "boolean"},
     },
     "oneOf": [{"required": ["pattern"]}, {"required": ["parts"]}],
+}
+
+# a path below the source's base URL: no leading slash, no "." or ".." parts
+_REPOSITORY_PATH = {"type": "string", "pattern": "^(?!(.*/)?\\.\\.?(/|$))[^/\\\\]+(/[^/\\\\]+)*$"}
+_INDEX_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["base_url", "made", "subset", "cases"],
+    "properties": {
+        "base_url": {"type": "string", "pattern": "^https?://.*/$"},
+        "made": {"type": "string", "minLength": 1},
+        "subset": {"type": "string", "minLength": 1},
+        "checksums": {
+            "type": "object",
+            "propertyNames": _REPOSITORY_PATH,
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["size", "sha256"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 0},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+            },
+        },
+        "cases": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["t2w"],
+                "propertyNames": {"enum": list(CASE_ROLES)},
+                "additionalProperties": {"type": "array", "minItems": 1, "items": _REPOSITORY_PATH},
+            },
+        },
+    },
 }
 
 MANIFEST_SCHEMA: dict[str, Any] = {
@@ -163,6 +203,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                 "cases_from": {"type": "string", "pattern": "\\{case\\}"},
                 "case_id": {"type": "string", "pattern": "\\{case\\}"},
                 "patient_id": {"type": "string", "minLength": 1},
+                "case_number_width": {"type": "integer", "minimum": 2, "maximum": 12},
                 "files": {
                     "type": "object",
                     "required": ["t2w"],
@@ -172,6 +213,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             },
         },
         "notes": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "index": _INDEX_SCHEMA,
         "derived": {
             "type": "array",
             "items": {
@@ -235,6 +277,11 @@ class Manifest:
     files: tuple[ManifestFile, ...]
     layout: dict[str, Any]
     raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def index(self) -> dict[str, Any] | None:
+        """The per-file index (``raw["index"]``) of a source that serves single files."""
+        return self.raw.get("index")
 
 
 @dataclass
@@ -310,6 +357,7 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
         raise InputError(path, f"invalid manifest at {where}: {error.message}")
     if raw["name"] != path.stem:
         raise InputError(path, f"manifest name {raw['name']!r} differs from the file name")
+    _check_index(path, raw)
     files = tuple(
         ManifestFile(**{key: entry[key] for key in ManifestFile.__dataclass_fields__})
         for entry in raw["files"]
@@ -323,6 +371,21 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
         layout=raw["layout"],
         raw=raw,
     )
+
+
+def _check_index(path: Path, raw: dict) -> None:
+    """Refuse an index whose cases name roles the layout lacks, or the wrong number of files."""
+    layout = raw["layout"]["files"]
+    for case_id, roles in raw.get("index", {}).get("cases", {}).items():
+        for role, files in roles.items():
+            spec = layout.get(role)
+            if spec is None:
+                raise InputError(path, f"index case {case_id}: the layout has no role {role!r}")
+            wanted = len(spec["parts"]) if "parts" in spec else 1
+            if len(files) != wanted and spec.get("combine") != "union":
+                raise InputError(
+                    path, f"index case {case_id}: {role} lists {len(files)} file(s), the layout {wanted}"
+                )
 
 
 def default_cache_dir(manifest: Manifest) -> Path:
@@ -372,11 +435,30 @@ def fetch(
     overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
     downloader: Callable | None = None,
+    cases: int | None = None,
+    case_ids: Sequence[str] | None = None,
+    workers: int = 1,
+    mirror: str | None = None,
+    progress: bool = True,
+    retries: int = 3,
+    backoff: float = 1.0,
 ) -> list[Path]:
-    """Download a dataset's archives, check them, and import them into ``dest``.
+    """Download a dataset, check it, and import it into ``dest`` (needs network access).
 
-    Archives are kept in ``cache_dir`` (default :func:`default_cache_dir`) so a second
-    call does not download again. Needs network access unless ``downloader`` is given.
+    A manifest with an ``index`` (a source that serves single files, such as
+    ``prostatex-zones``) is fetched case by case: only the files of the chosen cases
+    are downloaded, several at a time, into ``cache_dir`` under their paths in the
+    source, each checked against the manifest's published checksum or else the lock
+    file ``dest/data.lock.json``, which records the size and SHA-256 of every first
+    download. Cases already in ``dest`` and files already in the cache whose record
+    matches are not downloaded again, so an interrupted fetch resumes where it stopped.
+    A case that cannot be completed (a file missing on the server, a checksum
+    mismatch, masks on another grid than the image) is refused with one warning line
+    naming the file or URL, and the other cases are still written.
+
+    A manifest without an index is downloaded whole, archive by archive, with pooch
+    (kept in ``cache_dir`` so that a second call does not download again), then
+    imported with :func:`import_local`.
 
     Parameters
     ----------
@@ -385,22 +467,108 @@ def fetch(
     dest : path
         Folder to write the cases into (created if missing).
     overwrite : bool
-        Replace cases that already exist in ``dest``.
+        Replace cases that already exist in ``dest`` (by default an archive import
+        refuses them, and a case-by-case fetch keeps them as they are).
     cache_dir : path, optional
-        Where to keep the downloads.
+        Where to keep the downloads (default :func:`default_cache_dir`).
     downloader : callable, optional
-        A pooch downloader ``(url, output_file, pooch)``; the default picks pooch's
-        HTTP downloader with a tqdm progress bar.
+        Archives only: a pooch downloader ``(url, output_file, pooch)``; the default
+        picks pooch's HTTP downloader with a tqdm progress bar.
+    cases : int, optional
+        Index only: fetch the first ``cases`` case ids of the index in sorted order
+        (:func:`select_cases`), the same subset on every machine.
+    case_ids : sequence of str, optional
+        Index only: fetch these cases.
+    workers : int
+        Index only: files downloaded at the same time (threads), at least 1.
+    mirror : str, optional
+        Index only: a base URL replacing the index's ``base_url``; below it the files
+        keep their paths in the source (an institution's copy, a test server).
+    progress : bool
+        Index only: show a progress bar of the files downloaded.
+    retries, backoff : int, float
+        Index only: further tries after a transient network failure, and the pause
+        before the first of them in seconds (doubled for each next one); see
+        :func:`prostseg.data.download.download`.
 
     Returns
     -------
     list of Path
-        The case folders written.
-    """
-    import pooch
+        The case folders written by this call (cases already in ``dest`` are kept and
+        not listed).
 
+    Raises
+    ------
+    InputError
+        Naming the URL or file at fault: a network failure after every retry (the fetch
+        stops; what was complete is kept), an option the manifest does not support, or,
+        after the other cases were written, the number of cases refused.
+
+    Examples
+    --------
+    >>> select_cases(load_manifest("prostatex-zones"), cases=2)
+    ['ProstateX-0001', 'ProstateX-0002']
+    """
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
+    if manifest.index is not None:
+        return _fetch_cases(
+            manifest, Path(dest), cache, select_cases(manifest, cases=cases, case_ids=case_ids),
+            overwrite=overwrite, workers=workers, mirror=mirror, progress=progress,
+            retries=retries, backoff=backoff,
+        )
+    if cases is not None or case_ids is not None or mirror is not None:
+        raise InputError(
+            manifest.path,
+            "the source serves whole archives only: choosing cases (cases=, case_ids=) "
+            "and mirror= need a manifest with a per-file 'index'",
+        )
+    return _fetch_archives(manifest, Path(dest), cache, overwrite=overwrite, downloader=downloader)
+
+
+def select_cases(
+    manifest: Manifest, *, cases: int | None = None, case_ids: Sequence[str] | None = None
+) -> list[str]:
+    """The case ids of ``manifest``'s index that a fetch takes, sorted.
+
+    ``cases=N`` takes the first ``N`` case ids in sorted order (a fixed subset, the same
+    on every machine); ``case_ids`` names them; neither takes every case.
+
+    Raises
+    ------
+    InputError
+        Naming the manifest, for an id the index lacks or more cases than it lists.
+
+    Examples
+    --------
+    >>> select_cases(load_manifest("prostatex-zones"), case_ids=["ProstateX-0002"])
+    ['ProstateX-0002']
+    """
+    if manifest.index is None:
+        raise InputError(manifest.path, "has no per-file index to choose cases from")
+    known = sorted(manifest.index["cases"])
+    if cases is not None and case_ids is not None:
+        raise InputError(manifest.path, "give the number of cases or their ids, not both")
+    if case_ids is not None:
+        unknown = sorted(set(case_ids) - set(known))
+        if unknown:
+            raise InputError(
+                manifest.path, f"the index lists no case {', '.join(unknown)} (first: {known[0]})"
+            )
+        return sorted(set(case_ids))
+    if cases is not None:
+        if not 1 <= cases <= len(known):
+            raise InputError(manifest.path, f"cases={cases}: the index lists 1 to {len(known)} cases")
+        return known[:cases]
+    return known
+
+
+def _fetch_archives(
+    manifest: Manifest, dest: Path, cache: Path, *, overwrite: bool, downloader: Callable | None
+) -> list[Path]:
+    """Download the manifest's archives with pooch, then import them."""
+    import pooch
+
     if not manifest.files:
         raise InputError(manifest.path, "lists no downloadable files; use import_local")
     cache.mkdir(parents=True, exist_ok=True)
@@ -417,7 +585,115 @@ def fetch(
             )
         except ValueError as err:  # pooch reports a hash mismatch as ValueError
             raise InputError(target, f"download failed verification: {err}") from None
+        except OSError as err:  # requests' errors are OSErrors: name the URL, no traceback
+            if getattr(err, "filename", None):
+                raise
+            raise InputError(entry.url, f"cannot download: {err}") from None
     return import_local(manifest, cache, dest, overwrite=overwrite)
+
+
+def _fetch_cases(
+    manifest: Manifest,
+    dest: Path,
+    cache: Path,
+    chosen: list[str],
+    *,
+    overwrite: bool,
+    workers: int,
+    mirror: str | None,
+    progress: bool,
+    retries: int,
+    backoff: float,
+) -> list[Path]:
+    """Download the files of the ``chosen`` cases of an index and write the cases."""
+    from tqdm.auto import tqdm
+
+    if workers < 1:
+        raise InputError(None, f"workers={workers}: give at least 1")
+    index = manifest.index
+    base = (mirror or index["base_url"]).rstrip("/") + "/"
+    dest.mkdir(parents=True, exist_ok=True)
+    record = _read_record(dest, manifest)
+    todo = []
+    for case_id in chosen:
+        if (dest / case_id).exists() and not overwrite:
+            if case_id not in record["cases"]:
+                warnings.warn(
+                    f"{dest / case_id}: exists and was not written by an import; kept as it is",
+                    DataWarning, stacklevel=3,
+                )
+            continue
+        todo.append(case_id)
+    lock = read_lock(dest, manifest.name)
+    published = {
+        name: FileRecord(**entry) for name, entry in index.get("checksums", {}).items()
+    }
+    names = sorted({name for case_id in todo for files in index["cases"][case_id].values()
+                    for name in files})
+    expected = {name: published.get(name) or lock.get(name) for name in names}
+    missing = [name for name in names if not _cached(cache / name, expected[name])]
+    for folder in sorted({(cache / name).parent for name in missing}):
+        remove_leftovers(folder)  # temporary files of a killed fetch
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(missing), unit="file", desc=f"{manifest.name}", disable=not progress)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            pool.submit(download, base + name, cache / name, expected=expected[name],
+                        retries=retries, backoff=backoff): name
+            for name in missing
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                stop = None
+                for future in done:
+                    name = futures[future]
+                    try:
+                        lock.setdefault(name, future.result())
+                    except NetworkError as err:  # the next file would fail the same way
+                        stop = stop or err
+                    except InputError as err:  # this file only: its case is refused
+                        failed[name] = str(err)
+                    bar.update()
+                write_lock(dest, manifest.name, lock)
+                if stop is not None:
+                    raise stop
+        finally:
+            for future in pending:
+                future.cancel()
+            bar.close()
+    plan = []
+    for case_id in todo:
+        problems = [failed[n] for files in index["cases"][case_id].values() for n in files
+                    if n in failed]
+        plan.append((case_id, problems[0] if problems else _index_sources(
+            manifest, case_id, cache)))
+    return _write_cases(dest, manifest, plan, record, overwrite=overwrite)
+
+
+def _cached(path: Path, expected: FileRecord | None) -> bool:
+    """True when ``path`` is a complete download matching its record."""
+    if expected is None or not path.is_file() or path.stat().st_size != expected.size:
+        return False
+    return file_digest(path) == expected.sha256
+
+
+def _index_sources(manifest: Manifest, case_id: str, cache: Path) -> dict:
+    """The sources of one case of the index, as :func:`_resolve_role` gives them."""
+    sources = {}
+    for role, names in manifest.index["cases"][case_id].items():
+        spec = manifest.layout["files"][role]
+        for name in names:
+            if case_id not in PurePosixPath(name).name:
+                warnings.warn(
+                    f"{name}: the file name does not carry the case id {case_id} (an "
+                    "irregular name of the source); the manifest's index assigns it to it",
+                    DataWarning, stacklevel=4,
+                )
+        values = [part["value"] for part in spec["parts"]] if "parts" in spec else None
+        sources[role] = {"paths": [cache / name for name in names], "values": values}
+    return sources
 
 
 def import_local(
@@ -438,13 +714,17 @@ def import_local(
     list of Path
         The case folders written, sorted.
 
+    A case that cannot be converted (label values the manifest does not map, masks
+    whose grid differs from the T2W image) is refused with one
+    :class:`~prostseg.errors.DataWarning` line naming the file; the other cases are
+    still written, and then an :class:`InputError` says how many were refused.
+
     Raises
     ------
     InputError
         Naming the file or folder at fault: a checksum mismatch, no case found, an
-        ambiguous or missing required file, label values the manifest does not map,
-        masks whose grid differs from the T2W image, or an existing case without
-        ``overwrite=True``.
+        ambiguous or missing required file, an existing case without
+        ``overwrite=True``, or (after the others were written) refused cases.
     """
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     source = Path(source_dir)
@@ -454,9 +734,11 @@ def import_local(
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".prostseg-unpack-", dir=dest) as unpack:
         index = _index([source, *_unpack_archives(manifest, source, Path(unpack))])
-        cases = sorted(_collect(index, manifest.layout["cases_from"]))
+        width = manifest.layout.get("case_number_width")
+        cases = sorted(_collect(index, manifest.layout["cases_from"], width))
         tables = {
-            role: _role_tables(spec, index) for role, spec in manifest.layout["files"].items()
+            role: _role_tables(spec, index, width)
+            for role, spec in manifest.layout["files"].items()
         }
         if not cases:
             raise InputError(
@@ -470,12 +752,7 @@ def import_local(
                 f"{len(existing)} case(s) already exist (first: {existing[0]}); "
                 "pass overwrite=True to replace them",
             )
-        record_path = _record_path(dest, manifest)
-        record = (
-            json.loads(record_path.read_text(encoding="utf-8"))
-            if record_path.is_file()
-            else {"manifest": manifest.name, "cases": {}}
-        )
+        record = _read_record(dest, manifest)
         plan = []
         for case_id, case in sorted(case_ids.items()):
             sources = {
@@ -484,19 +761,54 @@ def import_local(
             }
             _require(manifest, sources, case, source)
             plan.append((case_id, sources))
-        written = []
-        try:
-            for case_id, sources in plan:
+        return _write_cases(dest, manifest, plan, record, overwrite=overwrite)
+
+
+def _read_record(dest: Path, manifest: Manifest) -> dict:
+    """The import record of ``dest`` (the SHA-256 of every file written per case)."""
+    path = _record_path(dest, manifest)
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"manifest": manifest.name, "cases": {}}
+
+
+def _write_cases(
+    dest: Path, manifest: Manifest, plan: list[tuple[str, dict | str]], record: dict, *,
+    overwrite: bool,
+) -> list[Path]:
+    """Write each planned case, refusing a bad one with a warning; update the record.
+
+    ``plan`` pairs a case id with its sources, or with the problem (one line) that
+    already rules it out. Cases that fail (masks on another grid, label values the
+    manifest does not map...) are reported as :class:`~prostseg.errors.DataWarning`
+    lines and the others are still written; then one :class:`InputError` sums up.
+    """
+    written, refused = [], []
+    try:
+        for case_id, sources in plan:
+            try:
+                if isinstance(sources, str):
+                    raise InputError(None, sources)
                 case_dir = _write_case(dest, case_id, sources, manifest, overwrite)
-                written.append(case_dir)
-                record["cases"][case_id] = {
-                    path.name: file_digest(path) for path in sorted(case_dir.iterdir())
-                }
-        finally:
-            if written:
-                with atomic_path(record_path) as tmp:
-                    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-                _write_patient_ids(manifest, dest, [case_dir.name for case_dir in written])
+            except InputError as err:
+                refused.append(f"case {case_id} refused: {err}")
+                warnings.warn(refused[-1], DataWarning, stacklevel=3)
+                continue
+            written.append(case_dir)
+            record["cases"][case_id] = {
+                path.name: file_digest(path) for path in sorted(case_dir.iterdir())
+            }
+    finally:
+        if written:
+            with atomic_path(_record_path(dest, manifest)) as tmp:
+                tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+            _write_patient_ids(manifest, dest, [case_dir.name for case_dir in written])
+    if refused:
+        raise InputError(
+            dest,
+            f"{len(refused)} of {len(plan)} case(s) refused, {len(written)} written; "
+            f"first: {refused[0]}",
+        )
     return written
 
 
@@ -526,17 +838,34 @@ def verify(
     *,
     cache_dir: str | os.PathLike | None = None,
 ) -> VerifyReport:
-    """Re-check downloaded archives and the cases written by :func:`import_local`.
+    """Re-check downloaded files and the cases written by :func:`import_local` or :func:`fetch`.
 
     Archives found in ``cache_dir`` are checked against the manifest's checksums (an
     archive that was never downloaded is skipped: the offline import does not need
-    one). Every case recorded at import time must still exist with a ``t2w`` image and
-    files whose SHA-256 matches what was written.
+    one). Single files fetched case by case are checked against the manifest's
+    published checksum, or else against the lock file ``dest/data.lock.json``; a file
+    that differs is deleted from the cache (the next fetch downloads it again), and one
+    no longer in the cache is skipped. Every case recorded at import time must still
+    exist with a ``t2w`` image and files whose SHA-256 matches what was written.
     """
     manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     dest = Path(dest)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
     report = VerifyReport()
+    published = (manifest.index or {}).get("checksums", {})
+    for name, locked in sorted(read_lock(dest, manifest.name).items()):
+        path = cache / name
+        wanted = FileRecord(**published[name]) if name in published else locked
+        source = "the manifest" if name in published else LOCK_FILE
+        if not path.is_file():
+            report.checked.append(f"{path}: not in the download cache, skipped")
+        elif _cached(path, wanted):
+            report.checked.append(f"{path}: matches {source}")
+        else:
+            path.unlink()
+            report.problems.append(
+                f"{path}: differs from {source} (sha256 or size); deleted from the cache"
+            )
     for entry in manifest.files:
         archive = cache / entry.filename
         if not archive.is_file():
@@ -691,8 +1020,14 @@ def _index(roots: list[Path]) -> list[tuple[Path, list[str]]]:
     ]
 
 
-def _collect(index: list[tuple[Path, list[str]]], pattern: str) -> dict[str, list[Path]]:
-    """Map each case id to the files matching ``pattern``, from the first root having any."""
+def _collect(
+    index: list[tuple[Path, list[str]]], pattern: str, width: int | None = None
+) -> dict[str, list[Path]]:
+    """Map each case id to the files matching ``pattern``, from the first root having any.
+
+    With ``width`` (the layout's ``case_number_width``), a case id ending in a shorter
+    number is padded with zeros to that many digits, with a warning naming the file.
+    """
     regex = _glob_to_regex(pattern)
     found: dict[str, list[Path]] = {}
     for root, names in index:
@@ -700,18 +1035,43 @@ def _collect(index: list[tuple[Path, list[str]]], pattern: str) -> dict[str, lis
         for name in names:
             match = regex.fullmatch(name)
             if match:
-                in_root.setdefault(match.group("case"), []).append(root / name)
+                case = _padded(match.group("case"), width, root / name)
+                in_root.setdefault(case, []).append(root / name)
         for case, paths in in_root.items():
             found.setdefault(case, paths)
     return found
 
 
-def _role_tables(spec: dict, index) -> list[dict[str, list[Path]]]:
+def _padded(case: str, width: int | None, path: Path) -> str:
+    """``case`` with its final number zero-padded to ``width`` digits (warning when changed).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _padded("ProstateX-012", 4, Path("ProstateX-012_pz.nii.gz"))
+    'ProstateX-0012'
+    >>> str(caught[0].message)
+    'ProstateX-012_pz.nii.gz: case number 012 has fewer than 4 digits; taken as ProstateX-0012'
+    """
+    match = re.fullmatch(r"(.*?)(\d+)", case)
+    if width is None or match is None or len(match[2]) >= width:
+        return case
+    fixed = match[1] + match[2].zfill(width)
+    warnings.warn(
+        f"{path}: case number {match[2]} has fewer than {width} digits; taken as {fixed}",
+        DataWarning, stacklevel=4,
+    )
+    return fixed
+
+
+def _role_tables(spec: dict, index, width: int | None = None) -> list[dict[str, list[Path]]]:
     """One case table per pattern (or per part) of a role."""
     if "parts" in spec:
-        return [_collect(index, part["pattern"]) for part in spec["parts"]]
+        return [_collect(index, part["pattern"], width) for part in spec["parts"]]
     patterns = spec["pattern"] if isinstance(spec["pattern"], list) else [spec["pattern"]]
-    return [_collect(index, pattern) for pattern in patterns]
+    return [_collect(index, pattern, width) for pattern in patterns]
 
 
 def _resolve_role(spec: dict, tables: list[dict], case: str) -> dict | None:
@@ -856,6 +1216,13 @@ def _convert(role: str, spec: dict, found: dict):
             raise InputError(path, "label map holds non-integer values")
         data = data.astype(np.int64)
         if found["values"] is not None:  # one binary mask per label value
+            stray = sorted(set(np.unique(data).tolist()) - {0, 1})
+            if stray:  # a known irregularity of some sources (PROSTATEx zone masks)
+                warnings.warn(
+                    f"{path}: binary mask holds the value(s) {stray} besides 0 and 1; "
+                    "every non-zero voxel is taken as inside",
+                    DataWarning, stacklevel=2,
+                )
             merged[data > 0] = found["values"][index]
         elif spec.get("binarize"):
             merged[data > 0] = 1
