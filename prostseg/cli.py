@@ -106,10 +106,10 @@ def _add_data_commands(subparsers) -> None:
     fetch.add_argument("--cache", type=Path, help="folder for the downloaded archives or files")
     fetch.add_argument("--overwrite", action="store_true", help="replace existing cases")
     which = fetch.add_mutually_exclusive_group()
-    which.add_argument("--cases", type=int, metavar="N",
+    which.add_argument("--cases", type=_within(COUNT), metavar="N",
                        help="only the first N cases of the manifest's index, in sorted order")
     which.add_argument("--case-ids", nargs="+", metavar="ID", help="only these cases")
-    fetch.add_argument("--workers", type=int, default=1, metavar="K",
+    fetch.add_argument("--workers", type=_within(COUNT), default=1, metavar="K",
                        help="files downloaded at the same time (default 1)")
     fetch.add_argument("--mirror", metavar="BASE_URL",
                        help="download from this copy of the source (same file paths below it)")
@@ -149,6 +149,7 @@ def _run_data_fetch(args) -> int:
 
 
 def _run_data_import(args) -> int:
+    check_output_outside_inputs(args.dest, [args.source], flag="DEST")
     return _written(manifests.import_local(args.name, args.source, args.dest, overwrite=args.overwrite),
                     args.dest)
 
@@ -279,6 +280,7 @@ def _run_register_case(args) -> int:
 
 
 def _run_register_dataset(args) -> int:
+    _check_summary_and_cache(args)
     summary = args.summary or args.data_dir / "registration_summary.csv"
     result = registration.register_dataset(
         args.data_dir, workers=args.workers, client=args.scheduler, threads=args.threads,
@@ -317,7 +319,17 @@ def _add_prepare_command(subparsers) -> None:
     parser.set_defaults(handler=_run_prepare)
 
 
+def _check_summary_and_cache(args) -> None:
+    """The summary CSV and a cache folder lie outside the case folders they are made from."""
+    if args.summary is not None:
+        _check_suffix(args.summary, (".csv",), "the summary", "--summary")
+        check_output_outside_inputs(args.summary, [args.data_dir], flag="--summary")
+    if getattr(args, "cache_dir", None) is not None:
+        check_output_outside_inputs(args.cache_dir, [args.data_dir], flag="--cache-dir")
+
+
 def _run_prepare(args) -> int:
+    _check_summary_and_cache(args)
     try:
         spec = SliceSpec(args.model, args.image_size, args.target_spacing, args.label)
     except ValueError as err:

@@ -289,8 +289,10 @@ def test_options_an_archive_source_cannot_honour_are_refused(tmp_path, capsys):
     assert "whole archives only" in capsys.readouterr().err
     assert main(["data", "fetch", "prostatex-zones", str(tmp_path / "d"), "--case-ids", "ProstateX-9999"]) == 2
     assert "no case ProstateX-9999" in capsys.readouterr().err
-    assert main(["data", "fetch", "prostatex-zones", str(tmp_path / "d"), "--workers", "0"]) == 2
-    assert "--workers 0: give at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser
+        main(["data", "fetch", "prostatex-zones", str(tmp_path / "d"), "--workers", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --workers: must be a whole number >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
 
 

@@ -49,7 +49,7 @@ from prostseg.atomic import atomic_path, remove_leftovers
 from prostseg.data.dataset import CASE_ROLES, MASKS, PATIENTS_FILE, volume_file
 from prostseg.data.download import LOCK_FILE, FileRecord, NetworkError, download, read_lock, write_lock
 from prostseg.data.io import check_same_grid, header_volume
-from prostseg.errors import DataWarning, InputError, ProstsegError
+from prostseg.errors import COUNT, DataWarning, InputError, ProstsegError
 
 # A manifest fills the roles of prostseg.data.dataset.CASE_ROLES, in that order; the label maps
 # among them (prostseg.data.dataset.MASKS) are written as uint8.
@@ -608,8 +608,7 @@ def _fetch_cases(
     """Download the files of the ``chosen`` cases of an index and write the cases."""
     from tqdm.auto import tqdm
 
-    if workers < 1:
-        raise InputError(None, f"workers={workers}: give at least 1")
+    COUNT.check(workers, "workers")
     index = manifest.index
     base = (mirror or index["base_url"]).rstrip("/") + "/"
     dest.mkdir(parents=True, exist_ok=True)
