@@ -639,10 +639,10 @@ def _read_nifti_header(path: Path) -> nib.Nifti1Header:
         raise InputError(path, f"cannot read NIfTI file: {getattr(err, 'strerror', None) or err}") from None
     if len(block) < 348:
         raise InputError(path, f"cannot read NIfTI file: {len(block)} bytes, shorter than a NIfTI header")
-    sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")}
-    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+    order = "little" if int.from_bytes(block[:4], "little") in (348, 540) else "big"
+    klass = nib.Nifti2Header if int.from_bytes(block[:4], order) == 540 else nib.Nifti1Header
     try:
-        header = klass(block[:klass.sizeof_hdr], check=False)
+        header = klass(block[:klass.sizeof_hdr], "<" if order == "little" else ">", check=False)
     except (HeaderDataError, ValueError) as err:
         raise InputError(path, f"cannot read NIfTI file: {err}") from None
     if header["magic"].item() not in (b"n+1", b"ni1", b"n+2", b"ni2"):

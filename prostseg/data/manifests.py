@@ -645,7 +645,7 @@ def _fetch_cases(
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                stop = None
+                stop, recorded = None, len(lock)
                 for future in done:
                     name = futures[future]
                     try:
@@ -655,7 +655,8 @@ def _fetch_cases(
                     except InputError as err:  # this file only: its case is refused
                         failed[name] = str(err)
                     bar.update()
-                write_lock(dest, manifest.name, lock)
+                if len(lock) > recorded:
+                    write_lock(dest, manifest.name, lock)
                 if stop is not None:
                     raise stop
         finally:
