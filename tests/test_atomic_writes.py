@@ -42,6 +42,7 @@ NOT_ATOMIC = {
     ("data/manifests.py", "_extract", "extractall"): "into a temporary folder",
     ("book/widgets.py", "_png", "save"): "into an in-memory buffer",
     ("book/data.py", "pix2pix_data", "copytree"): "into a staging folder renamed into place as a whole",
+    ("console.py", "_swapped_stream", "open"): "a text stream on a copy of the console's descriptor, no file",
 }
 
 
