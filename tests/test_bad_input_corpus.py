@@ -510,6 +510,10 @@ def test_bad_input_row(row, phantom_dir, tmp_path, monkeypatch, request):
         assert not written, f"a failed command wrote {written}"
         errors = [line for line in stderr.splitlines() if line.startswith("prostseg ") and "error:" in line]
         assert len(errors) == 1, stderr
+        others = [line for line in stderr.splitlines() if line.strip() and not line.startswith("prostseg")
+                  and not line.startswith("  ")  # a data check lists each bad file indented
+                  and not re.search(r"\d+%\|", line)]  # a progress bar
+        assert not others, f"lines besides the error:\n{stderr}"
 
 
 @pytest.mark.parametrize("row", _rows(CALL_COLUMNS), ids=lambda row: row["id"])
