@@ -532,6 +532,9 @@ def _add_export_command(subparsers) -> None:
 
 
 def _run_export(args) -> int:
+    if args.out.suffix and not args.out.is_dir():
+        raise ProstsegError(f"--out {args.out}: export writes a folder (saved_model/ and model.onnx); "
+                            "give a name without an extension")
     paths = export_model(args.model, args.out, formats=tuple(args.formats or ("savedmodel", "onnx")),
                          target_spacing=args.target_spacing, label=args.label, overwrite=args.overwrite)
     for path in paths.values():

@@ -209,6 +209,15 @@ def _build(row_id: str, data: Path, tmp: Path) -> dict[str, str]:
     elif row_id == "predict-list-bytes":
         extra["file"] = tmp / "cases.txt"
         extra["file"].write_bytes(b"\xff\xfe" + np.random.default_rng(0).bytes(500))
+    elif row_id == "register-tiny-overlap":
+        t2w = nib.load(case / "t2w.nii.gz")
+        affine = np.diag([2.0, 2.0, 3.0, 1.0])
+        affine[:3, 3] = (t2w.affine @ [*(n / 2 for n in t2w.shape[:3]), 1])[:3]
+        extra["file"] = _good_nifti(tmp / "tiny.nii.gz", np.random.default_rng(0).random((4, 4, 3)).astype(np.float32),
+                                    affine)
+    elif row_id == "manifest-bytes":
+        extra["file"] = tmp / "manifest.json"
+        extra["file"].write_bytes(np.random.default_rng(0).bytes(500))
     elif row_id == "train-config-bytes":
         extra["file"] = tmp / "config.json"
         extra["file"].write_bytes(np.random.default_rng(0).bytes(500))

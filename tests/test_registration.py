@@ -286,3 +286,14 @@ def test_real_registration_does_not_degrade_mutual_information(modality, source,
     before = mutual_information(t2w.data, header_only.data, region)
     after = mutual_information(t2w.data, aligned.data, region)
     assert after >= before - 0.01
+
+
+def test_an_elastix_failure_is_told_in_one_line():
+    from prostseg.preparation.registration import _elastix_reason
+
+    dump = ("File: /work/ITK/itkRecursiveSeparableImageFilter.hxx\nLine: 223\n"
+            "Description: ITK ERROR: RecursiveGaussianImageFilter(0x5): The number of pixels along "
+            "direction 2 is less than 4.\n\nError occurred during actual registration.")
+    assert _elastix_reason([dump]) == ("RecursiveGaussianImageFilter(0x5): The number of pixels along "
+                                       "direction 2 is less than 4.")
+    assert _elastix_reason(["Some failure\nFile: x.cxx", "last words"]) == "last words"

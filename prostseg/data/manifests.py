@@ -347,7 +347,7 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(path, "manifest file does not exist") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, f"not valid JSON: {err}") from None
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(raw)

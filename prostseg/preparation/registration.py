@@ -350,10 +350,17 @@ def _name(volume: Volume) -> str:
     return str(volume.path) if getattr(volume, "path", None) is not None else "<in-memory volume>"
 
 
+#: Fewest voxels along an axis that elastix's Gaussian smoothing (its image pyramids) takes.
+MIN_AXIS_VOXELS = 4
+
+
 def _check_3d(volume: Volume) -> None:
     shape = np.shape(volume.data)
-    if len(shape) != 3 or min(shape) < 2:
+    if len(shape) != 3:
         raise InputError(volume.path, f"registration needs a 3D volume, got shape {shape}")
+    if min(shape) < MIN_AXIS_VOXELS:
+        raise InputError(volume.path, f"registration needs at least {MIN_AXIS_VOXELS} voxels along each "
+                                      f"axis (elastix smooths the image), got shape {shape}")
 
 
 def _check_not_constant(volume: Volume) -> None:
@@ -495,10 +502,19 @@ def _registration_error(err: RuntimeError, fixed: Volume, moving: Volume, log_di
             f"{_name(fixed)}: the two images hardly overlap. Check the headers (or crop the "
             "fixed image to the region both cover).",
         )
-    return ProstsegError(
-        f"elastix failed to register {_name(moving)} to {_name(fixed)}: "
-        + "\n".join(tail or [message.strip().splitlines()[-1] if message.strip() else "no message"])
-    )
+    return ProstsegError(f"elastix failed to register {_name(moving)} to {_name(fixed)}: "
+                         f"{_elastix_reason([message, *tail])}")
+
+
+def _elastix_reason(texts: list[str]) -> str:
+    """The one line of elastix's or ITK's error text that says what went wrong."""
+    lines = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+    described = [line.split("Description:", 1)[1].strip() for line in lines if "Description:" in line]
+    if described:
+        return described[0].removeprefix("ITK ERROR: ")
+    plain = [line for line in lines if not line.startswith(("File:", "Line:")) and ".cxx" not in line
+             and ".hxx" not in line]
+    return plain[-1] if plain else "no message"
 
 
 # -------------------------------------------------------------------- resampling

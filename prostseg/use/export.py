@@ -54,8 +54,8 @@ import numpy as np
 
 from prostseg import __version__
 from prostseg.atomic import atomic_path
-from prostseg.data.dataset import ZONE_NAMES
-from prostseg.errors import InputError
+from prostseg.data.dataset import ZONE_NAMES, check_output_outside_inputs
+from prostseg.errors import POSITIVE, InputError
 from prostseg.networks.recipes import input_size, recipe_for_model
 from prostseg.networks.runs import model_run_config
 
@@ -225,6 +225,11 @@ def export_model(model, out_dir: str | os.PathLike, *, formats=("savedmodel", "o
     if unknown or not formats:
         raise ValueError(f"formats must be some of ('savedmodel', 'onnx'), got {tuple(formats)}")
     model_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if target_spacing is not None:
+        POSITIVE.check(target_spacing, "target_spacing")
+    check_output_outside_inputs(out_dir, [model_path])
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(out_dir, "exists and is not a folder; exports are written into a folder")
     kind = None
     if model_path is not None:
         config = model_run_config(model_path)
