@@ -356,7 +356,7 @@ MIN_AXIS_VOXELS = 4
 
 def _check_3d(volume: Volume) -> None:
     shape = np.shape(volume.data)
-    if len(shape) != 3:
+    if len(shape) != 3 or min(shape) < 2:
         raise InputError(volume.path, f"registration needs a 3D volume, got shape {shape}")
     if min(shape) < MIN_AXIS_VOXELS:
         raise InputError(volume.path, f"registration needs at least {MIN_AXIS_VOXELS} voxels along each "
