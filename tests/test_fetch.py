@@ -313,3 +313,28 @@ def test_the_fetch_chapter_12_prints_runs_against_a_mirror(tmp_path, capsys):
         served.close()
     assert f"{len(chosen)} case(s) written" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.is_dir()) == chosen
+
+
+def test_a_file_stored_under_a_three_digit_name_is_fetched_from_there_with_a_warning(mirror, tmp_path, capsys):
+    listed = INDEX[SERVED[2]]["zones"][1]  # mask_tz/ProstateX-000N_tz.nii.gz
+    served = listed.replace("ProstateX-0", "ProstateX-", 1)
+    (mirror.root / listed).rename(mirror.root / served)
+    assert _fetch_cli(mirror, tmp_path, "--cases", "3") == 0
+    err = capsys.readouterr().err
+    assert f"prostseg: warning: {mirror.url}{served}: {listed} is served under this irregular name" in err
+    assert served in mirror.requests and listed in mirror.requests
+    zones = nib.load(tmp_path / "data" / SERVED[2] / "zones.nii.gz").get_fdata()
+    assert set(np.unique(zones)) == {0, 1, 2}
+    assert listed in json.loads((tmp_path / "data" / LOCK_FILE).read_text(encoding="utf-8"))["files"]
+    mirror.requests.clear()
+    assert _fetch_cli(mirror, tmp_path, "--cases", "3") == 0  # the rerun asks for nothing
+    assert mirror.requests == []
+
+
+def test_every_indexed_case_names_its_series_and_the_three_masks():
+    assert len(INDEX) == 169
+    for case_id, files in INDEX.items():
+        assert files["t2w"][0].rsplit("/", 1)[1].startswith(f"{case_id}_t2_tse_tra_")
+        assert files["zones"] == [f"Files/prostate/mask_pz/{case_id}_pz.nii.gz",
+                                  f"Files/prostate/mask_tz/{case_id}_tz.nii.gz"]
+        assert files["gland"] == [f"Files/prostate/mask_prostate/{case_id}.nii.gz"]

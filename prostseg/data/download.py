@@ -73,6 +73,10 @@ class NetworkError(InputError):
     """
 
 
+class MissingFile(InputError):
+    """The server has no file at this URL (HTTP 404 or 410)."""
+
+
 def download(
     url: str,
     target: str | os.PathLike,
@@ -110,9 +114,10 @@ def download(
     ------
     NetworkError
         ``"URL: cannot download: REASON"`` when every try failed transiently.
+    MissingFile
+        ``"URL: cannot download: HTTP 404 Not Found"`` (or 410).
     InputError
-        ``"URL: cannot download: HTTP 404 Not Found"`` and other answers that another
-        try would not change; ``"URL: sha256 mismatch ..."`` when the file differs from
+        Other answers that another try would not change; ``"URL: sha256 mismatch ..."`` when the file differs from
         ``expected`` (nothing is written then).
     """
     target = Path(target)
@@ -153,7 +158,7 @@ def _fetch_once(url: str, out: BinaryIO, timeout: float) -> FileRecord:
         problem = f"HTTP {err.code} {err.reason}"
         if err.code in TRANSIENT_STATUS:
             raise _Transient(problem) from None
-        raise InputError(url, f"cannot download: {problem}") from None
+        raise (MissingFile if err.code in (404, 410) else InputError)(url, f"cannot download: {problem}") from None
     except urllib.error.URLError as err:
         raise _Transient(_reason(err.reason)) from None
     except (OSError, http.client.HTTPException) as err:

@@ -47,7 +47,9 @@ import jsonschema
 
 from prostseg.atomic import atomic_path, remove_leftovers
 from prostseg.data.dataset import CASE_ROLES, MASKS, PATIENTS_FILE, volume_file
-from prostseg.data.download import LOCK_FILE, FileRecord, NetworkError, download, read_lock, write_lock
+from prostseg.data.download import (
+    LOCK_FILE, FileRecord, MissingFile, NetworkError, download, read_lock, write_lock,
+)
 from prostseg.data.io import check_same_grid, header_volume
 from prostseg.errors import COUNT, DataWarning, InputError, ProstsegError
 
@@ -105,6 +107,10 @@ _INDEX_SCHEMA: dict[str, Any] = {
     "properties": {
         "base_url": {"type": "string", "pattern": "^https?://.*/$"},
         "made": {"type": "string", "minLength": 1},
+        "renamed": {
+            "type": "array",
+            "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string", "minLength": 1}},
+        },
         "subset": {"type": "string", "minLength": 1},
         "checksums": {
             "type": "object",
@@ -637,8 +643,8 @@ def _fetch_cases(
     bar = tqdm(total=len(missing), unit="file", desc=f"{manifest.name}", disable=not progress)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(download, base + name, cache / name, expected=expected[name],
-                        retries=retries, backoff=backoff): name
+            pool.submit(_download_indexed, base, name, cache / name, expected=expected[name],
+                        renamed=index.get("renamed", ()), retries=retries, backoff=backoff): name
             for name in missing
         }
         pending = set(futures)
@@ -649,7 +655,11 @@ def _fetch_cases(
                 for future in done:
                     name = futures[future]
                     try:
-                        lock.setdefault(name, future.result())
+                        downloaded, served_as = future.result()
+                        lock.setdefault(name, downloaded)
+                        if served_as != name:
+                            warnings.warn(f"{base}{served_as}: {name} is served under this irregular "
+                                          "name; fetched from there", DataWarning, stacklevel=2)
                     except NetworkError as err:  # the next file would fail the same way
                         stop = stop or err
                     except InputError as err:  # this file only: its case is refused
@@ -670,6 +680,30 @@ def _fetch_cases(
         plan.append((case_id, problems[0] if problems else _index_sources(
             manifest, case_id, cache)))
     return _write_cases(dest, manifest, plan, record, overwrite=overwrite)
+
+
+def _download_indexed(base: str, name: str, target: Path, *, expected: FileRecord | None,
+                      renamed: Sequence[Sequence[str]], **options) -> tuple[FileRecord, str]:
+    """Download file ``name`` of an index into ``target``; return its record and the name
+    the server had it under.
+
+    When the server has no file of that name (HTTP 404), each ``(old, new)`` pair of the
+    index's ``renamed`` list is tried on the file name (``ProstateX-0086_tz`` ->
+    ``ProstateX-086_tz``); the file is still stored and recorded under ``name``.
+    """
+    try:
+        return download(base + name, target, expected=expected, **options), name
+    except MissingFile as missing:
+        folder, _, file_name = name.rpartition("/")
+        for old, new in renamed:
+            other = f"{folder}/{file_name.replace(old, new, 1)}" if folder else file_name.replace(old, new, 1)
+            if other == name:
+                continue
+            try:
+                return download(base + other, target, expected=expected, **options), other
+            except MissingFile:
+                continue
+        raise missing
 
 
 def _cached(path: Path, expected: FileRecord | None) -> bool:
