@@ -28,10 +28,13 @@ from pathlib import Path
 from prostseg import console
 from prostseg.data import manifests, phantom
 from prostseg.data.dataset import (
-    ALIGNED_FOLDER, FILE_ALIASES, LESION_VALUES, MASKS, REGISTRATION_FILE, STACK, check_output_outside_inputs, volume_file,
+    ALIGNED_FOLDER, FILE_ALIASES, LESION_VALUES, MASKS, REGISTRATION_FILE, STACK, check_output_outside_inputs,
+    volume_file,
 )
 from prostseg.data.io import load_volume, save_like
-from prostseg.errors import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, PROBABILITY, InputError, Interval, ProstsegError
+from prostseg.errors import (
+    COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, PROBABILITY, InputError, Interval, ProstsegError,
+)
 from prostseg.networks import runs
 from prostseg.networks.recipes import recipe, recipes
 from prostseg.preparation import registration

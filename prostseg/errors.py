@@ -11,6 +11,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ProstsegError(Exception):
@@ -61,6 +62,30 @@ class OutputError(InputError):
 
 class DataWarning(UserWarning):
     """Data that can be used but probably not as the user meant (e.g. only empty masks)."""
+
+
+def path_argument(value, name: str = "path") -> Path:
+    """``value`` as a :class:`~pathlib.Path`, or an :class:`InputError` naming ``name``.
+
+    Public functions call it on the paths they are given, so that ``None``, a number or
+    an empty string is one clear error instead of a ``TypeError`` from :mod:`pathlib`.
+
+    Examples
+    --------
+    >>> path_argument("data/case-01")
+    PosixPath('data/case-01')
+    >>> path_argument(None, "data_dir")
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: data_dir: expected the path of a file or folder, got NoneType None
+    """
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
+    if not isinstance(value, (str, os.PathLike)):
+        raise InputError(None, f"{name}: expected the path of a file or folder, got {type(value).__name__} {value!r}")
+    if not os.fspath(value):
+        raise InputError(None, f"{name}: expected the path of a file or folder, got an empty path")
+    return Path(value)
 
 
 @dataclass(frozen=True)

@@ -527,19 +527,25 @@ def test_bad_input_row(row, phantom_dir, tmp_path, monkeypatch, request):
 
 @pytest.mark.parametrize("row", _rows(CALL_COLUMNS), ids=lambda row: row["id"])
 def test_bad_api_call(row, phantom_dir, tmp_path):
+    import prostseg.data.dataset
     import prostseg.data.io
+    import prostseg.data.manifests
     import prostseg.data.phantom
     import prostseg.networks.runs
     import prostseg.preparation.preprocessing
+    import prostseg.preparation.slice_cache
     import prostseg.preparation.splits
+    import prostseg.use.batch
     import prostseg.use.inference
     from prostseg.errors import InputError
 
     places = _places(row["id"], phantom_dir, tmp_path, None)
     call = _filler(places, tmp_path, quote=True)(row["call"].strip("`"))
     namespace = {"np": np, "Path": Path, "io": prostseg.data.io, "phantom": prostseg.data.phantom,
+                 "dataset": prostseg.data.dataset, "manifests": prostseg.data.manifests,
                  "runs": prostseg.networks.runs, "preprocessing": prostseg.preparation.preprocessing,
-                 "splits": prostseg.preparation.splits, "inference": prostseg.use.inference}
+                 "slice_cache": prostseg.preparation.slice_cache, "splits": prostseg.preparation.splits,
+                 "batch": prostseg.use.batch, "inference": prostseg.use.inference}
     before = _snapshot(tmp_path, places["out"])
     with pytest.raises(InputError) as caught:
         eval(call, namespace)  # noqa: S307 -- the table's own calls

@@ -67,7 +67,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from prostseg.errors import InputError
+from prostseg.errors import InputError, path_argument
 from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, header_volume, load_volume
 
 __all__ = [
@@ -394,7 +394,7 @@ def find_case(
     prostseg.errors.InputError: ...case-1: missing t2w (e.g. t2w.nii.gz); the folder holds nothing
     """
     require = _checked_require(require)
-    folder = Path(folder)
+    folder = path_argument(folder, "folder")
     if not folder.is_dir():
         raise InputError(folder, "no such case folder")
     case, problems = _scan(folder, require, check_grids)
@@ -425,7 +425,7 @@ def case_folders(data_dir: str | os.PathLike) -> list[Path]:
     >>> [folder.name for folder in case_folders(data_dir)]
     ['a', 'b']
     """
-    data_dir = Path(data_dir)
+    data_dir = path_argument(data_dir, "data_dir")
     if not data_dir.is_dir():
         raise InputError(data_dir, "no such data folder")
     folders = [entry for entry in _entries(data_dir) if entry.is_dir()]

@@ -57,7 +57,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from prostseg.atomic import atomic_path
 from prostseg.console import native_output_captured
-from prostseg.errors import InputError
+from prostseg.errors import InputError, path_argument
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -271,7 +271,7 @@ def load_volume(
     >>> mask.data.dtype, int(mask.data.sum())
     (dtype('uint8'), 3)
     """
-    path = _as_path(path)
+    path = path_argument(path)
     if num_classes is not None:
         label = True
     array, affine, header = _read(path, components=1 if channels is None else None)
@@ -314,7 +314,7 @@ def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
     >>> shape, affine[0, 0]
     ((4, 5, 6), np.float64(2.0))
     """
-    path = _as_path(path)
+    path = path_argument(path)
     _check_readable(path)
     _check_header(path, components=None)
     if path.is_dir():
@@ -599,17 +599,6 @@ def volume_to_itk(volume: Volume):
 
 
 # --- the gate: a file's header is checked before any voxel is read ------------------
-
-
-def _as_path(path) -> Path:
-    """``path`` as a :class:`~pathlib.Path`; anything else is an :class:`InputError`."""
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not isinstance(path, (str, os.PathLike)):
-        raise InputError(None, f"expected the path of a file or folder, got {type(path).__name__} {path!r}")
-    if not os.fspath(path):
-        raise InputError(None, "expected the path of a file or folder, got an empty path")
-    return Path(path)
 
 
 def _check_header(path: Path, *, components: int | None = 1) -> None:

@@ -51,7 +51,7 @@ from prostseg.data.download import (
     LOCK_FILE, FileRecord, MissingFile, NetworkError, download, read_lock, write_lock,
 )
 from prostseg.data.io import check_same_grid, header_volume
-from prostseg.errors import COUNT, DataWarning, InputError, ProstsegError
+from prostseg.errors import COUNT, DataWarning, InputError, ProstsegError, path_argument
 
 # A manifest fills the roles of prostseg.data.dataset.CASE_ROLES, in that order; the label maps
 # among them (prostseg.data.dataset.MASKS) are written as uint8.
@@ -341,7 +341,7 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
         Naming the manifest file, when it is missing, is not JSON or does not follow
         :data:`MANIFEST_SCHEMA`.
     """
-    text = os.fspath(name_or_path)
+    text = os.fspath(path_argument(name_or_path, "name_or_path"))
     if text.endswith(".json") or os.sep in text or "/" in text:
         path = Path(text)
     else:

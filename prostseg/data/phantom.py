@@ -125,7 +125,7 @@ from scipy import ndimage
 
 from prostseg.data.dataset import ALIGNED_FOLDER, PHANTOM_FILE, STACK, ZONE_NAMES, volume_file
 from prostseg.atomic import atomic_path
-from prostseg.errors import COUNT, NON_NEGATIVE_INT, InputError
+from prostseg.errors import COUNT, NON_NEGATIVE_INT, InputError, path_argument
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -1583,7 +1583,7 @@ def write_phantom_dataset(
     """
     COUNT.check(n_cases, "n_cases")
     NON_NEGATIVE_INT.check(seed, "seed")
-    out_dir = Path(out_dir)
+    out_dir = path_argument(out_dir, "out_dir")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "exists and is not a folder")
     case_dirs = [out_dir / f"phantom-{index:03d}" for index in range(n_cases)]

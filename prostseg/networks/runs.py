@@ -49,7 +49,9 @@ from typing import Any, ClassVar
 
 from prostseg.atomic import atomic_path
 from prostseg.data.dataset import LESION_VALUES, MASKS, check_output_outside_inputs
-from prostseg.errors import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, InputError, Interval
+from prostseg.errors import (
+    COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, InputError, Interval, path_argument,
+)
 from prostseg.preparation.splits import PatientSplit, patients_across_parts, read_patient_ids, split_patients
 
 __all__ = [
@@ -467,7 +469,7 @@ def load_config(path: str | os.PathLike) -> UNetTrainingConfig | Pix2PixTraining
     >>> load_config(path).epochs
     3
     """
-    path = Path(path)
+    path = path_argument(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -64,7 +64,7 @@ import numpy as np
 
 from prostseg.atomic import atomic_path
 from prostseg.data.dataset import MASKS, NUM_ZONE_CLASSES, Case, case_folders, find_case
-from prostseg.errors import InputError
+from prostseg.errors import COUNT, POSITIVE, InputError
 from prostseg.parallel import CaseRows, one_line, run_cases_with_summary
 from prostseg.preparation.registration import input_fingerprint, same_input
 from prostseg.preparation.slices import CLIP_PERCENTILES, SLICINGS
@@ -129,12 +129,10 @@ class SliceSpec:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.label not in MASKS:
             raise ValueError(f"label must be one of {MASKS}, got {self.label!r}")
-        size = self.image_size or SLICINGS[self.model].image_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"image_size must be a positive int, got {size!r}")
-        object.__setattr__(self, "image_size", size)
+        size = SLICINGS[self.model].image_size if self.image_size is None else self.image_size
+        object.__setattr__(self, "image_size", COUNT.check(size, "image_size"))
         if self.target_spacing is not None:
-            object.__setattr__(self, "target_spacing", float(self.target_spacing))
+            object.__setattr__(self, "target_spacing", float(POSITIVE.check(self.target_spacing, "target_spacing")))
         if self.model == "pix2pix":
             object.__setattr__(self, "label", "zones")
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from prostseg.atomic import atomic_path
 from prostseg.data.dataset import PATIENTS_FILE
-from prostseg.errors import InputError
+from prostseg.errors import InputError, path_argument
 from prostseg.preparation.preprocessing import resize_image
 
 __all__ = [
@@ -152,7 +152,7 @@ class PatientSplit:
             wrong type, or breaks a split invariant (e.g. a patient in two parts).
         """
         try:
-            content = json.loads(Path(path).read_text(encoding="utf-8"))
+            content = json.loads(path_argument(path).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(path, f"not a JSON split file ({error})") from None
         if not isinstance(content, dict):

@@ -49,7 +49,7 @@ import numpy as np
 
 from prostseg.atomic import atomic_path
 from prostseg.data.dataset import check_output_outside_inputs, find_case
-from prostseg.errors import InputError
+from prostseg.errors import InputError, path_argument
 from prostseg.data.io import SUPPORTED_EXTENSIONS, load_volume
 from prostseg.networks.runs import model_run_config
 from prostseg.use.dicom_seg import SEGMENT_CODES, write_dicom_seg
@@ -136,7 +136,7 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
     >>> [case_id for case_id, _ in collect_inputs([folder / "cases.txt"])]
     ['a', 'b']
     """
-    pairs = [pair for path in paths for pair in _expand(Path(path), None)]
+    pairs = [pair for path in paths for pair in _expand(path_argument(path, "inputs"), None)]
     if not pairs:
         raise InputError(None, "no cases to predict: give case folders, volume files, DICOM series "
                          "folders, data folders or lists of them")

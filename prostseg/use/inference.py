@@ -52,7 +52,7 @@ from prostseg.data.dataset import (
     LESION_VALUES, MASKS, NUM_ZONE_CLASSES, ZONE_NAMES, check_output_outside_inputs, discover_cases,
     find_case, load_mask,
 )
-from prostseg.errors import NON_NEGATIVE, POSITIVE, PROBABILITY, InputError
+from prostseg.errors import NON_NEGATIVE, POSITIVE, PROBABILITY, InputError, path_argument
 from prostseg.figure_png import save_png
 from prostseg.data.io import SUPPORTED_EXTENSIONS, Volume, check_same_grid, load_volume, save_like
 from prostseg.networks.metrics import dice, iou, per_class_dice, per_class_iou
@@ -628,6 +628,8 @@ def evaluate_folder(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *
         raise ValueError(f"label must be one of {MASKS}, got {label!r}")
     if per_zone and label != "zones":
         raise ValueError("per_zone=True compares zone labels: use label='zones'")
+    pred_dir, truth_dir = path_argument(pred_dir, "pred_dir"), path_argument(truth_dir, "truth_dir")
+    out_csv = path_argument(out_csv, "out_csv")
     if lesion_value not in LESION_VALUES:
         raise InputError(None, f"lesion_value must be one of {LESION_VALUES}, got {lesion_value!r}")
     outputs = [Path(out_csv)] + ([Path(out_figure)] if out_figure is not None else [])
