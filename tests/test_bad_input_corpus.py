@@ -12,6 +12,7 @@ builder below, and every builder has its row.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import re
@@ -209,6 +210,8 @@ def _build(row_id: str, data: Path, tmp: Path) -> dict[str, str]:
     elif row_id == "predict-list-bytes":
         extra["file"] = tmp / "cases.txt"
         extra["file"].write_bytes(b"\xff\xfe" + np.random.default_rng(0).bytes(500))
+    elif row_id in ("import-nan-sform-mask", "import-truncated-t2w"):
+        extra["src"] = _zones_source(tmp / "src", broken="gland" if row_id == "import-nan-sform-mask" else "t2w")
     elif row_id == "register-tiny-overlap":
         t2w = nib.load(case / "t2w.nii.gz")
         affine = np.diag([2.0, 2.0, 3.0, 1.0])
@@ -232,6 +235,29 @@ def _build(row_id: str, data: Path, tmp: Path) -> dict[str, str]:
 #: nothing at all (a flag out of range).
 _GENERIC_ROWS = {row["id"] for row in _rows() + _rows(CALL_COLUMNS)
                  if not re.search(r"\{(file|preds|src)\}", row.get("command", row.get("call")))}
+
+
+def _zones_source(root: Path, broken: str) -> Path:
+    """One case of Cuocolo's PROSTATEx layout (ProstateX-0001) whose ``broken`` file is
+    damaged: the gland mask's sform holds NaN, or the T2W is cut short."""
+    from prostseg.data.manifests import load_manifest
+
+    files = load_manifest("prostatex-zones").index["cases"]["ProstateX-0001"]
+    rng = np.random.default_rng(0)
+    masks = {"t2w": (rng.random((8, 8, 4)) * 500).astype(np.float32)}
+    masks["gland"] = np.zeros((8, 8, 4), np.uint8)
+    masks["gland"][2:6, 2:6, 1:3] = 1
+    for role, names in files.items():
+        for name in names:
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _good_nifti(path, masks.get(role, masks["gland"]))
+    target = root / files[broken][0]
+    if broken == "gland":
+        _patched_nifti(masks["gland"], srow_x=[np.nan, 0, 0, 0])(target)
+    else:
+        _truncate(target)
+    return root
 
 
 def _shifted_lesion_source(root: Path) -> Path:
@@ -260,15 +286,19 @@ def _good_nifti(path: Path, array=None, affine=None) -> Path:
     return path
 
 
-def _patched_nifti(**fields):
-    """An uncompressed NIfTI whose stored header fields are replaced as written (no fixes)."""
+def _patched_nifti(array=None, **fields):
+    """A NIfTI whose stored header fields are replaced as written (no fixes); compressed
+    when the name ends in ``.gz``."""
     def write(path: Path) -> None:
-        _good_nifti(path)
-        content = path.read_bytes()
+        plain = path.with_name("plain-" + path.name.removesuffix(".gz"))
+        _good_nifti(plain, array)
+        content = plain.read_bytes()
+        plain.unlink()
         header = nib.Nifti1Header(content[:348], check=False)
         for name, value in fields.items():
             header[name] = value
-        path.write_bytes(header.binaryblock + content[348:])
+        content = header.binaryblock + content[348:]
+        path.write_bytes(gzip.compress(content) if path.name.endswith(".gz") else content)
     return write
 
 

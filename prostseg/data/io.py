@@ -314,9 +314,7 @@ def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
     >>> shape, affine[0, 0]
     ((4, 5, 6), np.float64(2.0))
     """
-    path = path_argument(path)
-    _check_readable(path)
-    _check_header(path, components=None)
+    path = check_volume_file(path, components=None)
     if path.is_dir():
         array, affine, _ = _read_itk_volume(path)
         shape = array.shape
@@ -601,14 +599,48 @@ def volume_to_itk(volume: Volume):
 # --- the gate: a file's header is checked before any voxel is read ------------------
 
 
-def _check_header(path: Path, *, components: int | None = 1) -> None:
+def check_volume_file(path: str | os.PathLike, *, components: int | None = 1) -> Path:
     """Refuse a file whose header cannot describe a volume prostseg can read.
 
-    Checks, before any voxel is read or allocated: the image kind (a NIfTI volume, not
-    CIFTI), the voxel type, the number of components per voxel (``None``: any), the
+    The gate every reader passes (:func:`load_volume`, :func:`volume_grid`, the dataset
+    importers). It checks, before any voxel is read or allocated: that the file exists
+    and has a supported ending; the image kind (a NIfTI volume, not CIFTI); the voxel
+    type (real numbers); the number of components per voxel (``None``: any); the
     declared size (against :data:`MAX_VOXELS` and, for uncompressed files, the bytes
-    the file holds) and the geometry (finite, non-singular, positive spacing).
+    the file holds); and the geometry (finite, invertible, positive spacing). A DICOM
+    series folder is checked when it is read.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        One line naming the file and the first problem found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import nibabel as nib
+    >>> file = Path(tempfile.mkdtemp()) / "t2w.nii"
+    >>> image = nib.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.diag([0.5, 0.5, 3.0, 1.0]))
+    >>> image.header["pixdim"][3] = 0.0
+    >>> image.set_sform(None, 0); image.set_qform(None, 0)
+    >>> nib.save(image, file)
+    >>> check_volume_file(file)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    prostseg.errors.InputError: ...t2w.nii: voxel spacing (pixdim) (0.5, 0.5, 0.0) is not positive ...
     """
+    path = path_argument(path)
+    _check_readable(path)
+    _check_header(path, components=components)
+    return path
+
+
+def _check_header(path: Path, *, components: int | None = 1) -> None:
     if path.is_dir():
         return
     if _is_nifti(path):
@@ -838,8 +870,7 @@ def _check_readable(path: Path) -> None:
 
 def _read(path: Path, *, components: int | None = 1) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
     """Voxels in the file's order ``(x, y, z, ...)``, its RAS affine and NIfTI header."""
-    _check_readable(path)
-    _check_header(path, components=components)
+    check_volume_file(path, components=components)
     if path.is_dir() or not _is_nifti(path):
         return _read_itk_volume(path)
     try:

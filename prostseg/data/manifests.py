@@ -37,6 +37,7 @@ import tempfile
 import textwrap
 import warnings
 import zipfile
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from prostseg.data.dataset import CASE_ROLES, MASKS, PATIENTS_FILE, volume_file
 from prostseg.data.download import (
     LOCK_FILE, FileRecord, MissingFile, NetworkError, download, read_lock, write_lock,
 )
-from prostseg.data.io import check_same_grid, header_volume
+from prostseg.data.io import check_same_grid, check_volume_file, header_volume
 from prostseg.errors import COUNT, DataWarning, InputError, ProstsegError, path_argument
 
 # A manifest fills the roles of prostseg.data.dataset.CASE_ROLES, in that order; the label maps
@@ -1222,7 +1223,11 @@ def _convert(role: str, spec: dict, found: dict):
     for path in found["paths"]:
         if not path.name.endswith((".nii", ".nii.gz")):
             raise InputError(path, f"converting {role} needs a NIfTI file")
-        images.append((path, nib.load(path)))
+        check_volume_file(path, components=None)
+        try:
+            images.append((path, nib.load(path)))
+        except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as err:
+            raise InputError(path, f"cannot read NIfTI file: {err}") from None
     first_path, first = images[0]
     for path, image in images[1:]:
         if image.shape[:3] != first.shape[:3] or not np.allclose(
@@ -1231,7 +1236,10 @@ def _convert(role: str, spec: dict, found: dict):
             raise InputError(path, f"grid differs from {first_path.name}; cannot combine")
 
     def data_of(path, image):
-        data = np.asanyarray(image.dataobj)
+        try:
+            data = np.asanyarray(image.dataobj)
+        except (OSError, EOFError, ValueError, zlib.error) as err:
+            raise InputError(path, f"cannot read NIfTI file: {err}") from None
         if "channel" in spec:
             if data.ndim != 4 or spec["channel"] >= data.shape[3]:
                 raise InputError(path, f"has shape {data.shape}; no channel {spec['channel']}")
