@@ -13,7 +13,7 @@ the order of the book; each imports only from the stages before it:
 5. :mod:`prostseg.training` -- the training loop, checkpoints and data checks.
 
 Below every stage sits the plumbing (:mod:`prostseg.errors`, :mod:`prostseg.atomic`,
-:mod:`prostseg.parallel`, :mod:`prostseg.figure_png`); the figures (:mod:`prostseg.viz`)
+:mod:`prostseg.console`, :mod:`prostseg.parallel`, :mod:`prostseg.figure_png`); the figures (:mod:`prostseg.viz`)
 draw on the first three stages and serve the later ones; :mod:`prostseg.cli` is the
 command line, and :mod:`prostseg.book` the chapters' teaching helpers, which nothing
 else imports. TensorFlow is imported only by the modules that need it.
