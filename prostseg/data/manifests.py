@@ -524,11 +524,11 @@ def fetch(
             overwrite=overwrite, workers=workers, mirror=mirror, progress=progress,
             retries=retries, backoff=backoff,
         )
-    if cases is not None or case_ids is not None or mirror is not None:
+    if cases is not None or case_ids is not None or mirror is not None or workers != 1:
         raise InputError(
             manifest.path,
-            "the source serves whole archives only: choosing cases (cases=, case_ids=) "
-            "and mirror= need a manifest with a per-file 'index'",
+            "the source serves whole archives only: choosing cases (cases=, case_ids=), "
+            "mirror= and workers= need a manifest with a per-file 'index'",
         )
     return _fetch_archives(manifest, Path(dest), cache, overwrite=overwrite, downloader=downloader)
 
