@@ -158,7 +158,8 @@ def _run_data_import(args) -> int:
 
 
 def _written(cases, dest: Path) -> int:
-    print(f"{len(cases)} case(s) written to {dest}")
+    held = sum(1 for entry in dest.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    print(f"{len(cases)} case(s) written to {dest}, which holds {held} case(s) in all")
     return 0
 
 
