@@ -34,7 +34,7 @@ __all__ = ["CapturedOutput", "native_output_captured", "show_native_output"]
 
 _lock = threading.RLock()
 _depth = 0
-_active: CapturedOutput | None = None
+_active = None  # (CapturedOutput, the function that ends the capture) while one is open
 _shown = False
 
 
@@ -55,6 +55,12 @@ class CapturedOutput:
             content = self._file.read()
             self._file.seek(position)
         return content.decode("utf-8", errors="replace")
+
+    def _close(self) -> None:
+        """Keep the text and drop the file."""
+        self._final = self.text()
+        self._file.close()
+        self._file = None
 
 
 def show_native_output(show: bool) -> None:
@@ -98,21 +104,19 @@ def native_output_captured() -> Iterator[CapturedOutput]:
         if _depth == 0:
             _active = _open_capture()
         _depth += 1
-        captured = _active
+        captured = _active[0]
     try:
         yield captured
     finally:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _close_capture()
+                _active[1]()
                 _active = None
 
 
-_restore: list = []
-
-
-def _open_capture() -> CapturedOutput:
+def _open_capture():
+    """Point descriptors 1 and 2 at a temporary file; return the capture and its undo."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
@@ -126,21 +130,17 @@ def _open_capture() -> CapturedOutput:
     for fd in (1, 2):
         os.dup2(file.fileno(), fd)
     captured = CapturedOutput(file)
-    _restore.append((captured, saved, streams, originals))
-    return captured
 
+    def undo() -> None:
+        for stream in streams.values():
+            if stream is not None:
+                stream.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        for name, original in originals.items():
+            streams[name].close()
+            setattr(sys, name, original)
+        captured._close()
 
-def _close_capture() -> None:
-    captured, saved, streams, originals = _restore.pop()
-    for stream in streams.values():
-        if stream is not None:
-            stream.flush()
-    for fd, copy in saved.items():
-        os.dup2(copy, fd)
-        os.close(copy)
-    for name, original in originals.items():
-        streams[name].close()
-        setattr(sys, name, original)
-    captured._final = captured.text()
-    captured._file.close()
-    captured._file = None
+    return captured, undo

@@ -314,7 +314,9 @@ def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
     >>> shape, affine[0, 0]
     ((4, 5, 6), np.float64(2.0))
     """
-    path = check_volume_file(path, components=None)
+    path = path_argument(path)
+    _check_readable(path)
+    image_io = _check_header(path, components=None)  # the gate of check_volume_file
     if path.is_dir():
         array, affine, _ = _read_itk_volume(path)
         shape = array.shape
@@ -325,7 +327,7 @@ def volume_grid(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarr
             raise InputError(path, f"cannot read NIfTI file: {err}") from err
         shape, affine = image.shape, image.affine
     else:
-        shape, affine = _itk_header_grid(path)
+        shape, affine = _itk_grid(image_io)
     if len(shape) < 3:
         raise InputError(path, f"expected a 3D volume, got shape {tuple(shape)}")
     spatial = tuple(int(n) for n in shape[:3])
@@ -640,13 +642,15 @@ def check_volume_file(path: str | os.PathLike, *, components: int | None = 1) ->
     return path
 
 
-def _check_header(path: Path, *, components: int | None = 1) -> None:
+def _check_header(path: Path, *, components: int | None = 1):
+    """The checks of :func:`check_volume_file`; for NRRD and MetaImage files, return the
+    ITK ImageIO that read the header (None otherwise)."""
     if path.is_dir():
-        return
+        return None
     if _is_nifti(path):
         _check_nifti_header(path)
-    else:
-        _check_itk_header(path, components)
+        return None
+    return _check_itk_header(path, components)
 
 
 def _read_nifti_header(path: Path) -> nib.Nifti1Header:
@@ -747,18 +751,13 @@ def _size_text(shape: tuple[int, ...], itemsize: int) -> str:
     return f"shape {shape} ({int(np.prod(shape, dtype=object)) * itemsize:,} bytes)"
 
 
-def _check_itk_header(path: Path, components: int | None) -> None:
-    _check_text_header_numbers(path)
-    itk = _itk()
-    with native_output_captured():
-        image_io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
-        if image_io is None:
-            raise InputError(path, "cannot read file: no ITK reader recognises its contents")
-        image_io.SetFileName(str(path))
-        try:
-            image_io.ReadImageInformation()
-        except RuntimeError as err:
-            raise InputError(path, f"cannot read file: {_itk_reason(err)}") from None
+def _check_itk_header(path: Path, components: int | None):
+    try:
+        fields, data_offset = _text_header(path)
+    except OSError as err:
+        raise InputError(path, f"cannot read file: {err.strerror or err}") from None
+    _check_header_numbers(path, fields)
+    image_io = _itk_image_io(path)
     component = image_io.GetComponentTypeAsString(image_io.GetComponentType())
     if component not in ITK_COMPONENT_TYPES:
         raise InputError(path, f"unsupported voxel type {component!r}; expected real numbers")
@@ -776,7 +775,23 @@ def _check_itk_header(path: Path, components: int | None) -> None:
         raise InputError(path, f"voxel spacing {tuple(float(v) for v in spacing)} is not positive and finite")
     direction = np.array([image_io.GetDirection(i) for i in range(len(shape))], dtype=np.float64).T
     _check_affine(path, direction * spacing, "direction matrix")
-    _check_attached_data_size(path, shape, count * image_io.GetComponentSize())
+    _check_attached_data_size(path, data_offset, shape, count * image_io.GetComponentSize())
+    return image_io
+
+
+def _itk_image_io(path: Path):
+    """An ITK ImageIO that has read the header of ``path`` (nothing of the voxels)."""
+    itk = _itk()
+    with native_output_captured():
+        image_io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+        if image_io is None:
+            raise InputError(path, "cannot read file: no ITK reader recognises its contents")
+        image_io.SetFileName(str(path))
+        try:
+            image_io.ReadImageInformation()
+        except RuntimeError as err:
+            raise InputError(path, f"cannot read file: {_itk_reason(err)}") from None
+    return image_io
 
 
 def _text_header(path: Path) -> tuple[dict[str, str], int]:
@@ -815,12 +830,8 @@ _GEOMETRY_FIELDS = ("spacings", "space directions", "space origin", "elementspac
                     "transformmatrix", "offset", "origin", "position", "rotation", "orientation")
 
 
-def _check_text_header_numbers(path: Path) -> None:
+def _check_header_numbers(path: Path, fields: dict[str, str]) -> None:
     """NaN or infinite numbers in a NRRD/MetaImage geometry field (ITK would read them as 1 mm)."""
-    try:
-        fields, _ = _text_header(path)
-    except OSError as err:
-        raise InputError(path, f"cannot read file: {err.strerror or err}") from None
     for key in _GEOMETRY_FIELDS:
         value = fields.get(key)
         if value is None:
@@ -835,9 +846,9 @@ def _check_text_header_numbers(path: Path) -> None:
                 raise InputError(path, f"header field '{key}' holds {token}: the file's geometry is unknown")
 
 
-def _check_attached_data_size(path: Path, shape: tuple[int, ...], voxel_bytes: int) -> None:
-    """A NRRD or MetaImage file with raw voxels after its header must hold all of them."""
-    _, offset = _text_header(path)
+def _check_attached_data_size(path: Path, offset: int, shape: tuple[int, ...], voxel_bytes: int) -> None:
+    """A NRRD or MetaImage file with raw voxels from ``offset`` on (0: elsewhere, or
+    compressed) must hold all of them."""
     if not offset:
         return
     declared = int(np.prod(shape, dtype=object)) * voxel_bytes
@@ -950,17 +961,8 @@ def _itk_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def _itk_header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    itk = _itk()
-    image_io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
-    if image_io is None:
-        raise InputError(path, "cannot read file: no ITK reader recognises its contents")
-    image_io.SetFileName(str(path))
-    try:
-        with native_output_captured():
-            image_io.ReadImageInformation()
-    except RuntimeError as err:
-        raise InputError(path, f"cannot read file: {_itk_reason(err)}") from err
+def _itk_grid(image_io) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and RAS affine of the file whose header ``image_io`` read."""
     axes = range(image_io.GetNumberOfDimensions())
     shape = tuple(image_io.GetDimensions(i) for i in axes)
     direction = np.array([image_io.GetDirection(i) for i in axes], dtype=np.float64).T
